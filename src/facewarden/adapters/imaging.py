@@ -1,0 +1,51 @@
+"""Guarded image decoding: formats, size limits, decompression bombs, truncation, EXIF."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facewarden.core.errors import MediaError
+
+ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+    """Decode bytes to an upright RGB uint8 array, or raise :class:`MediaError` saying why."""
+    if not data:
+        raise MediaError("empty file", code="empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            img = Image.open(io.BytesIO(data))
+            if img.format not in ALLOWED_FORMATS:
+                raise MediaError(
+                    f"unsupported image format {img.format}", code="unsupported_format"
+                )
+            width, height = img.size
+            if width * height > max_pixels:
+                raise MediaError(
+                    f"image too large: {width}x{height} exceeds {max_pixels} pixels",
+                    code="too_large",
+                )
+            if img.format == "GIF":
+                img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            rgb = img.convert("RGB")
+    except MediaError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaError(f"decompression bomb refused: {exc}", code="decompression_bomb") from exc
+    except UnidentifiedImageError as exc:
+        raise MediaError("not an image or an unsupported format", code="not_an_image") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        text = str(exc)
+        code = "truncated" if "truncated" in text.lower() else "corrupt"
+        raise MediaError(f"corrupt or truncated image: {text}", code=code) from exc
+    return np.asarray(rgb, dtype=np.uint8)

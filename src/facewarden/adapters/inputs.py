@@ -1,0 +1,127 @@
+"""Enumerate the local files, folders and .zip archives an operator points ingest at.
+
+There is deliberately no URL or crawler support: facewarden only reads what the operator
+already holds. Archive members with absolute paths, ``..`` components or suspicious
+compression ratios are reported, never read.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from facewarden.adapters.imaging import IMAGE_SUFFIXES
+from facewarden.core.errors import MediaError
+
+
+@dataclass
+class InputItem:
+    """One candidate media file; ``read`` returns its bytes or raises :class:`MediaError`."""
+
+    path: str
+    read: Callable[[], bytes] | None
+    error: MediaError | None = None
+
+
+@dataclass
+class InputLimits:
+    max_file_bytes: int
+    max_archive_ratio: int
+
+
+def _read_file(path: Path, limit: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        size = path.stat().st_size
+        if size > limit:
+            raise MediaError(f"file too large: {size} bytes exceeds {limit}", code="too_large")
+        return path.read_bytes()
+
+    return read
+
+
+def _unsafe_member(name: str) -> str | None:
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path in archive"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "path traversal ('..') in archive"
+    return None
+
+
+def _zip_items(archive: Path, limits: InputLimits) -> Iterator[InputItem]:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        yield InputItem(
+            str(archive), None, MediaError(f"broken archive: {exc}", code="bad_archive")
+        )
+        return
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            label = f"{archive}!{info.filename}"
+            problem = _unsafe_member(info.filename)
+            if problem:
+                yield InputItem(label, None, MediaError(problem, code="unsafe_archive_path"))
+                continue
+            if Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
+                yield InputItem(label, None, MediaError("not an image file", code="not_an_image"))
+                continue
+            if info.file_size > limits.max_file_bytes:
+                yield InputItem(
+                    label,
+                    None,
+                    MediaError(
+                        f"archive member too large: {info.file_size} bytes", code="too_large"
+                    ),
+                )
+                continue
+            ratio = info.file_size / max(info.compress_size, 1)
+            if ratio > limits.max_archive_ratio:
+                yield InputItem(
+                    label,
+                    None,
+                    MediaError(
+                        f"compression ratio {ratio:.0f}:1 looks like a zip bomb", code="zip_bomb"
+                    ),
+                )
+                continue
+            yield InputItem(label, _zip_reader(archive, info.filename, limits.max_file_bytes))
+
+
+def _zip_reader(archive: Path, member: str, limit: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            with zipfile.ZipFile(archive) as zf, zf.open(member) as fh:
+                data = fh.read(limit + 1)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise MediaError(f"cannot read archive member: {exc}", code="bad_archive") from exc
+        if len(data) > limit:
+            raise MediaError("archive member larger than declared", code="too_large")
+        return data
+
+    return read
+
+
+def iter_inputs(paths: list[Path], limits: InputLimits) -> Iterator[InputItem]:
+    """Files, folders (recursive, sorted) and .zip archives, in a stable order."""
+    for root in paths:
+        if not root.exists():
+            yield InputItem(str(root), None, MediaError("no such file or folder", code="missing"))
+            continue
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            if path.is_symlink():
+                yield InputItem(
+                    str(path), None, MediaError("symbolic links are not followed", code="symlink")
+                )
+            elif path.suffix.lower() == ".zip":
+                yield from _zip_items(path, limits)
+            elif path.suffix.lower() in IMAGE_SUFFIXES or root == path:
+                yield InputItem(str(path), _read_file(path, limits.max_file_bytes))
+            else:
+                yield InputItem(
+                    str(path), None, MediaError("not an image file", code="not_an_image")
+                )

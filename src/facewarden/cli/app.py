@@ -1,0 +1,373 @@
+"""The ``facewarden`` command line: a thin layer over the core service (``Facewarden``)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from facewarden.cli import output
+from facewarden.config import Settings
+from facewarden.core.actors import Actor
+from facewarden.core.errors import FacewardenError, InvalidInput
+from facewarden.services.app import Facewarden
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="facewarden: accountable face search over your own, lawfully held media.",
+)
+source_app = typer.Typer(no_args_is_help=True, help="Register and list media sources.")
+case_app = typer.Typer(no_args_is_help=True, help="Open, close and inspect cases.")
+index_app = typer.Typer(no_args_is_help=True, help="Maintain the derived vector index.")
+audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the audit log.")
+app.add_typer(source_app, name="source")
+app.add_typer(case_app, name="case")
+app.add_typer(index_app, name="index")
+app.add_typer(audit_app, name="audit")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+class State:
+    data_dir: Path | None = None
+    acting_as: str | None = None
+
+
+state = State()
+
+
+@app.callback()
+def _global(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Data directory (env FACEWARDEN_DATA_DIR).")
+    ] = None,
+    acting_as: Annotated[
+        str | None, typer.Option("--as", help="Act as this user (or set FACEWARDEN_TOKEN).")
+    ] = None,
+) -> None:
+    state.data_dir, state.acting_as = data_dir, acting_as
+
+
+def settings(**overrides) -> Settings:
+    if state.data_dir is not None:
+        overrides["data_dir"] = state.data_dir
+    return Settings(**overrides)
+
+
+def open_app(**overrides) -> tuple[Facewarden, Actor]:
+    fw = Facewarden(settings(**overrides))
+    token = os.environ.get("FACEWARDEN_TOKEN")
+    return fw, fw.actor(name=state.acting_as if not token else None, token=token)
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+
+
+@app.command()
+def init(admin: Annotated[str, typer.Option(help="Name of the first user.")] = "admin") -> None:
+    """Create the data directory, database, template key and the first user."""
+    s = settings()
+    fw, token = Facewarden.init(s, admin_name=admin)
+    output.out.print(f"facewarden data directory: {s.data_dir}")
+    output.out.print(f"database: {fw.engine.url.render_as_string()}")
+    output.out.print(
+        "template key: "
+        + (
+            "from FACEWARDEN_TEMPLATE_KEY"
+            if s.template_key
+            else f"{s.resolved_key_file} (mode 0600)"
+        )
+    )
+    if token:
+        output.out.print(
+            f"first user [bold]{admin}[/] (admin, operator, investigator, dpo); "
+            f"API token, shown once: [bold]{token}[/]"
+        )
+    else:
+        output.out.print("already initialised; schema is up to date")
+    fw.close()
+
+
+@source_app.command("add")
+def source_add(
+    name: str,
+    lawful_basis: Annotated[str, typer.Option(help="Legal basis for processing these media.")] = "",
+    purpose: Annotated[str, typer.Option(help="Why these media are held.")] = "",
+    jurisdiction: Annotated[str, typer.Option(help="ISO 3166 two-letter country code.")] = "",
+    retention: Annotated[str, typer.Option(help="How long media are kept, e.g. 365d.")] = "",
+    note: Annotated[str | None, typer.Option(help="Free-text provenance note.")] = None,
+) -> None:
+    """Register a source. Lawful basis, purpose, jurisdiction and retention are mandatory."""
+    fw, actor = open_app()
+    info = fw.sources.add(
+        actor,
+        name,
+        lawful_basis=lawful_basis,
+        purpose=purpose,
+        jurisdiction=jurisdiction,
+        retention=retention,
+        note=note,
+    )
+    output.out.print(
+        f"source [bold]{info.name}[/] registered ({info.jurisdiction}, "
+        f"retention {info.retention_days:g} days)"
+    )
+
+
+@source_app.command("list")
+def source_list(as_json: JsonOpt = False) -> None:
+    """List sources with their media counts."""
+    fw, _ = open_app()
+    rows = [vars(s) for s in fw.sources.list()]
+    if as_json:
+        output.emit_json(rows)
+        return
+    for r in rows:
+        output.out.print(
+            f"{r['name']}: {r['jurisdiction']}, {r['retention_days']:g}d, "
+            f"{r['media']} media; basis: {r['lawful_basis']}; purpose: {r['purpose']}"
+        )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders and .zip archives.")],
+    source: Annotated[str, typer.Option(help="Registered source name.")],
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: all cores).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Detect, align, embed and store every face of the given local media."""
+    fw, actor = open_app()
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=output.err,
+        disable=as_json or (not output.err.is_terminal and "CI" in os.environ),
+    ) as bar:
+        task = bar.add_task("ingesting", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(
+                task, completed=done, total=total, description=f"ingesting {Path(label).name[:30]}"
+            )
+
+        summary = fw.ingest.run(actor, paths, source, workers=workers, progress=progress)
+    fw.close()
+    if as_json:
+        output.emit_json(summary.as_dict())
+    else:
+        output.show_ingest(summary)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+def search(
+    probe: Annotated[Path, typer.Argument(help="Probe image.")],
+    case: Annotated[str, typer.Option(help="Case reference (required).")] = "",
+    top: Annotated[int | None, typer.Option(help="Candidates per face.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Max Euclidean distance (default 0.6).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search every face of a probe image against the gallery, within a case."""
+    fw, actor = open_app()
+    result = fw.search.search(
+        actor,
+        read_bytes(probe),
+        case=case or None,
+        probe_name=str(probe),
+        top_k=top,
+        threshold=threshold,
+    )
+    fw.close()
+    output.emit_json(result.as_dict()) if as_json else output.show_search(result)
+
+
+@app.command()
+def verify(
+    a: Path,
+    b: Path,
+    threshold: Annotated[float | None, typer.Option(help="Max distance for 'same'.")] = None,
+    case: Annotated[str | None, typer.Option(help="Case reference to log with.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """1:1 verification: are the largest faces of A and B the same person?"""
+    fw, actor = open_app()
+    res = fw.search.verify(actor, read_bytes(a), read_bytes(b), threshold=threshold, case=case)
+    if as_json:
+        output.emit_json(res.as_dict())
+    else:
+        verdict = "[green]same person[/]" if res.same else "[red]different people[/]"
+        output.out.print(f"{verdict}: distance {res.distance:.4f} (threshold {res.threshold})")
+
+
+@app.command()
+def delete(
+    media: Annotated[
+        list[int] | None, typer.Option("--media", help="Media id (repeatable).")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Delete a whole source.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete media (faces, templates, crops, index entries) or a whole source."""
+    if bool(media) == bool(source):
+        raise InvalidInput("give either --media ID... or --source NAME")
+    fw, actor = open_app()
+    what = f"source {source!r} and all its media" if source else f"media {media}"
+    if not yes and not (sys.stdin.isatty() and typer.confirm(f"Delete {what}?")):
+        raise InvalidInput("deletion not confirmed (use --yes)")
+    counts = (
+        fw.gallery.delete_source(actor, source)
+        if source
+        else fw.gallery.delete_media(actor, media or [])
+    )
+    fw.close()
+    output.out.print(
+        f"deleted {counts['media']} media, {counts['faces']} faces, {counts['crops']} crops"
+    )
+
+
+@index_app.command("rebuild")
+def index_rebuild() -> None:
+    """Rebuild the vector index from the database (the source of truth)."""
+    fw, actor = open_app()
+    res = fw.gallery.rebuild_index(actor)
+    output.out.print(f"index rebuilt: {res['faces']} faces")
+
+
+@app.command()
+def stats(as_json: JsonOpt = False) -> None:
+    """Counts of sources, media, faces, index size and model."""
+    fw, _ = open_app()
+    data = fw.stats()
+    fw.close()
+    output.emit_json(data) if as_json else output.show_mapping("facewarden", data)
+
+
+@case_app.command("open")
+def case_open(
+    ref: str,
+    purpose: Annotated[str, typer.Option(help="Purpose of the searches.")] = "",
+    legal_basis: Annotated[str, typer.Option(help="Legal basis.")] = "",
+    authorisation: Annotated[str, typer.Option(help="Authorisation reference.")] = "",
+    offence: Annotated[str | None, typer.Option(help="Offence under investigation.")] = None,
+    expires: Annotated[str, typer.Option(help="Case lifetime, e.g. 30d.")] = "30d",
+) -> None:
+    """Open a case; searches must name an open case."""
+    fw, actor = open_app()
+    info = fw.cases.open(
+        actor,
+        ref,
+        purpose=purpose,
+        legal_basis=legal_basis,
+        authorisation=authorisation,
+        offence=offence,
+        expires=expires,
+    )
+    output.out.print(f"case [bold]{info.ref}[/] open until {info.expires_at:%Y-%m-%d %H:%M} UTC")
+
+
+@case_app.command("close")
+def case_close(ref: str) -> None:
+    """Close a case: no further searches under it."""
+    fw, actor = open_app()
+    fw.cases.close(actor, ref)
+    output.out.print(f"case {ref} closed")
+
+
+@case_app.command("show")
+def case_show(ref: str, as_json: JsonOpt = False) -> None:
+    """Show a case."""
+    fw, _ = open_app()
+    data = fw.cases.show(ref).as_dict()
+    output.emit_json(data) if as_json else output.show_mapping(f"case {ref}", data)
+
+
+@case_app.command("list")
+def case_list(as_json: JsonOpt = False) -> None:
+    """List cases."""
+    fw, _ = open_app()
+    rows = [c.as_dict() for c in fw.cases.list()]
+    if as_json:
+        output.emit_json(rows)
+        return
+    for r in rows:
+        output.out.print(f"{r['ref']}: {r['status']}, expires {r['expires_at']}; {r['purpose']}")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOpt = False) -> None:
+    """Check the hash chain; exits 1 and names the first bad record if it was tampered with."""
+    fw, _ = open_app()
+    report = fw.audit.verify()
+    if as_json:
+        output.emit_json(vars(report))
+    elif report.ok:
+        output.out.print(f"[green]audit chain intact[/]: {report.records} records")
+    else:
+        output.err.print(
+            f"[red]audit chain broken at record {report.first_bad_seq}[/]: {report.reason}"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    case: Annotated[str | None, typer.Option(help="Only this case.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="Only events since (ISO date).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+) -> None:
+    """Export audit events to stdout."""
+    import json
+
+    fw, _ = open_app()
+    if since is not None and since.tzinfo is None:
+        from datetime import UTC
+
+        since = since.replace(tzinfo=UTC)
+    rows = fw.audit.events(case_ref=case, since=since)
+    if fmt == "jsonl":
+        for r in rows:
+            print(json.dumps(r, default=str))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        if rows:
+            writer.writerow(rows[0].keys())
+        for r in rows:
+            writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in r.values()])
+    else:
+        raise InvalidInput("--format must be jsonl or csv")
+
+
+@app.command()
+def demo() -> None:
+    """Build a small demo gallery from bundled press photos and run a search."""
+    from facewarden.cli.demo import run_demo
+
+    run_demo(settings() if state.data_dir else None)
+
+
+def main() -> None:
+    try:
+        app()
+    except FacewardenError as exc:
+        output.err.print(f"[red]error[/] [{exc.code}]: {exc.message}", highlight=False)
+        sys.exit(exc.exit_code)

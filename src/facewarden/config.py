@@ -1,0 +1,54 @@
+"""Typed settings, read from the environment (``FACEWARDEN_*``) and command-line overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/facewarden``, else ``~/.local/share/facewarden``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "facewarden"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Each field maps to ``FACEWARDEN_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEWARDEN_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    """SQLAlchemy URL; default ``sqlite:///<data_dir>/facewarden.db``. PostgreSQL works too."""
+    template_key: SecretStr | None = None
+    """Base64 (or 64 hex digits) 256-bit key; default: the key file in the data directory."""
+    key_file: Path | None = None
+
+    threshold: float = Field(0.6, gt=0, le=2)
+    top_k: int = Field(10, ge=1, le=1000)
+    detector: Literal["hog", "cnn"] = "hog"
+    upsample: int = Field(1, ge=0, le=4)
+    min_face_size: int = Field(20, ge=8)
+    """Faces whose box is smaller than this (pixels, shorter side) are not enrolled."""
+    max_image_pixels: int = Field(50_000_000, ge=10_000)
+    max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    max_archive_ratio: int = Field(200, ge=2)
+    """Largest allowed uncompressed/compressed ratio of an archive member (zip bombs)."""
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    store_crops: bool = True
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'facewarden.db'}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "template.key"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"

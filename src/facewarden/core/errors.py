@@ -1,0 +1,56 @@
+"""Typed errors with stable codes; every interface shows ``code`` and ``message``."""
+
+from __future__ import annotations
+
+
+class FacewardenError(Exception):
+    """Base error. ``code`` is stable and machine-readable; ``message`` is for people."""
+
+    code = "error"
+    exit_code = 1
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class NotInitialised(FacewardenError):
+    code = "not_initialised"
+
+
+class NotFound(FacewardenError):
+    code = "not_found"
+
+
+class InvalidInput(FacewardenError):
+    code = "invalid_input"
+    exit_code = 2
+
+
+class Refused(FacewardenError):
+    """A rule of lawful use forbids the operation (it was logged as refused)."""
+
+    code = "refused"
+    exit_code = 3
+
+
+class PermissionDenied(Refused):
+    code = "permission_denied"
+
+
+class MediaError(FacewardenError):
+    """One input file cannot be used; reported per file, never stops a batch."""
+
+    code = "bad_media"
+
+
+class NoFaceFound(FacewardenError):
+    code = "no_face"
+
+
+class AuditFailure(FacewardenError):
+    """The audit record could not be written, so the operation did not happen."""
+
+    code = "audit_failure"

@@ -1,0 +1,71 @@
+"""Detect -> align -> assess quality -> embed, over the model interfaces."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from facewarden.adapters.models.base import FaceAligner, FaceDetector, FaceEmbedder
+from facewarden.core.quality import assess
+from facewarden.core.schemas import FaceTemplate
+
+
+@dataclass
+class PipelineOutput:
+    faces: list[FaceTemplate]
+    rejected: int
+    """Faces detected but not enrolled (below the minimum size)."""
+
+
+class FacePipeline:
+    def __init__(
+        self,
+        detector: FaceDetector,
+        aligner: FaceAligner,
+        embedder: FaceEmbedder,
+        *,
+        min_face_size: int = 20,
+        keep_chips: bool = True,
+    ) -> None:
+        self.detector = detector
+        self.aligner = aligner
+        self.embedder = embedder
+        self.min_face_size = min_face_size
+        self.keep_chips = keep_chips
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the template space: two templates compare only under the same id."""
+        return f"{self.embedder.model_id}+{self.aligner.model_id}"
+
+    @property
+    def full_model_id(self) -> str:
+        return f"{self.model_id}+{self.detector.model_id}"
+
+    def process(self, image: np.ndarray, *, enrol: bool = True) -> PipelineOutput:
+        """All faces of an RGB image. With ``enrol``, faces under the size floor are rejected."""
+        detections = self.detector.detect(image)
+        chips, kept, rejected = [], [], 0
+        for det in detections:
+            chip, points = self.aligner.align(image, det.box)
+            quality = assess(det, chip, points, self.min_face_size)
+            if enrol and "too_small" in quality.flags:
+                rejected += 1
+                continue
+            chips.append(chip)
+            kept.append((det, quality, chip))
+        descriptors = self.embedder.embed(chips)
+        faces = [
+            FaceTemplate(det, quality, descriptors[i], _jpeg(chip) if self.keep_chips else None)
+            for i, (det, quality, chip) in enumerate(kept)
+        ]
+        return PipelineOutput(faces, rejected)
+
+
+def _jpeg(chip: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(chip).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()

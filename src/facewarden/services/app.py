@@ -1,0 +1,259 @@
+"""The application core: one object every interface (CLI, HTTP, UI, Python) goes through."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from functools import cached_property
+
+from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import OperationalError
+
+from facewarden.adapters.crypto import TemplateCipher, create_key_file, load_key
+from facewarden.adapters.index.faiss_flat import FaissFlatIndex
+from facewarden.adapters.storage import db
+from facewarden.adapters.storage.tables import Face, Media, Source, User
+from facewarden.config import Settings
+from facewarden.core.actors import SINGLE_OPERATOR_ROLES, Actor
+from facewarden.core.errors import NotFound, NotInitialised, PermissionDenied
+from facewarden.core.pipeline import FacePipeline
+from facewarden.services.audit import AuditLog
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Facewarden:
+    """Owns the database, the key, the index and the models; services hang off it."""
+
+    def __init__(self, settings: Settings, pipeline: FacePipeline | None = None) -> None:
+        self.settings = settings
+        self.engine = db.make_engine(settings.resolved_database_url)
+        try:
+            current = inspect(self.engine).has_table("alembic_version") and db.is_current(
+                self.engine
+            )
+        except OperationalError as exc:
+            raise NotInitialised(f"cannot open database: {exc.orig}") from exc
+        if not current:
+            raise NotInitialised(
+                f"no facewarden database at {self.engine.url.render_as_string()}: "
+                "run 'facewarden init' (or it needs migrating: 'facewarden init' upgrades it)"
+            )
+        self.sessions = db.session_factory(self.engine)
+        secret = settings.template_key.get_secret_value() if settings.template_key else None
+        self.cipher = TemplateCipher(load_key(secret, settings.resolved_key_file))
+        self.audit = AuditLog(self.sessions)
+        self._pipeline = pipeline
+        self._index_synced = False
+
+        from facewarden.services.cases import CaseService
+        from facewarden.services.gallery import GalleryService
+        from facewarden.services.ingest import IngestService
+        from facewarden.services.search import SearchService
+        from facewarden.services.sources import SourceService
+
+        self.sources = SourceService(self)
+        self.cases = CaseService(self)
+        self.ingest = IngestService(self)
+        self.search = SearchService(self)
+        self.gallery = GalleryService(self)
+
+    # -- setup -------------------------------------------------------------------------
+    @classmethod
+    def init(cls, settings: Settings, admin_name: str = "admin") -> tuple[Facewarden, str | None]:
+        """Create the data directory, database schema, key file and the first user.
+
+        Returns the app and the first user's API token (shown once), or None when the
+        database already had users (init is idempotent and upgrades the schema).
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.chmod(0o700)
+        if not settings.template_key and not settings.resolved_key_file.exists():
+            create_key_file(settings.resolved_key_file)
+        engine = db.make_engine(settings.resolved_database_url)
+        db.upgrade(engine)
+        engine.dispose()
+        app = cls(settings)
+        token = None
+        with db.transaction(app.sessions) as session:
+            if session.scalar(select(func.count(User.id))) == 0:
+                token = secrets.token_urlsafe(32)
+                session.add(
+                    User(
+                        name=admin_name,
+                        roles=",".join(SINGLE_OPERATOR_ROLES),
+                        token_hash=hash_token(token),
+                        active=True,
+                        created_at=utcnow(),
+                    )
+                )
+                app.audit.append(
+                    session,
+                    admin_name,
+                    "init",
+                    details={"user": admin_name, "roles": list(SINGLE_OPERATOR_ROLES)},
+                )
+        return app, token
+
+    def close(self) -> None:
+        if self._index_synced:
+            self.index.save()
+        self.engine.dispose()
+
+    # -- users and roles ---------------------------------------------------------------
+    def actor(self, name: str | None = None, token: str | None = None) -> Actor:
+        """The acting user: by token, by name, or the sole user of a single-operator install."""
+        with self.sessions() as session:
+            q = select(User).where(User.active.is_(True))
+            if token:
+                user = session.scalar(q.where(User.token_hash == hash_token(token)))
+                if user is None:
+                    raise PermissionDenied("unknown or revoked API token")
+            elif name:
+                user = session.scalar(q.where(User.name == name))
+                if user is None:
+                    raise NotFound(f"no active user named {name!r}")
+            else:
+                users = session.scalars(q.limit(2)).all()
+                if len(users) != 1:
+                    raise PermissionDenied(
+                        "several users exist: say who acts with --as or FACEWARDEN_TOKEN"
+                    )
+                user = users[0]
+            return Actor(user.name, frozenset(user.roles.split(",")))
+
+    def authorize(self, actor: Actor, action: str, *roles: str, **audit_fields) -> None:
+        """Refuse (and log the refusal) unless the actor holds one of ``roles``."""
+        if actor.has(*roles):
+            return
+        message = f"{actor.name} may not {action}: needs role {' or '.join(roles)}"
+        self.audit.record(actor, action, outcome="refused", error=message, **audit_fields)
+        raise PermissionDenied(message)
+
+    # -- models and index --------------------------------------------------------------
+    @property
+    def pipeline(self) -> FacePipeline:
+        if self._pipeline is None:
+            self._pipeline = build_pipeline(self.settings)
+        return self._pipeline
+
+    @cached_property
+    def model_id(self) -> str:
+        from facewarden.adapters.models.dlib_models import FivePointAligner, ResnetEmbedder
+
+        return f"{ResnetEmbedder.model_id}+{FivePointAligner.model_id}"
+
+    @cached_property
+    def _index(self) -> FaissFlatIndex:
+        return FaissFlatIndex(self.settings.index_dir / "faces.faiss")
+
+    @property
+    def index(self) -> FaissFlatIndex:
+        """The vector index, reconciled with the database once per process on first use."""
+        if not self._index_synced:
+            self._index_synced = True
+            self.sync_index()
+        return self._index
+
+    def sync_index(self) -> dict[str, int]:
+        """Add what the database has and the index lacks; drop what the database no longer has."""
+        index = self._index
+        with self.sessions() as session:
+            db_ids = set(session.scalars(select(Face.id).where(Face.model_id == self.model_id)))
+        held = set(index.ids().tolist())
+        stale = held - db_ids
+        missing = sorted(db_ids - held)
+        if stale:
+            index.remove(_ids(stale))
+        for start in range(0, len(missing), 5000):
+            ids, vecs = self.load_templates(missing[start : start + 5000])
+            index.add(ids, vecs)
+        if stale or missing:
+            index.save()
+        return {"added": len(missing), "removed": len(stale)}
+
+    def load_templates(self, face_ids: list[int]):
+        import numpy as np
+
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Face.id, Face.template, Face.face_index, Media.sha256)
+                .join(Media, Media.id == Face.media_id)
+                .where(Face.id.in_(face_ids))
+            ).all()
+        ids = np.array([r.id for r in rows], dtype=np.int64)
+        vecs = (
+            np.stack(
+                [
+                    self.cipher.decrypt_template(r.template, template_aad(r.sha256, r.face_index))
+                    for r in rows
+                ]
+            )
+            if rows
+            else np.zeros((0, 128), np.float32)
+        )
+        return ids, vecs
+
+    def gallery_size(self, session) -> int:
+        return (
+            session.scalar(
+                select(func.count(Face.id))
+                .join(Media)
+                .where(Media.expires_at > utcnow(), Media.restricted.is_(False))
+            )
+            or 0
+        )
+
+    def stats(self) -> dict[str, object]:
+        with self.sessions() as session:
+            return {
+                "sources": session.scalar(select(func.count(Source.id))),
+                "media": session.scalar(select(func.count(Media.id))),
+                "faces": session.scalar(select(func.count(Face.id))),
+                "searchable_faces": self.gallery_size(session),
+                "index_size": len(self.index),
+                "index_backend": self._index.name,
+                "model": self.model_id,
+                "detector": self.settings.detector,
+                "database": self.engine.dialect.name,
+            }
+
+
+def hash_token(token: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def template_aad(sha256: str, face_index: int) -> bytes:
+    """Associated data binding a template to its media and position (swaps fail to decrypt)."""
+    return f"face:{sha256}:{face_index}".encode()
+
+
+def crop_aad(sha256: str, face_index: int) -> bytes:
+    return f"crop:{sha256}:{face_index}".encode()
+
+
+def _ids(values) -> np.ndarray:  # noqa: F821
+    import numpy as np
+
+    return np.fromiter(values, dtype=np.int64)
+
+
+def build_pipeline(settings: Settings) -> FacePipeline:
+    from facewarden.adapters.models.registry import build_aligner, build_detector, build_embedder
+
+    return FacePipeline(
+        build_detector(settings.detector, settings.upsample),
+        build_aligner(),
+        build_embedder(),
+        min_face_size=settings.min_face_size,
+        keep_chips=settings.store_crops,
+    )

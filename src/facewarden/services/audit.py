@@ -1,0 +1,159 @@
+"""Append-only, hash-chained audit log: every ingest, search, verify, delete and refusal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.tables import AuditEvent
+from facewarden.core.actors import Actor
+from facewarden.core.errors import AuditFailure
+
+GENESIS = "0" * 64
+HASHED_FIELDS = (
+    "seq",
+    "ts",
+    "actor",
+    "role",
+    "action",
+    "case_ref",
+    "legal_basis",
+    "purpose",
+    "probe_hash",
+    "gallery_size",
+    "model_id",
+    "threshold",
+    "details",
+    "outcome",
+    "error",
+    "prev_hash",
+)
+_PG_LOCK_KEY = 0x46574144  # "FWAD": serialises appends across connections on PostgreSQL
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def record_hash(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: fields[k] for k in HASHED_FIELDS}).encode()).hexdigest()
+
+
+@dataclass
+class ChainReport:
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+class AuditLog:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def append(
+        self,
+        session: Session,
+        actor: Actor | str,
+        action: str,
+        *,
+        outcome: str = "ok",
+        details: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> AuditEvent:
+        """Append inside the caller's transaction, so the record and the change commit together."""
+        try:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            last = session.execute(
+                select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+            ).first()
+            name = actor.name if isinstance(actor, Actor) else actor
+            role = actor.role_label if isinstance(actor, Actor) else None
+            row: dict[str, Any] = {
+                "seq": (last.seq + 1) if last else 1,
+                "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+                "actor": name,
+                "role": fields.pop("role", role),
+                "action": action,
+                "case_ref": None,
+                "legal_basis": None,
+                "purpose": None,
+                "probe_hash": None,
+                "gallery_size": None,
+                "model_id": None,
+                "threshold": None,
+                "details": canonical(details or {}),
+                "outcome": outcome,
+                "error": None,
+                "prev_hash": last.hash if last else GENESIS,
+            }
+            unknown = set(fields) - set(row)
+            if unknown:
+                raise TypeError(f"unknown audit fields {sorted(unknown)}")
+            row.update(fields)
+            event = AuditEvent(**row, hash=record_hash(row))
+            session.add(event)
+            session.flush()
+            return event
+        except Exception as exc:
+            raise AuditFailure(f"audit record could not be written: {exc}") from exc
+
+    def record(self, actor: Actor | str, action: str, **kwargs: Any) -> AuditEvent:
+        """Append in a transaction of its own (refusals, failures, and read-only operations)."""
+        try:
+            with transaction(self.sessions) as session:
+                return self.append(session, actor, action, **kwargs)
+        except AuditFailure:
+            raise
+        except Exception as exc:
+            raise AuditFailure(f"audit record could not be written: {exc}") from exc
+
+    def verify(self) -> ChainReport:
+        """Walk the chain: any edited, deleted, inserted or reordered record breaks it."""
+        expected_seq, prev, count = 1, GENESIS, 0
+        with self.sessions() as session:
+            rows = session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars()
+            for ev in rows:
+                count += 1
+                fields = {k: getattr(ev, k) for k in HASHED_FIELDS}
+                if ev.seq != expected_seq:
+                    return ChainReport(
+                        False,
+                        count,
+                        ev.seq,
+                        f"sequence gap: expected {expected_seq}, found {ev.seq}",
+                    )
+                if ev.prev_hash != prev:
+                    return ChainReport(False, count, ev.seq, "previous-hash link broken")
+                if record_hash(fields) != ev.hash:
+                    return ChainReport(
+                        False, count, ev.seq, "record content does not match its hash"
+                    )
+                prev, expected_seq = ev.hash, expected_seq + 1
+        return ChainReport(True, count)
+
+    def events(
+        self, case_ref: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            q = select(AuditEvent).order_by(AuditEvent.seq)
+            if case_ref:
+                q = q.where(AuditEvent.case_ref == case_ref)
+            if since:
+                q = q.where(AuditEvent.ts >= since.astimezone(UTC).isoformat())
+            if limit:
+                q = q.limit(limit)
+            out = []
+            for ev in session.execute(q).scalars():
+                row = {k: getattr(ev, k) for k in (*HASHED_FIELDS, "hash")}
+                row["details"] = json.loads(ev.details)
+                out.append(row)
+            return out

@@ -1,0 +1,296 @@
+"""Ingest: local files, folders and zip archives -> media, faces and encrypted templates.
+
+Each image is one transaction (media row, its faces, templates and crops), so a crash or
+Ctrl-C leaves whole records only; content hashes make a re-run skip what is done. Decoding,
+detection and embedding run in worker processes; the main process alone writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from facewarden.adapters.imaging import decode_image
+from facewarden.adapters.inputs import InputItem, InputLimits, iter_inputs
+from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.tables import Face, FaceCrop, Media
+from facewarden.config import Settings
+from facewarden.core.actors import Actor
+from facewarden.core.errors import MediaError
+from facewarden.core.pipeline import FacePipeline
+from facewarden.core.schemas import IngestSummary, Skipped
+
+if TYPE_CHECKING:
+    from facewarden.services.app import Facewarden
+
+ProgressFn = Callable[[int, int, str], None]
+SAVE_INDEX_EVERY = 500
+
+
+@dataclass
+class Processed:
+    """What a worker returns for one image (plain data, cheap to pickle)."""
+
+    width: int = 0
+    height: int = 0
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+    error_code: str | None = None
+    error: str | None = None
+
+
+def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Processed:
+    try:
+        image = decode_image(data, max_pixels=max_pixels)
+    except MediaError as exc:
+        return Processed(error_code=exc.code, error=exc.message)
+    out = pipeline.process(image, enrol=True)
+    faces = [
+        {
+            "box": f.detection.box.as_list(),
+            "quality": f.quality.as_dict(),
+            "descriptor": f.descriptor.astype("<f4").tobytes(),
+            "chip": f.chip_jpeg,
+        }
+        for f in out.faces
+    ]
+    return Processed(image.shape[1], image.shape[0], faces, out.rejected)
+
+
+# -- worker processes ----------------------------------------------------------------------
+_worker: dict[str, Any] = {}
+
+
+def _worker_init(settings_json: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about Ctrl-C
+    from facewarden.services.app import build_pipeline
+
+    settings = Settings.model_validate_json(settings_json)
+    _worker["pipeline"] = build_pipeline(settings)
+    _worker["max_pixels"] = settings.max_image_pixels
+
+
+def _worker_process(data: bytes) -> Processed:
+    return process_image(_worker["pipeline"], data, _worker["max_pixels"])
+
+
+class IngestService:
+    def __init__(self, app: Facewarden) -> None:
+        self.app = app
+
+    def run(
+        self,
+        actor: Actor,
+        paths: list[Path],
+        source: str,
+        *,
+        workers: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> IngestSummary:
+        app = self.app
+        app.authorize(actor, "ingest", "operator", details={"source": source})
+        with app.sessions() as session:
+            src = app.sources.get(session, source)
+            retention = timedelta(days=src.retention_days)
+            source_id, basis, purpose = src.id, src.lawful_basis, src.purpose
+        settings = app.settings
+        limits = InputLimits(settings.max_file_bytes, settings.max_archive_ratio)
+        items = list(iter_inputs(paths, limits))
+        summary = IngestSummary(source=source)
+        app.audit.record(
+            actor,
+            "ingest.start",
+            legal_basis=basis,
+            purpose=purpose,
+            model_id=app.model_id,
+            details={"source": source, "paths": [str(p) for p in paths], "items": len(items)},
+        )
+        done = 0
+
+        def tick(label: str) -> None:
+            nonlocal done
+            done += 1
+            if progress:
+                progress(done, len(items), label)
+
+        def skip(path: str, exc: MediaError) -> None:
+            summary.skipped.append(Skipped(path, exc.message, exc.code))
+            tick(path)
+
+        seen: set[str] = set()
+
+        def pending() -> Iterator[tuple[str, str, bytes]]:
+            for item in items:
+                loaded = self._load(item, seen)
+                if isinstance(loaded, MediaError):
+                    skip(item.path, loaded)
+                elif loaded is None:
+                    summary.duplicates += 1
+                    tick(item.path)
+                else:
+                    yield item.path, *loaded
+
+        def store(path: str, sha: str, result: Processed) -> None:
+            if result.error_code:
+                skip(path, MediaError(result.error or "unreadable", code=result.error_code))
+                return
+            self._store(source_id, retention, path, sha, result, summary)
+            tick(path)
+            if summary.images % SAVE_INDEX_EVERY == 0:
+                app.index.save()
+
+        n_workers = workers or settings.workers
+        try:
+            if n_workers <= 1:
+                for path, sha, data in pending():
+                    store(path, sha, process_image(app.pipeline, data, settings.max_image_pixels))
+            else:
+                self._run_pool(n_workers, pending(), store)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            app.index.save()
+            app.audit.record(
+                actor,
+                "ingest.finish",
+                outcome="interrupted" if summary.interrupted else "ok",
+                legal_basis=basis,
+                purpose=purpose,
+                model_id=app.model_id,
+                gallery_size=len(app.index),
+                details={k: v for k, v in summary.as_dict().items() if k != "skipped"}
+                | {"skipped": len(summary.skipped)},
+            )
+        return summary
+
+    def _run_pool(
+        self,
+        n_workers: int,
+        jobs: Iterator[tuple[str, str, bytes]],
+        store: Callable[[str, str, Processed], None],
+    ) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        settings_json = self.app.settings.model_dump_json()
+        in_flight: dict[Future, tuple[str, str]] = {}
+        with ProcessPoolExecutor(
+            n_workers, mp_context=ctx, initializer=_worker_init, initargs=(settings_json,)
+        ) as pool:
+            try:
+                exhausted = False
+                while True:
+                    while not exhausted and len(in_flight) < 2 * n_workers:
+                        job = next(jobs, None)
+                        if job is None:
+                            exhausted = True
+                            break
+                        path, sha, data = job
+                        in_flight[pool.submit(_worker_process, data)] = (path, sha)
+                    if not in_flight:
+                        break
+                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        path, sha = in_flight.pop(fut)
+                        store(path, sha, fut.result())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    def _load(self, item: InputItem, seen: set[str]) -> tuple[str, bytes] | MediaError | None:
+        """(sha256, bytes) to process, a MediaError, or None when already ingested."""
+        if item.error is not None:
+            return item.error
+        assert item.read is not None
+        try:
+            data = item.read()
+        except MediaError as exc:
+            return exc
+        except OSError as exc:
+            return MediaError(f"cannot read file: {exc}", code="unreadable")
+        sha = hashlib.sha256(data).hexdigest()
+        if sha in seen:
+            return None
+        seen.add(sha)
+        with self.app.sessions() as session:
+            if session.scalar(select(Media.id).where(Media.sha256 == sha)) is not None:
+                return None
+        return sha, data
+
+    def _store(
+        self,
+        source_id: int,
+        retention: timedelta,
+        path: str,
+        sha: str,
+        result: Processed,
+        summary: IngestSummary,
+    ) -> None:
+        from facewarden.services.app import crop_aad, template_aad, utcnow
+
+        app = self.app
+        now = utcnow()
+        cipher = app.cipher
+        try:
+            with transaction(app.sessions) as session:
+                media = Media(
+                    source_id=source_id,
+                    sha256=sha,
+                    path=path,
+                    kind="image",
+                    width=result.width,
+                    height=result.height,
+                    ingested_at=now,
+                    expires_at=now + retention,
+                    restricted=False,
+                )
+                session.add(media)
+                session.flush()
+                new_faces = []
+                for i, face in enumerate(result.faces):
+                    top, right, bottom, left = face["box"]
+                    vec = np.frombuffer(face["descriptor"], dtype="<f4")
+                    row = Face(
+                        media_id=media.id,
+                        face_index=i,
+                        top=top,
+                        right=right,
+                        bottom=bottom,
+                        left=left,
+                        quality=face["quality"],
+                        model_id=app.model_id,
+                        key_id=cipher.key_id,
+                        template=cipher.encrypt_template(vec, template_aad(sha, i)),
+                    )
+                    session.add(row)
+                    new_faces.append((row, vec))
+                session.flush()
+                for (row, _), face in zip(new_faces, result.faces, strict=True):
+                    if face["chip"]:
+                        session.add(
+                            FaceCrop(
+                                face_id=row.id,
+                                data=cipher.encrypt(face["chip"], crop_aad(sha, row.face_index)),
+                            )
+                        )
+        except IntegrityError:
+            # Another ingest stored the same content meanwhile: idempotent, not an error.
+            summary.duplicates += 1
+            return
+        summary.images += 1
+        summary.faces += len(new_faces)
+        summary.faces_rejected += result.rejected
+        if new_faces:
+            app.index.add(
+                np.array([r.id for r, _ in new_faces], dtype=np.int64),
+                np.stack([v for _, v in new_faces]),
+            )

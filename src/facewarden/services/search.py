@@ -1,0 +1,199 @@
+"""1:N search and 1:1 verification. Every attempt, refused or failed, is logged."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import UTC
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import select
+
+from facewarden.adapters.imaging import decode_image
+from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.tables import Face, Media, Source
+from facewarden.core.actors import Actor
+from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
+from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
+
+if TYPE_CHECKING:
+    from facewarden.services.app import Facewarden
+
+MODEL_THRESHOLD = 0.6
+SCORE_SCALE = 0.06
+
+
+def match_score(distance: float) -> float:
+    """Monotone 0..1 score, 0.5 at the model's operating point (0.6). Not a probability."""
+    return round(1.0 / (1.0 + math.exp((distance - MODEL_THRESHOLD) / SCORE_SCALE)), 4)
+
+
+class SearchService:
+    def __init__(self, app: Facewarden) -> None:
+        self.app = app
+
+    def search(
+        self,
+        actor: Actor,
+        probe: bytes,
+        *,
+        case: str | None,
+        probe_name: str = "probe",
+        top_k: int | None = None,
+        threshold: float | None = None,
+    ) -> SearchResult:
+        app = self.app
+        top_k = top_k or app.settings.top_k
+        threshold = app.settings.threshold if threshold is None else threshold
+        if not 0 < threshold <= 2 or top_k < 1:
+            raise InvalidInput("threshold must be in (0, 2] and top-k at least 1")
+        probe_hash = hashlib.sha256(probe).hexdigest()
+        audit = {"probe_hash": probe_hash, "threshold": threshold, "model_id": app.model_id}
+        app.authorize(actor, "search", "investigator", case_ref=case, **audit)
+        info = app.cases.require_usable(actor, case, "search")
+        audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
+        try:
+            image = decode_image(probe, max_pixels=app.settings.max_image_pixels)
+            faces = app.pipeline.process(image, enrol=False).faces
+            matches = [self._match(f, top_k, threshold) for f in faces]
+        except FacewardenError as exc:
+            app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
+            raise
+        with transaction(app.sessions) as session:
+            size = app.gallery_size(session)
+            event = app.audit.append(
+                session,
+                actor,
+                "search",
+                gallery_size=size,
+                details={
+                    "probe": probe_name,
+                    "top_k": top_k,
+                    "faces": [
+                        {
+                            "box": m.box,
+                            "results": [
+                                {"face_id": c.face_id, "distance": c.distance, "rank": c.rank}
+                                for c in m.candidates
+                            ],
+                        }
+                        for m in matches
+                    ],
+                },
+                **audit,
+            )
+        return SearchResult(
+            probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, event.seq
+        )
+
+    def _match(self, face: FaceTemplate, top_k: int, threshold: float) -> FaceMatches:
+        """Index proposes, the database disposes: every hit is re-checked and re-scored."""
+        from facewarden.services.app import as_utc, template_aad, utcnow
+
+        app = self.app
+        index = app.index
+        fetch = min(max(4 * top_k, 32), max(len(index), 1))
+        while True:
+            dists, ids = index.search(face.descriptor[None, :], fetch)
+            hit_ids = [
+                int(i)
+                for i, d in zip(ids[0], dists[0], strict=True)
+                if i >= 0 and d <= threshold + 1e-6
+            ]
+            with app.sessions() as session:
+                rows = session.execute(
+                    select(Face, Media, Source.name, Source.jurisdiction)
+                    .join(Media, Media.id == Face.media_id)
+                    .join(Source, Source.id == Media.source_id)
+                    .where(
+                        Face.id.in_(hit_ids),
+                        Face.model_id == app.model_id,
+                        Media.expires_at > utcnow(),
+                        Media.restricted.is_(False),
+                    )
+                ).all()
+            scored = []
+            for f, media, source, jurisdiction in rows:
+                vec = app.cipher.decrypt_template(
+                    f.template, template_aad(media.sha256, f.face_index)
+                )
+                dist = float(np.linalg.norm(vec - face.descriptor))
+                if dist <= threshold:
+                    scored.append((dist, f, media, source, jurisdiction))
+            # All hits were within threshold and some were filtered out: look further.
+            widen = len(hit_ids) == fetch and len(scored) < top_k and fetch < len(index)
+            if not widen:
+                break
+            fetch = min(fetch * 4, len(index))
+        scored.sort(key=lambda r: (r[0], r[1].id))
+        candidates = [
+            Candidate(
+                rank=rank,
+                distance=round(dist, 4),
+                score=match_score(dist),
+                face_id=f.id,
+                media_id=media.id,
+                media_path=media.path,
+                source=source,
+                box=[f.top, f.right, f.bottom, f.left],
+                jurisdiction=jurisdiction,
+                ingested_at=as_utc(media.ingested_at).astimezone(UTC).isoformat(),
+            )
+            for rank, (dist, f, media, source, jurisdiction) in enumerate(scored[:top_k], 1)
+        ]
+        return FaceMatches(face.detection.box.as_list(), face.quality.as_dict(), candidates)
+
+    def verify(
+        self,
+        actor: Actor,
+        a: bytes,
+        b: bytes,
+        *,
+        threshold: float | None = None,
+        case: str | None = None,
+    ) -> VerifyResult:
+        """Same person or not, comparing the largest face of each image."""
+        app = self.app
+        threshold = app.settings.threshold if threshold is None else threshold
+        hashes = [hashlib.sha256(x).hexdigest() for x in (a, b)]
+        audit = {
+            "threshold": threshold,
+            "model_id": app.model_id,
+            "case_ref": case,
+            "probe_hash": hashes[0],
+        }
+        app.authorize(actor, "verify", "investigator", **audit)
+        try:
+            faces = []
+            for label, data in (("A", a), ("B", b)):
+                found = app.pipeline.process(
+                    decode_image(data, max_pixels=app.settings.max_image_pixels), enrol=False
+                ).faces
+                if not found:
+                    raise NoFaceFound(f"no face found in image {label}")
+                faces.append(found)
+        except FacewardenError as exc:
+            app.audit.record(
+                actor,
+                "verify",
+                outcome="error",
+                error=exc.message,
+                details={"second_hash": hashes[1]},
+                **audit,
+            )
+            raise
+        best = [
+            max(fs, key=lambda f: f.detection.box.width * f.detection.box.height) for fs in faces
+        ]
+        distance = float(np.linalg.norm(best[0].descriptor - best[1].descriptor))
+        result = VerifyResult(
+            distance <= threshold, round(distance, 4), threshold, len(faces[0]), len(faces[1])
+        )
+        app.audit.record(
+            actor,
+            "verify",
+            details={"second_hash": hashes[1], "same": result.same, "distance": result.distance},
+            **audit,
+        )
+        return result
