@@ -20,8 +20,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         raise MediaError("empty file", code="empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = max_pixels
+            # Our own limit below is the one that counts; Pillow's global is left alone.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             if img.format not in ALLOWED_FORMATS:
                 raise MediaError(
@@ -29,9 +29,12 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
                 )
             width, height = img.size
             if width * height > max_pixels:
+                # Few bytes for many pixels is the signature of a decompression bomb.
+                bomb = len(data) * 50 < width * height
                 raise MediaError(
-                    f"image too large: {width}x{height} exceeds {max_pixels} pixels",
-                    code="too_large",
+                    f"{'decompression bomb refused' if bomb else 'image too large'}: "
+                    f"{width}x{height} exceeds {max_pixels} pixels",
+                    code="decompression_bomb" if bomb else "too_large",
                 )
             if img.format == "GIF":
                 img.seek(0)
@@ -40,7 +43,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
             rgb = img.convert("RGB")
     except MediaError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise MediaError(f"decompression bomb refused: {exc}", code="decompression_bomb") from exc
     except UnidentifiedImageError as exc:
         raise MediaError("not an image or an unsupported format", code="not_an_image") from exc

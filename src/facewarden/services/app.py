@@ -47,9 +47,10 @@ class Facewarden:
                 "run 'facewarden init' (or it needs migrating: 'facewarden init' upgrades it)"
             )
         self.sessions = db.session_factory(self.engine)
+        self.writes = db.session_factory(self.engine, write=True)
         secret = settings.template_key.get_secret_value() if settings.template_key else None
         self.cipher = TemplateCipher(load_key(secret, settings.resolved_key_file))
-        self.audit = AuditLog(self.sessions)
+        self.audit = AuditLog(self.sessions, self.writes)
         self._pipeline = pipeline
         self._index_synced = False
 
@@ -67,7 +68,9 @@ class Facewarden:
 
     # -- setup -------------------------------------------------------------------------
     @classmethod
-    def init(cls, settings: Settings, admin_name: str = "admin") -> tuple[Facewarden, str | None]:
+    def init(
+        cls, settings: Settings, admin_name: str = "admin", pipeline: FacePipeline | None = None
+    ) -> tuple[Facewarden, str | None]:
         """Create the data directory, database schema, key file and the first user.
 
         Returns the app and the first user's API token (shown once), or None when the
@@ -80,9 +83,9 @@ class Facewarden:
         engine = db.make_engine(settings.resolved_database_url)
         db.upgrade(engine)
         engine.dispose()
-        app = cls(settings)
+        app = cls(settings, pipeline)
         token = None
-        with db.transaction(app.sessions) as session:
+        with db.transaction(app.writes) as session:
             if session.scalar(select(func.count(User.id))) == 0:
                 token = secrets.token_urlsafe(32)
                 session.add(
@@ -212,13 +215,14 @@ class Facewarden:
         )
 
     def stats(self) -> dict[str, object]:
+        index_size = len(self.index)
         with self.sessions() as session:
             return {
                 "sources": session.scalar(select(func.count(Source.id))),
                 "media": session.scalar(select(func.count(Media.id))),
                 "faces": session.scalar(select(func.count(Face.id))),
                 "searchable_faces": self.gallery_size(session),
-                "index_size": len(self.index),
+                "index_size": index_size,
                 "index_backend": self._index.name,
                 "model": self.model_id,
                 "detector": self.settings.detector,

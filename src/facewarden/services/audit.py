@@ -55,8 +55,9 @@ class ChainReport:
 
 
 class AuditLog:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], writes: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self.writes = writes
 
     def append(
         self,
@@ -109,7 +110,7 @@ class AuditLog:
     def record(self, actor: Actor | str, action: str, **kwargs: Any) -> AuditEvent:
         """Append in a transaction of its own (refusals, failures, and read-only operations)."""
         try:
-            with transaction(self.sessions) as session:
+            with transaction(self.writes) as session:
                 return self.append(session, actor, action, **kwargs)
         except AuditFailure:
             raise

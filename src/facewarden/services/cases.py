@@ -82,7 +82,7 @@ class CaseService:
                 raise InvalidInput(f"a case needs a {what}: refused")
         now = utcnow()
         try:
-            with transaction(self.app.sessions) as session:
+            with transaction(self.app.writes) as session:
                 case = Case(
                     ref=ref.strip(),
                     purpose=purpose.strip(),
@@ -116,7 +116,7 @@ class CaseService:
         self.app.authorize(actor, "case.close", "investigator", "admin", case_ref=ref)
         from facewarden.services.app import utcnow
 
-        with transaction(self.app.sessions) as session:
+        with transaction(self.app.writes) as session:
             case = self._get(session, ref)
             case.status, case.closed_at = "closed", utcnow()
             self.app.audit.append(

@@ -24,7 +24,7 @@ class GalleryService:
         if not media_ids:
             raise InvalidInput("no media id given")
         self.app.authorize(actor, "delete", "operator", "dpo", details={"media": media_ids})
-        with transaction(self.app.sessions) as session:
+        with transaction(self.app.writes) as session:
             found = set(session.scalars(select(Media.id).where(Media.id.in_(media_ids))))
             missing = sorted(set(media_ids) - found)
             if missing:
@@ -35,7 +35,7 @@ class GalleryService:
 
     def delete_source(self, actor: Actor, name: str) -> dict[str, int]:
         self.app.authorize(actor, "delete", "operator", "dpo", details={"source": name})
-        with transaction(self.app.sessions) as session:
+        with transaction(self.app.writes) as session:
             src = self.app.sources.get(session, name)
             ids = list(session.scalars(select(Media.id).where(Media.source_id == src.id)))
             counts, face_ids = self._delete(session, actor, ids, {"source": name})

@@ -241,7 +241,7 @@ class IngestService:
         now = utcnow()
         cipher = app.cipher
         try:
-            with transaction(app.sessions) as session:
+            with transaction(app.writes) as session:
                 media = Media(
                     source_id=source_id,
                     sha256=sha,

@@ -60,7 +60,7 @@ class SearchService:
         except FacewardenError as exc:
             app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
-        with transaction(app.sessions) as session:
+        with transaction(app.writes) as session:
             size = app.gallery_size(session)
             event = app.audit.append(
                 session,

@@ -80,7 +80,7 @@ class SourceService:
         from facewarden.services.app import utcnow
 
         try:
-            with transaction(self.app.sessions) as session:
+            with transaction(self.app.writes) as session:
                 src = Source(
                     name=name,
                     lawful_basis=lawful_basis,

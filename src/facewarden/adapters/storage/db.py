@@ -33,7 +33,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn) -> None:  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the lock up front (no deadlock on upgrade); readers never block.
+            immediate = conn.get_execution_options().get("facewarden_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     url = url.replace("postgresql://", "postgresql+psycopg://", 1)
@@ -60,8 +62,10 @@ def is_current(engine: Engine) -> bool:
         return MigrationContext.configure(conn).get_current_revision() == head
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, *, write: bool = False) -> sessionmaker[Session]:
+    """Sessions for reading, or (``write=True``) for read-modify-write transactions."""
+    bind = engine.execution_options(facewarden_write=True) if write else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 @contextmanager

@@ -1,0 +1,3 @@
+from facewarden.cli.app import main
+
+main()

@@ -1,0 +1,140 @@
+"""Shared fixtures: real dlib models, real images, a real SQLite or PostgreSQL database.
+
+Set ``FACEWARDEN_TEST_PG_URL`` (an admin URL such as
+``postgresql://postgres@127.0.0.1:5432/postgres``) to run every test on PostgreSQL: each test
+then gets a database of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from facewarden.config import Settings
+from facewarden.core.actors import Actor
+from facewarden.core.pipeline import FacePipeline
+from facewarden.services.app import Facewarden, build_pipeline
+
+FIXTURES = Path(__file__).parent / "fixtures" / "images"
+GALLERY = FIXTURES / "gallery"
+PROBES = FIXTURES / "probes"
+REFERENCE = FIXTURES / "reference"
+UNKNOWN = FIXTURES / "unknown"
+PG_ADMIN_URL = os.environ.get("FACEWARDEN_TEST_PG_URL")
+
+# Identities in each probe (from ../shared/data/faces-small/labels.csv).
+PROBE_LABELS = {
+    "alex_lacamoire1.jpg": {"alex_lacamoire"},
+    "johnsnow_test1.jpg": {"kit_harington"},
+    "kit_with_rose.jpg": {"kit_harington", "rose_leslie"},
+    "obama1.jpg": {"obama"},
+    "obama_and_biden.jpg": {"obama", "biden"},
+}
+
+
+@pytest.fixture(scope="session")
+def pipeline() -> FacePipeline:
+    return build_pipeline(Settings(data_dir=Path("/nonexistent")))
+
+
+def _pg_database() -> Iterator[str]:
+    assert PG_ADMIN_URL
+    name = f"fw_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str | None]:
+    """None means the embedded default (SQLite in the data directory)."""
+    if PG_ADMIN_URL:
+        yield from _pg_database()
+    else:
+        yield None
+
+
+def make_settings(data_dir: Path, database_url: str | None, **kw) -> Settings:
+    return Settings(data_dir=data_dir, database_url=database_url, workers=1, **kw)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return make_settings(tmp_path / "data", database_url)
+
+
+@pytest.fixture
+def fw(settings: Settings, pipeline: FacePipeline) -> Iterator[Facewarden]:
+    app, _ = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
+    yield app
+    app.engine.dispose()
+
+
+@pytest.fixture
+def admin(fw: Facewarden) -> Actor:
+    return fw.actor(name="admin")
+
+
+def add_source(fw: Facewarden, actor: Actor, name: str = "press", **kw) -> None:
+    args = (
+        dict(
+            lawful_basis="Art. 6(1)(e) GDPR; national police act s.12",
+            purpose="identification of suspects in serious crime",
+            jurisdiction="DE",
+            retention="365d",
+        )
+        | kw
+    )
+    fw.sources.add(actor, name, **args)
+
+
+def open_case(fw: Facewarden, actor: Actor, ref: str = "CASE-1", **kw):
+    args = (
+        dict(
+            purpose="identify robbery suspect",
+            legal_basis="StPO s.98c",
+            authorisation="court order 12/2026",
+        )
+        | kw
+    )
+    return fw.cases.open(actor, ref, **args)
+
+
+@pytest.fixture
+def gallery_fw(fw: Facewarden, admin: Actor) -> Facewarden:
+    """A gallery of the five labelled identities (one photo each) and an open case."""
+    add_source(fw, admin)
+    summary = fw.ingest.run(admin, [GALLERY], "press")
+    assert summary.images == 5 and summary.faces == 5, summary
+    open_case(fw, admin)
+    return fw
+
+
+def identity_of(media_path: str) -> str:
+    return Path(media_path).stem
+
+
+@pytest.fixture
+def copy_tree(tmp_path: Path):
+    def copy(src: Path, name: str) -> Path:
+        dst = tmp_path / name
+        shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
+        return dst
+
+    return copy

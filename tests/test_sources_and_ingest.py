@@ -1,0 +1,182 @@
+"""Sources need a lawful basis; ingest is idempotent, resumable and records expiry."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import GALLERY, PROBES, REFERENCE, add_source
+from sqlalchemy import func, select
+
+from facewarden.adapters.storage.tables import FaceCrop, Media
+from facewarden.core.actors import Actor
+from facewarden.core.errors import InvalidInput, NotFound, PermissionDenied
+
+
+@pytest.mark.parametrize("missing", ["lawful_basis", "purpose", "jurisdiction", "retention"])
+def test_source_without_mandatory_field_is_refused(fw, admin, missing):
+    with pytest.raises(InvalidInput, match=missing.replace("_", " ")):
+        add_source(fw, admin, **{missing: "  "})
+    assert fw.sources.list() == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("jurisdiction", "Germany", "two-letter"),
+        ("retention", "forever", "invalid duration"),
+        ("retention", "0d", "positive"),
+        ("retention", "6m", "invalid duration"),
+    ],
+)
+def test_source_with_invalid_field_is_refused(fw, admin, field, value, message):
+    with pytest.raises(InvalidInput, match=message):
+        add_source(fw, admin, **{field: value})
+
+
+def test_duplicate_source_and_unknown_source(fw, admin):
+    add_source(fw, admin)
+    with pytest.raises(InvalidInput, match="already exists"):
+        add_source(fw, admin)
+    with pytest.raises(NotFound, match="no source"):
+        fw.ingest.run(admin, [GALLERY], "nope")
+
+
+def test_ingest_needs_operator_role(fw, admin):
+    add_source(fw, admin)
+    with pytest.raises(PermissionDenied):
+        fw.ingest.run(Actor("inv", frozenset({"investigator"})), [GALLERY], "press")
+
+
+def test_every_media_gets_expiry_from_its_source(fw, admin):
+    add_source(fw, admin, retention="30d")
+    fw.ingest.run(admin, [GALLERY], "press")
+    with fw.sessions() as s:
+        for m in s.scalars(select(Media)):
+            ingested = m.ingested_at.replace(tzinfo=None)
+            expires = m.expires_at.replace(tzinfo=None)
+            assert expires - ingested == timedelta(days=30)
+
+
+def test_reingest_adds_nothing(fw, admin):
+    add_source(fw, admin)
+    first = fw.ingest.run(admin, [GALLERY], "press")
+    second = fw.ingest.run(admin, [GALLERY, GALLERY / "obama.jpg"], "press")
+    assert (first.images, first.faces) == (5, 5)
+    assert (second.images, second.faces, second.duplicates) == (0, 0, 6)
+    assert fw.stats()["faces"] == 5 == len(fw.index)
+
+
+def test_multi_face_image_and_two_workers(fw, admin):
+    add_source(fw, admin)
+    summary = fw.ingest.run(admin, [PROBES, REFERENCE], "press", workers=2)
+    assert summary.images == 9 and not summary.skipped
+    assert summary.faces >= 11  # two-person photos contribute two faces each
+    with fw.sessions() as s:
+        assert s.scalar(select(func.count(FaceCrop.face_id))) == summary.faces
+    assert len(fw.index) == summary.faces
+
+
+def _counts(db: Path):
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            "select m.sha256, count(f.id) from media m left join faces f "
+            "on f.media_id = m.id group by m.id"
+        ).fetchall()
+        return dict(rows)
+    finally:
+        con.close()
+
+
+@pytest.mark.skipif(bool(os.environ.get("FACEWARDEN_TEST_PG_URL")), reason="inspects SQLite")
+def test_killed_ingest_resumes_without_duplicates_or_half_records(tmp_path, pipeline):
+    """SIGKILL the CLI mid-ingest, re-run: the result equals one clean ingest."""
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for d in (GALLERY, PROBES, REFERENCE):
+        for f in d.iterdir():
+            (batch / f"{d.name}_{f.name}").write_bytes(f.read_bytes())
+    env = os.environ | {"FACEWARDEN_DATA_DIR": str(tmp_path / "data"), "FACEWARDEN_WORKERS": "1"}
+    env.pop("FACEWARDEN_DATABASE_URL", None)
+    cli = [sys.executable, "-m", "facewarden"]
+
+    def run(*args, **kw):
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, **kw)
+
+    assert run("init").returncode == 0
+    assert (
+        run(
+            "source",
+            "add",
+            "press",
+            "--lawful-basis",
+            "x",
+            "--purpose",
+            "y",
+            "--jurisdiction",
+            "FR",
+            "--retention",
+            "10d",
+        ).returncode
+        == 0
+    )
+    proc = subprocess.Popen(
+        [*cli, "ingest", str(batch), "--source", "press"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = tmp_path / "data" / "facewarden.db"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists() and len(_counts(db)) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "ingest finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _counts(db)
+    assert 2 <= len(partial) < 14
+    resumed = run("ingest", str(batch), "--source", "press", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    final = _counts(db)
+    # a clean ingest of the same batch, for comparison
+    env2 = env | {"FACEWARDEN_DATA_DIR": str(tmp_path / "clean")}
+    subprocess.run([*cli, "init"], env=env2, check=True, capture_output=True)
+    subprocess.run(
+        [
+            *cli,
+            "source",
+            "add",
+            "press",
+            "--lawful-basis",
+            "x",
+            "--purpose",
+            "y",
+            "--jurisdiction",
+            "FR",
+            "--retention",
+            "10d",
+        ],
+        env=env2,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*cli, "ingest", str(batch), "--source", "press"], env=env2, check=True, capture_output=True
+    )
+    assert final == _counts(tmp_path / "clean" / "facewarden.db")
+    for sha, faces in partial.items():
+        assert final[sha] == faces  # records written before the kill were already whole
+    stats = run("stats", "--json")
+    import json
+
+    data = json.loads(stats.stdout)
+    assert data["faces"] == sum(final.values()) == data["index_size"]
