@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from facewarden.cli import output
@@ -369,5 +370,7 @@ def main() -> None:
     try:
         app()
     except FacewardenError as exc:
-        output.err.print(f"[red]error[/] [{exc.code}]: {exc.message}", highlight=False)
+        output.err.print(
+            f"[red]error[/] {escape(f'[{exc.code}]')}: {escape(exc.message)}", highlight=False
+        )
         sys.exit(exc.exit_code)

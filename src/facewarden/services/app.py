@@ -40,7 +40,10 @@ class Facewarden:
                 self.engine
             )
         except OperationalError as exc:
-            raise NotInitialised(f"cannot open database: {exc.orig}") from exc
+            raise NotInitialised(
+                f"cannot open database ({exc.orig}): run 'facewarden init' first "
+                f"(data directory {settings.data_dir})"
+            ) from exc
         if not current:
             raise NotInitialised(
                 f"no facewarden database at {self.engine.url.render_as_string()}: "

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: lint, then the whole suite on SQLite, then (when a PostgreSQL admin URL is
+# given in FACEWARDEN_TEST_PG_URL, as .ci/run does) the whole suite again on PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'; }
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+echo "== tests on SQLite (embedded default)"
+env -u FACEWARDEN_TEST_PG_URL .venv/bin/pytest -q "$@"
+if [ -n "${FACEWARDEN_TEST_PG_URL:-}" ]; then
+  echo "== tests on PostgreSQL"
+  .venv/bin/pytest -q "$@"
+fi

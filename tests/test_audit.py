@@ -1,0 +1,125 @@
+"""The audit log is hash-chained: edits, deletions, insertions and reorderings are detected."""
+
+import json
+
+import pytest
+from sqlalchemy import text
+
+from conftest import PROBES
+from facewarden.core.errors import AuditFailure
+from facewarden.services.audit import GENESIS, record_hash
+
+
+@pytest.fixture
+def logged(gallery_fw, admin):
+    for probe in ("obama1.jpg", "kit_with_rose.jpg", "alex_lacamoire1.jpg"):
+        gallery_fw.search.search(admin, (PROBES / probe).read_bytes(), case="CASE-1")
+    report = gallery_fw.audit.verify()
+    assert report.ok and report.records >= 8
+    return gallery_fw
+
+
+def sql(fw, statement, **params):
+    with fw.engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+def test_chain_links_every_record(logged):
+    events = logged.audit.events()
+    assert events[0]["prev_hash"] == GENESIS
+    for prev, ev in zip(events, events[1:], strict=False):
+        assert ev["prev_hash"] == prev["hash"] and ev["seq"] == prev["seq"] + 1
+
+
+def test_edited_record_is_detected(logged):
+    sql(logged, "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 5")
+    report = logged.audit.verify()
+    assert not report.ok and report.first_bad_seq == 5 and "hash" in report.reason
+
+
+def test_edited_results_are_detected(logged):
+    ev = next(e for e in logged.audit.events() if e["action"] == "search")
+    details = ev["details"]
+    details["faces"][0]["results"] = []
+    sql(
+        logged,
+        "UPDATE audit_events SET details = :d WHERE seq = :s",
+        d=json.dumps(details),
+        s=ev["seq"],
+    )
+    assert logged.audit.verify().first_bad_seq == ev["seq"]
+
+
+def test_deleted_record_is_detected(logged):
+    sql(logged, "DELETE FROM audit_events WHERE seq = 4")
+    report = logged.audit.verify()
+    assert not report.ok and report.first_bad_seq == 5 and "gap" in report.reason
+
+
+def test_inserted_record_is_detected(logged):
+    """A forged record, even with a self-consistent hash, breaks the link of its successor."""
+    events = logged.audit.events()
+    last = events[-1]
+    # shift the tail up by one to make room for a forged record at seq 3
+    sql(logged, "UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 3")
+    sql(logged, "UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000")
+    forged = {k: events[1][k] for k in events[1] if k != "hash"}
+    forged |= {
+        "seq": 3,
+        "prev_hash": events[1]["hash"],
+        "action": "search",
+        "details": "{}",
+        "actor": "ghost",
+    }
+    forged["hash"] = record_hash(forged)
+    cols = ", ".join(forged)
+    sql(
+        logged,
+        f"INSERT INTO audit_events ({cols}) VALUES ({', '.join(':' + c for c in forged)})",
+        **forged,
+    )
+    report = logged.audit.verify()
+    assert not report.ok and report.first_bad_seq == 4 and "link" in report.reason
+    assert report.records <= last["seq"] + 1
+
+
+def test_reordered_records_are_detected(logged):
+    sql(logged, "UPDATE audit_events SET seq = -1 WHERE seq = 6")
+    sql(logged, "UPDATE audit_events SET seq = 6 WHERE seq = 7")
+    sql(logged, "UPDATE audit_events SET seq = 7 WHERE seq = -1")
+    report = logged.audit.verify()
+    assert not report.ok and report.first_bad_seq == 6
+
+
+def test_audit_never_holds_a_template(logged):
+    from facewarden.services.app import template_aad
+
+    ids = sorted(logged.index.ids().tolist())
+    _, vecs = logged.load_templates(ids)
+    dump = json.dumps(logged.audit.events())
+    for v in vecs:
+        assert f"{float(v[0]):.6f}"[:8] not in dump or str(float(v[0])) not in dump
+    assert template_aad  # templates are only ever stored in faces.template, encrypted
+
+
+def test_search_fails_when_audit_cannot_be_written(logged, admin):
+    """There is no unlogged search: if the log refuses the write, the search fails."""
+    if logged.engine.dialect.name == "sqlite":
+        sql(
+            logged,
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit_events "
+            "BEGIN SELECT RAISE(ABORT, 'audit store unavailable'); END",
+        )
+    else:
+        sql(
+            logged,
+            "CREATE FUNCTION no_audit() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'audit store unavailable'; END $$ LANGUAGE plpgsql",
+        )
+        sql(
+            logged,
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit_events "
+            "FOR EACH ROW EXECUTE FUNCTION no_audit()",
+        )
+    with pytest.raises(AuditFailure, match="audit"):
+        logged.search.search(admin, (PROBES / "obama1.jpg").read_bytes(), case="CASE-1")

@@ -1,0 +1,180 @@
+"""The CLI end to end in subprocesses: JSON contracts, exit codes, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import GALLERY, PROBES, REFERENCE, UNKNOWN, identity_of
+
+
+@pytest.fixture
+def cli(tmp_path, database_url):
+    env = os.environ | {
+        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
+        "FACEWARDEN_WORKERS": "1",
+        "COLUMNS": "200",
+    }
+    env.pop("FACEWARDEN_TOKEN", None)
+    if database_url:
+        env["FACEWARDEN_DATABASE_URL"] = database_url
+    else:
+        env.pop("FACEWARDEN_DATABASE_URL", None)
+
+    def run(*args, ok=True):
+        proc = subprocess.run(
+            [sys.executable, "-m", "facewarden", *map(str, args)],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if ok:
+            assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def gallery_cli(cli):
+    cli("init")
+    cli(
+        "source",
+        "add",
+        "press",
+        "--lawful-basis",
+        "Art. 6(1)(e) GDPR",
+        "--purpose",
+        "suspect identification",
+        "--jurisdiction",
+        "fr",
+        "--retention",
+        "365d",
+    )
+    cli("ingest", GALLERY, "--source", "press")
+    cli(
+        "case",
+        "open",
+        "C-1",
+        "--purpose",
+        "robbery",
+        "--legal-basis",
+        "CPP art. 706",
+        "--authorisation",
+        "JLD-2026-4",
+    )
+    return cli
+
+
+def test_search_json_contract(gallery_cli):
+    out = json.loads(
+        gallery_cli("search", PROBES / "obama_and_biden.jpg", "--case", "C-1", "--json").stdout
+    )
+    assert set(out) >= {"probe", "faces"}
+    found = set()
+    for face in out["faces"]:
+        assert len(face["box"]) == 4 and isinstance(face["quality"], dict)
+        for rank, c in enumerate(face["candidates"], 1):
+            assert c["rank"] == rank
+            assert set(c) >= {
+                "rank",
+                "distance",
+                "score",
+                "face_id",
+                "media_id",
+                "media_path",
+                "source",
+                "box",
+            }
+            assert c["source"] == "press" and c["distance"] <= 0.6
+        if face["candidates"]:
+            found.add(identity_of(face["candidates"][0]["media_path"]))
+    assert {"obama", "biden"} <= found
+
+
+def test_search_human_output_says_no_candidate(gallery_cli):
+    out = gallery_cli("search", UNKNOWN / "Aaron_Sorkin_0001.jpg", "--case", "C-1").stdout
+    assert "No candidate within threshold 0.6" in out
+
+
+def test_search_without_case_exits_with_clear_error(gallery_cli):
+    proc = gallery_cli("search", PROBES / "obama1.jpg", ok=False)
+    assert proc.returncode == 3
+    assert "case reference is required" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_verify_json_contract(gallery_cli):
+    same = json.loads(
+        gallery_cli("verify", REFERENCE / "obama.jpg", REFERENCE / "obama2.jpg", "--json").stdout
+    )
+    diff = json.loads(
+        gallery_cli("verify", REFERENCE / "obama.jpg", REFERENCE / "biden.jpg", "--json").stdout
+    )
+    assert same["same"] is True and same["distance"] <= 0.6
+    assert diff["same"] is False and diff["distance"] > 0.6
+
+
+def test_stats_json_contract_and_delete(gallery_cli):
+    stats = json.loads(gallery_cli("stats", "--json").stdout)
+    assert {"sources", "media", "faces", "index_size", "model"} <= set(stats)
+    assert (stats["sources"], stats["media"], stats["faces"], stats["index_size"]) == (1, 5, 5, 5)
+    gallery_cli("delete", "--media", "1", "--yes")
+    after = json.loads(gallery_cli("stats", "--json").stdout)
+    assert (after["media"], after["faces"], after["index_size"]) == (4, 4, 4)
+    gallery_cli("index", "rebuild")
+    gallery_cli("delete", "--source", "press", "--yes")
+    assert json.loads(gallery_cli("stats", "--json").stdout)["faces"] == 0
+
+
+def test_delete_needs_confirmation_without_a_terminal(gallery_cli):
+    proc = gallery_cli("delete", "--source", "press", ok=False)
+    assert proc.returncode != 0 and "not confirmed" in proc.stderr
+    assert json.loads(gallery_cli("stats", "--json").stdout)["faces"] == 5
+
+
+def test_source_missing_lawful_basis_is_refused(gallery_cli):
+    proc = gallery_cli(
+        "source",
+        "add",
+        "scraped",
+        "--purpose",
+        "x",
+        "--jurisdiction",
+        "US",
+        "--retention",
+        "30d",
+        ok=False,
+    )
+    assert proc.returncode == 2 and "lawful basis" in proc.stderr
+
+
+def test_audit_verify_and_export(gallery_cli, tmp_path):
+    gallery_cli("search", PROBES / "obama1.jpg", "--case", "C-1")
+    assert "intact" in gallery_cli("audit", "verify").stdout
+    lines = gallery_cli("audit", "export", "--case", "C-1", "--format", "jsonl").stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["action"] for e in events] == ["case.open", "search"]
+    csv_out = gallery_cli("audit", "export", "--format", "csv").stdout
+    assert csv_out.startswith("seq,ts,actor")
+
+
+def test_commands_before_init_explain_what_to_do(cli):
+    proc = cli("stats", ok=False)
+    assert "facewarden init" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_runs_and_finds_both_people(tmp_path):
+    env = os.environ | {"COLUMNS": "200"}
+    env.pop("FACEWARDEN_DATABASE_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "facewarden", "--data-dir", tmp_path / "demo", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "obama.jpg" in proc.stdout and "biden.jpg" in proc.stdout
+    assert "audit chain: intact" in proc.stdout
