@@ -6,12 +6,13 @@ import zipfile
 import zlib
 
 import pytest
-from conftest import GALLERY, REFERENCE, add_source
 from PIL import Image
 
 from facewarden.adapters.imaging import decode_image
 from facewarden.core.errors import MediaError
 from facewarden.services.app import Facewarden
+
+from conftest import GALLERY, REFERENCE, add_source
 
 
 def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:

@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-from conftest import PROBE_LABELS, PROBES, REFERENCE, identity_of
 from sqlalchemy import delete, func, select
 
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media
 from facewarden.core.errors import NotFound
 from facewarden.services.app import Facewarden
+
+from conftest import PROBE_LABELS, PROBES, REFERENCE, identity_of
 
 
 def search_ids(fw, actor, probe="obama1.jpg"):

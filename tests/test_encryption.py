@@ -4,7 +4,6 @@ import stat
 
 import numpy as np
 import pytest
-from conftest import GALLERY, PG_ADMIN_URL, add_source
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 
@@ -12,6 +11,8 @@ from facewarden.adapters.crypto import TemplateKeyError, parse_key
 from facewarden.adapters.storage.tables import Face, Media
 from facewarden.config import Settings
 from facewarden.services.app import Facewarden, template_aad
+
+from conftest import GALLERY, PG_ADMIN_URL, add_source
 
 
 def all_db_bytes(settings: Settings) -> bytes:

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import REFERENCE
 
 from facewarden.adapters.imaging import decode_image
 from facewarden.core.pipeline import FacePipeline
+
+from conftest import REFERENCE
 
 
 def faces_of(pipeline: FacePipeline, name: str):

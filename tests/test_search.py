@@ -1,11 +1,12 @@
 """1:N search over a real gallery: identities at rank 1, unknowns explicit, rules enforced."""
 
 import pytest
-from conftest import PROBE_LABELS, PROBES, REFERENCE, UNKNOWN, identity_of, open_case
 
 from facewarden.adapters.storage.tables import AuditEvent
 from facewarden.core.actors import Actor
 from facewarden.core.errors import NoFaceFound, PermissionDenied, Refused
+
+from conftest import PROBE_LABELS, PROBES, REFERENCE, UNKNOWN, identity_of, open_case
 
 
 @pytest.mark.parametrize("probe", sorted(PROBE_LABELS))

@@ -9,12 +9,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import GALLERY, PROBES, REFERENCE, add_source
 from sqlalchemy import func, select
 
 from facewarden.adapters.storage.tables import FaceCrop, Media
 from facewarden.core.actors import Actor
 from facewarden.core.errors import InvalidInput, NotFound, PermissionDenied
+
+from conftest import GALLERY, PROBES, REFERENCE, add_source
 
 
 @pytest.mark.parametrize("missing", ["lawful_basis", "purpose", "jurisdiction", "retention"])
