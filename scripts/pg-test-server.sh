@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Starts a throwaway PostgreSQL on 127.0.0.1:${PGPORT:-55432} (trust auth, for tests only)
+# Starts a throwaway PostgreSQL on 127.0.0.1:${PGPORT:-a free port} (trust auth, for tests only)
 # and prints the admin URL to export as FACEWARDEN_TEST_PG_URL. Needs Debian's postgresql.
 set -euo pipefail
-PGPORT=${PGPORT:-55432}
+if [ -z "${PGPORT:-}" ]; then
+  PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
 PGDATA=${PGDATA:-/tmp/facewarden-pg}
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 RUN_AS=()
@@ -13,6 +15,9 @@ if [ ! -f "$PGDATA/PG_VERSION" ]; then
 fi
 if ! "${RUN_AS[@]}" "$BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
   "${RUN_AS[@]}" "$BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k /tmp -c fsync=off" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $PGDATA -c fsync=off" start >/dev/null \
+    || { cat "$PGDATA/server.log" >&2; exit 1; }
+else
+  PGPORT=$(sed -n 4p "$PGDATA/postmaster.pid")  # already running: report its port
 fi
 echo "postgresql://postgres@127.0.0.1:$PGPORT/postgres"

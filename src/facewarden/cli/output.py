@@ -37,8 +37,9 @@ def show_search(result: SearchResult) -> None:
             out.print(f"  [yellow]No candidate within threshold {result.threshold}.[/]")
             continue
         table = Table(show_edge=False)
-        for col in ("rank", "distance", "score", "face", "media", "source", "path"):
-            table.add_column(col)
+        for col in ("rank", "distance", "score", "face", "media", "source"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("path", overflow="fold")
         for c in face.candidates:
             table.add_row(
                 str(c.rank),
