@@ -52,3 +52,20 @@ def test_chip_is_150px_jpeg(pipeline):
     chip = faces_of(pipeline, "obama.jpg")[0].chip_jpeg
     assert chip is not None
     assert Image.open(BytesIO(chip)).size == (150, 150)
+
+
+def test_mmod_cnn_detector_is_selectable_and_agrees_with_hog(pipeline):
+    from facewarden.adapters.models.registry import build_detector
+
+    from conftest import UNKNOWN
+
+    image = decode_image((UNKNOWN / "Aaron_Sorkin_0001.jpg").read_bytes(), max_pixels=10**8)
+    cnn = build_detector("cnn", 0).detect(image)
+    hog = pipeline.detector.detect(image)
+    assert len(cnn) == 1 and len(hog) == 1
+    c, h = cnn[0].box, hog[0].box
+    inter_w = min(c.right, h.right) - max(c.left, h.left)
+    inter_h = min(c.bottom, h.bottom) - max(c.top, h.top)
+    inter = max(inter_w, 0) * max(inter_h, 0)
+    iou = inter / (c.width * c.height + h.width * h.height - inter)
+    assert iou > 0.5 and cnn[0].score > 0
