@@ -178,3 +178,19 @@ def test_demo_runs_and_finds_both_people(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "obama.jpg" in proc.stdout and "biden.jpg" in proc.stdout
     assert "audit chain: intact" in proc.stdout
+
+
+def test_user_token_acting_and_purge_receipt(gallery_cli):
+    out = gallery_cli("user", "add", "ina", "--role", "investigator").stdout.strip().splitlines()
+    token = out[-1]
+    assert len(token) > 30
+    # with two users, the CLI must be told who acts
+    assert gallery_cli("search", PROBES / "obama1.jpg", "--case", "C-1", ok=False).returncode == 3
+    acting = gallery_cli("--as", "admin", "stats", "--json")
+    assert json.loads(acting.stdout)["faces"] == 5
+    refused = gallery_cli("--as", "ina", "purge", "--jurisdiction", "FR", "--yes", ok=False)
+    assert refused.returncode == 3 and "dpo" in refused.stderr
+    receipt = json.loads(
+        gallery_cli("--as", "admin", "purge", "--jurisdiction", "FR", "--yes", "--json").stdout
+    )
+    assert receipt["media"] == 5 and receipt["scope"] == {"jurisdiction": "FR"}

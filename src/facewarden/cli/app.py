@@ -32,6 +32,12 @@ app.add_typer(source_app, name="source")
 app.add_typer(case_app, name="case")
 app.add_typer(index_app, name="index")
 app.add_typer(audit_app, name="audit")
+user_app = typer.Typer(no_args_is_help=True, help="Manage users and their API tokens.")
+media_app = typer.Typer(no_args_is_help=True, help="Restrict media from search.")
+retention_app = typer.Typer(no_args_is_help=True, help="Retention: purge what has expired.")
+app.add_typer(user_app, name="user")
+app.add_typer(media_app, name="media")
+app.add_typer(retention_app, name="retention")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -356,6 +362,69 @@ def audit_export(
             writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in r.values()])
     else:
         raise InvalidInput("--format must be jsonl or csv")
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    role: Annotated[list[str], typer.Option("--role", help="Role (repeatable).")],
+) -> None:
+    """Create a user; its API token is printed once and stored only as a hash."""
+    fw, actor = open_app()
+    token = fw.users.add(actor, name, role)
+    output.out.print(f"user [bold]{name}[/] ({', '.join(role)}); API token, shown once:")
+    print(token)
+
+
+@user_app.command("list")
+def user_list(as_json: JsonOpt = False) -> None:
+    """List users and roles."""
+    fw, _ = open_app()
+    rows = fw.users.list()
+    if as_json:
+        output.emit_json(rows)
+        return
+    for r in rows:
+        output.out.print(
+            f"{r['name']}: {', '.join(r['roles'])}" + ("" if r["active"] else " (inactive)")
+        )
+
+
+@media_app.command("restrict")
+def media_restrict(
+    media_id: int,
+    lift: Annotated[bool, typer.Option("--lift", help="Lift the restriction.")] = False,
+) -> None:
+    """Keep a media record but exclude it from every search."""
+    fw, actor = open_app()
+    fw.gallery.restrict(actor, media_id, restricted=not lift)
+    output.out.print(f"media {media_id} {'no longer ' if lift else ''}restricted")
+
+
+@retention_app.command("run")
+def retention_run(as_json: JsonOpt = False) -> None:
+    """Delete every media past its retention date, with a receipt."""
+    fw, actor = open_app()
+    receipt = fw.gallery.retention_run(actor)
+    fw.close()
+    output.emit_json(receipt) if as_json else output.show_mapping("retention run", receipt)
+
+
+@app.command()
+def purge(
+    jurisdiction: Annotated[str | None, typer.Option(help="ISO country code.")] = None,
+    source: Annotated[str | None, typer.Option(help="Source name.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete everything of one jurisdiction or source, with a receipt and counts."""
+    fw, actor = open_app()
+    what = f"jurisdiction {jurisdiction}" if jurisdiction else f"source {source}"
+    if not yes and not (sys.stdin.isatty() and typer.confirm(f"Purge all media of {what}?")):
+        raise InvalidInput("purge not confirmed (use --yes)")
+    receipt = fw.gallery.purge(actor, jurisdiction=jurisdiction, source=source)
+    fw.close()
+    output.emit_json(receipt) if as_json else output.show_mapping("purge receipt", receipt)
 
 
 @app.command()

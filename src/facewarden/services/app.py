@@ -62,12 +62,14 @@ class Facewarden:
         from facewarden.services.ingest import IngestService
         from facewarden.services.search import SearchService
         from facewarden.services.sources import SourceService
+        from facewarden.services.users import UserService
 
         self.sources = SourceService(self)
         self.cases = CaseService(self)
         self.ingest = IngestService(self)
         self.search = SearchService(self)
         self.gallery = GalleryService(self)
+        self.users = UserService(self)
 
     # -- setup -------------------------------------------------------------------------
     @classmethod

@@ -1,16 +1,18 @@
-"""Deleting media and sources, and rebuilding the derived vector index."""
+"""Deleting media (by id, source, jurisdiction or expiry), restriction, and index rebuilds."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media, Source
 from facewarden.core.actors import Actor
 from facewarden.core.errors import InvalidInput, NotFound
+from facewarden.services.audit import canonical
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
@@ -43,8 +45,76 @@ class GalleryService:
         self._drop_from_index(face_ids)
         return counts
 
+    def retention_run(self, actor: Actor) -> dict[str, object]:
+        """Delete every media whose retention has expired (database, index, crops)."""
+        from facewarden.services.app import utcnow
+
+        self.app.authorize(actor, "retention.run", "dpo", "admin")
+        now = utcnow()
+        with transaction(self.app.writes) as session:
+            ids = list(session.scalars(select(Media.id).where(Media.expires_at <= now)))
+            receipt, face_ids = self._receipt(
+                session, actor, "retention.run", ids, {"expired_before": now.isoformat()}
+            )
+        self._drop_from_index(face_ids)
+        return receipt
+
+    def purge(
+        self, actor: Actor, *, jurisdiction: str | None = None, source: str | None = None
+    ) -> dict[str, object]:
+        """Delete all media of one jurisdiction or one source, with a receipt."""
+        if bool(jurisdiction) == bool(source):
+            raise InvalidInput("purge needs exactly one of --jurisdiction or --source")
+        scope = {"jurisdiction": jurisdiction.upper()} if jurisdiction else {"source": source}
+        self.app.authorize(actor, "purge", "dpo", details=scope)
+        with transaction(self.app.writes) as session:
+            q = select(Media.id).join(Source, Source.id == Media.source_id)
+            if jurisdiction:
+                q = q.where(Source.jurisdiction == jurisdiction.upper())
+            else:
+                q = q.where(Source.id == self.app.sources.get(session, source or "").id)
+            ids = list(session.scalars(q))
+            receipt, face_ids = self._receipt(session, actor, "purge", ids, scope)
+        self._drop_from_index(face_ids)
+        return receipt
+
+    def restrict(self, actor: Actor, media_id: int, restricted: bool = True) -> None:
+        """Keep the record but exclude it from every search (or lift the restriction)."""
+        action = "media.restrict" if restricted else "media.unrestrict"
+        self.app.authorize(actor, action, "dpo", details={"media": media_id})
+        with transaction(self.app.writes) as session:
+            done = session.execute(
+                update(Media).where(Media.id == media_id).values(restricted=restricted)
+            ).rowcount
+            if not done:
+                raise NotFound(f"no media with id {media_id}")
+            self.app.audit.append(session, actor, action, details={"media": media_id})
+
+    def _receipt(
+        self, session, actor: Actor, action: str, media_ids: list[int], scope: dict
+    ) -> tuple[dict[str, object], list[int]]:
+        """Delete and describe it: counts, when, by whom, and a digest of what went."""
+        hashes = sorted(session.scalars(select(Media.sha256).where(Media.id.in_(media_ids))))
+        digest = hashlib.sha256(canonical(hashes).encode()).hexdigest()
+        counts, face_ids = self._delete(
+            session, actor, media_ids, scope | {"digest": digest}, action=action
+        )
+        event_seq = session.info["last_audit_seq"]
+        from facewarden.services.app import utcnow
+
+        receipt = {
+            "action": action,
+            "scope": scope,
+            **counts,
+            "by": actor.name,
+            "completed_at": utcnow().isoformat(),
+            "media_digest": digest,
+            "audit_seq": event_seq,
+        }
+        return receipt, face_ids
+
     def _delete(
-        self, session, actor: Actor, media_ids: list[int], scope: dict
+        self, session, actor: Actor, media_ids: list[int], scope: dict, action: str = "delete"
     ) -> tuple[dict[str, int], list[int]]:
         """Delete rows in the caller's transaction; the index follows right after commit."""
         face_ids = list(session.scalars(select(Face.id).where(Face.media_id.in_(media_ids))))
@@ -52,9 +122,10 @@ class GalleryService:
         session.execute(delete(Face).where(Face.id.in_(face_ids)))
         session.execute(delete(Media).where(Media.id.in_(media_ids)))
         counts = {"media": len(media_ids), "faces": len(face_ids), "crops": crops}
-        self.app.audit.append(
-            session, actor, "delete", details=scope | counts | {"face_ids": face_ids}
+        event = self.app.audit.append(
+            session, actor, action, details=scope | counts | {"face_ids": face_ids}
         )
+        session.info["last_audit_seq"] = event.seq
         return counts, face_ids
 
     def _drop_from_index(self, face_ids: list[int]) -> None:
