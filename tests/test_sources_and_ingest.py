@@ -104,16 +104,24 @@ def test_killed_ingest_resumes_without_duplicates_or_half_records(tmp_path, pipe
     for d in (GALLERY, PROBES, REFERENCE):
         for f in d.iterdir():
             (batch / f"{d.name}_{f.name}").write_bytes(f.read_bytes())
-    env = os.environ | {"FACEWARDEN_DATA_DIR": str(tmp_path / "data"), "FACEWARDEN_WORKERS": "1"}
-    env.pop("FACEWARDEN_DATABASE_URL", None)
     cli = [sys.executable, "-m", "facewarden"]
 
-    def run(*args, **kw):
-        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, **kw)
+    def environment(data_dir):
+        env = os.environ | {"FACEWARDEN_DATA_DIR": str(data_dir), "FACEWARDEN_WORKERS": "1"}
+        env.pop("FACEWARDEN_DATABASE_URL", None)
+        return env
 
-    assert run("init").returncode == 0
-    assert (
+    def run(data_dir, *args):
+        proc = subprocess.run(
+            [*cli, *args], env=environment(data_dir), capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def prepare(data_dir):
+        run(data_dir, "init")
         run(
+            data_dir,
             "source",
             "add",
             "press",
@@ -125,12 +133,13 @@ def test_killed_ingest_resumes_without_duplicates_or_half_records(tmp_path, pipe
             "FR",
             "--retention",
             "10d",
-        ).returncode
-        == 0
-    )
+        )
+
+    data = tmp_path / "data"
+    prepare(data)
     proc = subprocess.Popen(
         [*cli, "ingest", str(batch), "--source", "press"],
-        env=env,
+        env=environment(data),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -145,38 +154,15 @@ def test_killed_ingest_resumes_without_duplicates_or_half_records(tmp_path, pipe
     proc.wait()
     partial = _counts(db)
     assert 2 <= len(partial) < 14
-    resumed = run("ingest", str(batch), "--source", "press", "--json")
-    assert resumed.returncode == 0, resumed.stderr
+    run(data, "ingest", str(batch), "--source", "press", "--json")
     final = _counts(db)
     # a clean ingest of the same batch, for comparison
-    env2 = env | {"FACEWARDEN_DATA_DIR": str(tmp_path / "clean")}
-    subprocess.run([*cli, "init"], env=env2, check=True, capture_output=True)
-    subprocess.run(
-        [
-            *cli,
-            "source",
-            "add",
-            "press",
-            "--lawful-basis",
-            "x",
-            "--purpose",
-            "y",
-            "--jurisdiction",
-            "FR",
-            "--retention",
-            "10d",
-        ],
-        env=env2,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [*cli, "ingest", str(batch), "--source", "press"], env=env2, check=True, capture_output=True
-    )
+    prepare(tmp_path / "clean")
+    run(tmp_path / "clean", "ingest", str(batch), "--source", "press")
     assert final == _counts(tmp_path / "clean" / "facewarden.db")
     for sha, faces in partial.items():
         assert final[sha] == faces  # records written before the kill were already whole
-    stats = run("stats", "--json")
+    stats = run(data, "stats", "--json")
     import json
 
     data = json.loads(stats.stdout)
