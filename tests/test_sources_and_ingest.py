@@ -167,3 +167,72 @@ def test_killed_ingest_resumes_without_duplicates_or_half_records(tmp_path, pipe
 
     data = json.loads(stats.stdout)
     assert data["faces"] == sum(final.values()) == data["index_size"]
+
+
+@pytest.mark.skipif(bool(os.environ.get("FACEWARDEN_TEST_PG_URL")), reason="inspects SQLite")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_stops_cleanly_with_a_summary_and_resumes(tmp_path, workers):
+    import json
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for d in (GALLERY, PROBES, REFERENCE):
+        for f in d.iterdir():
+            (batch / f"{d.name}_{f.name}").write_bytes(f.read_bytes())
+    env = os.environ | {
+        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
+        "FACEWARDEN_WORKERS": workers,
+    }
+    env.pop("FACEWARDEN_DATABASE_URL", None)
+    cli = [sys.executable, "-m", "facewarden"]
+    subprocess.run([*cli, "init"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            *cli,
+            "source",
+            "add",
+            "press",
+            "--lawful-basis",
+            "x",
+            "--purpose",
+            "y",
+            "--jurisdiction",
+            "FR",
+            "--retention",
+            "10d",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [*cli, "ingest", str(batch), "--source", "press", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = tmp_path / "data" / "facewarden.db"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists() and len(_counts(db)) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "ingest finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and summary["images"] >= 2
+    partial = _counts(tmp_path / "data" / "facewarden.db")
+    # every stored image is whole; at most the one committed as the signal landed is uncounted
+    assert summary["images"] <= len(partial) <= summary["images"] + 1
+    again = subprocess.run(
+        [*cli, "ingest", str(batch), "--source", "press", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    resumed = json.loads(again.stdout)
+    assert resumed["duplicates"] == len(partial) and not resumed["interrupted"]
+    assert len(_counts(db)) == 14
