@@ -1,5 +1,6 @@
 """Sources need a lawful basis; ingest is idempotent, resumable and records expiry."""
 
+import json
 import os
 import signal
 import subprocess
@@ -96,143 +97,111 @@ def _counts(db: Path):
         con.close()
 
 
-@pytest.mark.skipif(bool(os.environ.get("FACEWARDEN_TEST_PG_URL")), reason="inspects SQLite")
-def test_killed_ingest_resumes_without_duplicates_or_half_records(tmp_path, pipeline):
-    """SIGKILL the CLI mid-ingest, re-run: the result equals one clean ingest."""
+CLI = [sys.executable, "-m", "facewarden"]
+BATCH_SIZE = 14  # images in the gallery, probe and reference fixtures together
+sqlite_only = pytest.mark.skipif(
+    bool(os.environ.get("FACEWARDEN_TEST_PG_URL")), reason="inspects the SQLite file"
+)
+
+
+def _batch(tmp_path: Path) -> Path:
     batch = tmp_path / "batch"
     batch.mkdir()
     for d in (GALLERY, PROBES, REFERENCE):
         for f in d.iterdir():
             (batch / f"{d.name}_{f.name}").write_bytes(f.read_bytes())
-    cli = [sys.executable, "-m", "facewarden"]
-
-    def environment(data_dir):
-        env = os.environ | {"FACEWARDEN_DATA_DIR": str(data_dir), "FACEWARDEN_WORKERS": "1"}
-        env.pop("FACEWARDEN_DATABASE_URL", None)
-        return env
-
-    def run(data_dir, *args):
-        proc = subprocess.run(
-            [*cli, *args], env=environment(data_dir), capture_output=True, text=True
-        )
-        assert proc.returncode == 0, proc.stderr
-        return proc
-
-    def prepare(data_dir):
-        run(data_dir, "init")
-        run(
-            data_dir,
-            "source",
-            "add",
-            "press",
-            "--lawful-basis",
-            "x",
-            "--purpose",
-            "y",
-            "--jurisdiction",
-            "FR",
-            "--retention",
-            "10d",
-        )
-
-    data = tmp_path / "data"
-    prepare(data)
-    proc = subprocess.Popen(
-        [*cli, "ingest", str(batch), "--source", "press"],
-        env=environment(data),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    db = tmp_path / "data" / "facewarden.db"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists() and len(_counts(db)) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "ingest finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = _counts(db)
-    assert 2 <= len(partial) < 14
-    run(data, "ingest", str(batch), "--source", "press", "--json")
-    final = _counts(db)
-    # a clean ingest of the same batch, for comparison
-    prepare(tmp_path / "clean")
-    run(tmp_path / "clean", "ingest", str(batch), "--source", "press")
-    assert final == _counts(tmp_path / "clean" / "facewarden.db")
-    for sha, faces in partial.items():
-        assert final[sha] == faces  # records written before the kill were already whole
-    stats = run(data, "stats", "--json")
-    import json
-
-    data = json.loads(stats.stdout)
-    assert data["faces"] == sum(final.values()) == data["index_size"]
+    return batch
 
 
-@pytest.mark.skipif(bool(os.environ.get("FACEWARDEN_TEST_PG_URL")), reason="inspects SQLite")
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_ctrl_c_stops_cleanly_with_a_summary_and_resumes(tmp_path, workers):
-    import json
-
-    batch = tmp_path / "batch"
-    batch.mkdir()
-    for d in (GALLERY, PROBES, REFERENCE):
-        for f in d.iterdir():
-            (batch / f"{d.name}_{f.name}").write_bytes(f.read_bytes())
-    env = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
-        "FACEWARDEN_WORKERS": workers,
-    }
+def _env(data_dir: Path, workers: str = "1") -> dict[str, str]:
+    env = os.environ | {"FACEWARDEN_DATA_DIR": str(data_dir), "FACEWARDEN_WORKERS": workers}
     env.pop("FACEWARDEN_DATABASE_URL", None)
-    cli = [sys.executable, "-m", "facewarden"]
-    subprocess.run([*cli, "init"], env=env, check=True, capture_output=True)
-    subprocess.run(
-        [
-            *cli,
-            "source",
-            "add",
-            "press",
-            "--lawful-basis",
-            "x",
-            "--purpose",
-            "y",
-            "--jurisdiction",
-            "FR",
-            "--retention",
-            "10d",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
+    return env
+
+
+def _run(data_dir: Path, *args: str, workers: str = "1") -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [*CLI, *args], env=_env(data_dir, workers), capture_output=True, text=True
     )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _prepare(data_dir: Path) -> None:
+    _run(data_dir, "init")
+    _run(
+        data_dir,
+        "source",
+        "add",
+        "press",
+        "--lawful-basis",
+        "x",
+        "--purpose",
+        "y",
+        "--jurisdiction",
+        "FR",
+        "--retention",
+        "10d",
+    )
+
+
+def _start_ingest_and_wait(data_dir: Path, batch: Path, workers: str) -> subprocess.Popen:
+    """Start a CLI ingest and return once at least two images are stored (still running)."""
     proc = subprocess.Popen(
-        [*cli, "ingest", str(batch), "--source", "press", "--json"],
-        env=env,
+        [*CLI, "ingest", str(batch), "--source", "press", "--json"],
+        env=_env(data_dir, workers),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    db = tmp_path / "data" / "facewarden.db"
+    db = data_dir / "facewarden.db"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if db.exists() and len(_counts(db)) >= 2:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "ingest finished before it could be interrupted"
+    return proc
+
+
+@sqlite_only
+def test_killed_ingest_resumes_without_duplicates_or_half_records(tmp_path):
+    """SIGKILL the CLI mid-ingest, re-run: the result equals one clean ingest."""
+    batch, data = _batch(tmp_path), tmp_path / "data"
+    _prepare(data)
+    proc = _start_ingest_and_wait(data, batch, "1")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    partial = _counts(data / "facewarden.db")
+    assert 2 <= len(partial) < BATCH_SIZE
+    _run(data, "ingest", str(batch), "--source", "press", "--json")
+    final = _counts(data / "facewarden.db")
+    # a clean ingest of the same batch, for comparison
+    _prepare(tmp_path / "clean")
+    _run(tmp_path / "clean", "ingest", str(batch), "--source", "press")
+    assert final == _counts(tmp_path / "clean" / "facewarden.db")
+    for sha, faces in partial.items():
+        assert final[sha] == faces  # records written before the kill were already whole
+    stats = json.loads(_run(data, "stats", "--json").stdout)
+    assert stats["faces"] == sum(final.values()) == stats["index_size"]
+
+
+@sqlite_only
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_stops_cleanly_with_a_summary_and_resumes(tmp_path, workers):
+    batch, data = _batch(tmp_path), tmp_path / "data"
+    _prepare(data)
+    proc = _start_ingest_and_wait(data, batch, workers)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     summary = json.loads(out)
     assert summary["interrupted"] is True and summary["images"] >= 2
-    partial = _counts(tmp_path / "data" / "facewarden.db")
+    partial = _counts(data / "facewarden.db")
     # every stored image is whole; at most the one committed as the signal landed is uncounted
     assert summary["images"] <= len(partial) <= summary["images"] + 1
-    again = subprocess.run(
-        [*cli, "ingest", str(batch), "--source", "press", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
+    resumed = json.loads(
+        _run(data, "ingest", str(batch), "--source", "press", "--json", workers=workers).stdout
     )
-    resumed = json.loads(again.stdout)
     assert resumed["duplicates"] == len(partial) and not resumed["interrupted"]
-    assert len(_counts(db)) == 14
+    assert len(_counts(data / "facewarden.db")) == BATCH_SIZE

@@ -24,20 +24,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="facewarden: accountable face search over your own, lawfully held media.",
 )
-source_app = typer.Typer(no_args_is_help=True, help="Register and list media sources.")
-case_app = typer.Typer(no_args_is_help=True, help="Open, close and inspect cases.")
-index_app = typer.Typer(no_args_is_help=True, help="Maintain the derived vector index.")
-audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the audit log.")
-app.add_typer(source_app, name="source")
-app.add_typer(case_app, name="case")
-app.add_typer(index_app, name="index")
-app.add_typer(audit_app, name="audit")
-user_app = typer.Typer(no_args_is_help=True, help="Manage users and their API tokens.")
-media_app = typer.Typer(no_args_is_help=True, help="Restrict media from search.")
-retention_app = typer.Typer(no_args_is_help=True, help="Retention: purge what has expired.")
-app.add_typer(user_app, name="user")
-app.add_typer(media_app, name="media")
-app.add_typer(retention_app, name="retention")
+
+
+def _group(name: str, help: str) -> typer.Typer:
+    """A sub-command group (``facewarden NAME ...``)."""
+    group = typer.Typer(no_args_is_help=True, help=help)
+    app.add_typer(group, name=name)
+    return group
+
+
+source_app = _group("source", "Register and list media sources.")
+case_app = _group("case", "Open, close and inspect cases.")
+index_app = _group("index", "Maintain the derived vector index.")
+audit_app = _group("audit", "Verify and export the audit log.")
+user_app = _group("user", "Manage users and their API tokens.")
+media_app = _group("media", "Restrict media from search.")
+retention_app = _group("retention", "Retention: purge what has expired.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
