@@ -20,6 +20,11 @@ class PipelineOutput:
     """Faces detected but not enrolled (below the minimum size)."""
 
 
+def template_space_id(embedder_id: str, aligner_id: str) -> str:
+    """Identifies a template space: two templates compare only under the same id."""
+    return f"{embedder_id}+{aligner_id}"
+
+
 class FacePipeline:
     def __init__(
         self,
@@ -38,12 +43,7 @@ class FacePipeline:
 
     @property
     def model_id(self) -> str:
-        """Identifies the template space: two templates compare only under the same id."""
-        return f"{self.embedder.model_id}+{self.aligner.model_id}"
-
-    @property
-    def full_model_id(self) -> str:
-        return f"{self.model_id}+{self.detector.model_id}"
+        return template_space_id(self.embedder.model_id, self.aligner.model_id)
 
     def process(self, image: np.ndarray, *, enrol: bool = True) -> PipelineOutput:
         """All faces of an RGB image. With ``enrol``, faces under the size floor are rejected."""

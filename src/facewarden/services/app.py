@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import UTC, datetime
 from functools import cached_property
 
+import numpy as np
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import OperationalError
 
@@ -16,7 +18,7 @@ from facewarden.adapters.storage.tables import Face, Media, Source, User
 from facewarden.config import Settings
 from facewarden.core.actors import SINGLE_OPERATOR_ROLES, Actor
 from facewarden.core.errors import NotFound, NotInitialised, PermissionDenied
-from facewarden.core.pipeline import FacePipeline
+from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AuditLog
 
 
@@ -156,7 +158,7 @@ class Facewarden:
     def model_id(self) -> str:
         from facewarden.adapters.models.dlib_models import FivePointAligner, ResnetEmbedder
 
-        return f"{ResnetEmbedder.model_id}+{FivePointAligner.model_id}"
+        return template_space_id(ResnetEmbedder.model_id, FivePointAligner.model_id)
 
     @cached_property
     def _index(self) -> FaissFlatIndex:
@@ -179,17 +181,31 @@ class Facewarden:
         stale = held - db_ids
         missing = sorted(db_ids - held)
         if stale:
-            index.remove(_ids(stale))
-        for start in range(0, len(missing), 5000):
-            ids, vecs = self.load_templates(missing[start : start + 5000])
-            index.add(ids, vecs)
+            index.remove(np.fromiter(stale, dtype=np.int64))
+        self._fill_index(missing)
         if stale or missing:
             index.save()
         return {"added": len(missing), "removed": len(stale)}
 
-    def load_templates(self, face_ids: list[int]):
-        import numpy as np
+    def rebuild_index(self) -> int:
+        """Empty the index and refill it from every template in the database."""
+        self._index.reset()
+        self._index_synced = True
+        with self.sessions() as session:
+            ids = list(
+                session.scalars(
+                    select(Face.id).where(Face.model_id == self.model_id).order_by(Face.id)
+                )
+            )
+        self._fill_index(ids)
+        self._index.save()
+        return len(self._index)
 
+    def _fill_index(self, face_ids: list[int], batch: int = 5000) -> None:
+        for start in range(0, len(face_ids), batch):
+            self._index.add(*self.load_templates(face_ids[start : start + batch]))
+
+    def load_templates(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         with self.sessions() as session:
             rows = session.execute(
                 select(Face.id, Face.template, Face.face_index, Media.sha256)
@@ -236,8 +252,6 @@ class Facewarden:
 
 
 def hash_token(token: str) -> str:
-    import hashlib
-
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -248,12 +262,6 @@ def template_aad(sha256: str, face_index: int) -> bytes:
 
 def crop_aad(sha256: str, face_index: int) -> bytes:
     return f"crop:{sha256}:{face_index}".encode()
-
-
-def _ids(values) -> np.ndarray:  # noqa: F821
-    import numpy as np
-
-    return np.fromiter(values, dtype=np.int64)
 
 
 def build_pipeline(settings: Settings) -> FacePipeline:

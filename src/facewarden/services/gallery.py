@@ -31,7 +31,9 @@ class GalleryService:
             missing = sorted(set(media_ids) - found)
             if missing:
                 raise NotFound(f"no media with id {', '.join(map(str, missing))}")
-            counts, face_ids = self._delete(session, actor, sorted(found), {"media": sorted(found)})
+            counts, face_ids, _ = self._delete(
+                session, actor, sorted(found), {"media": sorted(found)}
+            )
         self._drop_from_index(face_ids)
         return counts
 
@@ -40,7 +42,7 @@ class GalleryService:
         with transaction(self.app.writes) as session:
             src = self.app.sources.get(session, name)
             ids = list(session.scalars(select(Media.id).where(Media.source_id == src.id)))
-            counts, face_ids = self._delete(session, actor, ids, {"source": name})
+            counts, face_ids, _ = self._delete(session, actor, ids, {"source": name})
             session.execute(delete(Source).where(Source.id == src.id))
         self._drop_from_index(face_ids)
         return counts
@@ -96,10 +98,9 @@ class GalleryService:
         """Delete and describe it: counts, when, by whom, and a digest of what went."""
         hashes = sorted(session.scalars(select(Media.sha256).where(Media.id.in_(media_ids))))
         digest = hashlib.sha256(canonical(hashes).encode()).hexdigest()
-        counts, face_ids = self._delete(
+        counts, face_ids, event_seq = self._delete(
             session, actor, media_ids, scope | {"digest": digest}, action=action
         )
-        event_seq = session.info["last_audit_seq"]
         from facewarden.services.app import utcnow
 
         receipt = {
@@ -115,8 +116,11 @@ class GalleryService:
 
     def _delete(
         self, session, actor: Actor, media_ids: list[int], scope: dict, action: str = "delete"
-    ) -> tuple[dict[str, int], list[int]]:
-        """Delete rows in the caller's transaction; the index follows right after commit."""
+    ) -> tuple[dict[str, int], list[int], int]:
+        """Delete rows in the caller's transaction; the index follows right after commit.
+
+        Returns the counts, the deleted face ids and the sequence number of the audit record.
+        """
         face_ids = list(session.scalars(select(Face.id).where(Face.media_id.in_(media_ids))))
         crops = session.execute(delete(FaceCrop).where(FaceCrop.face_id.in_(face_ids))).rowcount
         session.execute(delete(Face).where(Face.id.in_(face_ids)))
@@ -125,8 +129,7 @@ class GalleryService:
         event = self.app.audit.append(
             session, actor, action, details=scope | counts | {"face_ids": face_ids}
         )
-        session.info["last_audit_seq"] = event.seq
-        return counts, face_ids
+        return counts, face_ids, event.seq
 
     def _drop_from_index(self, face_ids: list[int]) -> None:
         # Searches re-check every hit against the database, so even if this process dies
@@ -137,24 +140,12 @@ class GalleryService:
 
     def rebuild_index(self, actor: Actor) -> dict[str, int]:
         self.app.authorize(actor, "index.rebuild", "operator", "admin")
-        index = self.app._index
-        index.reset()
-        self.app._index_synced = True
-        with self.app.sessions() as session:
-            all_ids = list(
-                session.scalars(
-                    select(Face.id).where(Face.model_id == self.app.model_id).order_by(Face.id)
-                )
-            )
-        for start in range(0, len(all_ids), 5000):
-            ids, vecs = self.app.load_templates(all_ids[start : start + 5000])
-            index.add(ids, vecs)
-        index.save()
+        faces = self.app.rebuild_index()
         self.app.audit.record(
             actor,
             "index.rebuild",
             model_id=self.app.model_id,
-            gallery_size=len(index),
-            details={"faces": len(index)},
+            gallery_size=faces,
+            details={"faces": faces},
         )
-        return {"faces": len(index)}
+        return {"faces": faces}
