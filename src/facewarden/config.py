@@ -41,6 +41,19 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     store_crops: bool = True
 
+    case_search_quota: int = Field(100, ge=1)
+    """Default number of searches a case allows (``case open --quota`` overrides it)."""
+    subject_threshold: float = Field(0.5, gt=0, le=2)
+    """Distance for subject access and erasure candidates, and for the suppression list.
+    Stricter than the search threshold: a wrong match would disclose or delete someone else."""
+
+    controller_name: str = ""
+    controller_contact: str = ""
+    dpo_contact: str = ""
+    """Controller and data-protection contacts for the public notice."""
+    production: bool = False
+    """Production mode: refuse to start while the controller fields are empty."""
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'facewarden.db'}"

@@ -40,6 +40,7 @@ audit_app = _group("audit", "Verify and export the audit log.")
 user_app = _group("user", "Manage users and their API tokens.")
 media_app = _group("media", "Restrict media from search.")
 retention_app = _group("retention", "Retention: purge what has expired.")
+subject_app = _group("subject", "Data subjects' rights: access and erasure.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -278,8 +279,19 @@ def case_open(
     authorisation: Annotated[str, typer.Option(help="Authorisation reference.")] = "",
     offence: Annotated[str | None, typer.Option(help="Offence under investigation.")] = None,
     expires: Annotated[str, typer.Option(help="Case lifetime, e.g. 30d.")] = "30d",
+    investigator: Annotated[
+        list[str] | None,
+        typer.Option("--investigator", help="Assign an investigator (repeatable)."),
+    ] = None,
+    quota: Annotated[
+        int | None, typer.Option(help="Searches allowed (default FACEWARDEN_CASE_SEARCH_QUOTA).")
+    ] = None,
+    keep_probe_templates: Annotated[
+        bool,
+        typer.Option(help="Keep probe templates (encrypted) while the case lives."),
+    ] = False,
 ) -> None:
-    """Open a case; searches must name an open case."""
+    """Open a case; searches must name an open case they are assigned to."""
     fw, actor = open_app()
     info = fw.cases.open(
         actor,
@@ -289,8 +301,77 @@ def case_open(
         authorisation=authorisation,
         offence=offence,
         expires=expires,
+        investigators=investigator,
+        quota=quota,
+        keep_probe_templates=keep_probe_templates,
     )
-    output.out.print(f"case [bold]{info.ref}[/] open until {info.expires_at:%Y-%m-%d %H:%M} UTC")
+    output.out.print(
+        f"case [bold]{info.ref}[/] open until {info.expires_at:%Y-%m-%d %H:%M} UTC; "
+        f"investigators {', '.join(info.investigators)}; quota {info.search_quota} searches"
+    )
+
+
+@case_app.command("assign")
+def case_assign(
+    ref: str,
+    user: str,
+    remove: Annotated[bool, typer.Option("--remove", help="Unassign instead.")] = False,
+) -> None:
+    """Assign an investigator to a case (its opener or an admin may)."""
+    fw, actor = open_app()
+    info = fw.cases.assign(actor, ref, user, remove=remove)
+    output.out.print(f"case {ref} investigators: {', '.join(info.investigators) or '(none)'}")
+
+
+@case_app.command("candidates")
+def case_candidates(ref: str, as_json: JsonOpt = False) -> None:
+    """Candidates of a case that someone confirmed or rejected, with their state."""
+    fw, _ = open_app()
+    rows = [s.as_dict() for s in fw.confirmations.candidates(ref)]
+    if as_json:
+        output.emit_json(rows)
+        return
+    for r in rows:
+        who = ", ".join(f"{d['user']} {d['decision']}ed" for d in r["decisions"])
+        output.out.print(f"search {r['search_id']} face {r['face_id']}: {r['status']} ({who})")
+
+
+@case_app.command("export")
+def case_export(
+    ref: str,
+    search: Annotated[int | None, typer.Option(help="Only this search.")] = None,
+    face: Annotated[int | None, typer.Option(help="Only this candidate face.")] = None,
+) -> None:
+    """Export the identifications of a case (two-person confirmed candidates only) as JSON."""
+    fw, actor = open_app()
+    output.emit_json(fw.confirmations.export(actor, ref, search_id=search, face_id=face))
+
+
+def _decide(search_id: int, face_id: int, decision: str, note: str | None, as_json: bool) -> None:
+    fw, actor = open_app()
+    state = fw.confirmations.decide(actor, search_id, face_id, decision, note)
+    if as_json:
+        output.emit_json(state.as_dict())
+        return
+    output.out.print(
+        f"search {search_id} face {face_id}: [bold]{state.status}[/] "
+        f"({len(state.decisions)} decision(s))"
+    )
+
+
+NoteOpt = Annotated[str | None, typer.Option(help="Why (kept in the record).")]
+
+
+@app.command()
+def confirm(search_id: int, face_id: int, note: NoteOpt = None, as_json: JsonOpt = False) -> None:
+    """Confirm a candidate. Two different people (investigator, reviewer) identify."""
+    _decide(search_id, face_id, "confirm", note, as_json)
+
+
+@app.command()
+def reject(search_id: int, face_id: int, note: NoteOpt = None, as_json: JsonOpt = False) -> None:
+    """Reject a candidate: it can no longer become an identification."""
+    _decide(search_id, face_id, "reject", note, as_json)
 
 
 @case_app.command("close")
@@ -321,11 +402,42 @@ def case_list(as_json: JsonOpt = False) -> None:
         output.out.print(f"{r['ref']}: {r['status']}, expires {r['expires_at']}; {r['purpose']}")
 
 
+@audit_app.command("anchor")
+def audit_anchor(
+    out: Annotated[
+        Path | None, typer.Option(help="Append the anchor to this file (JSON lines).")
+    ] = None,
+) -> None:
+    """Print the newest record's sequence number and hash; keep it outside the database."""
+    import json
+
+    fw, _ = open_app()
+    line = json.dumps(fw.audit.head())
+    if out:
+        with out.open("a") as fh:
+            fh.write(line + "\n")
+    print(line)
+
+
+def _read_anchors(path: Path) -> list[dict]:
+    import json
+
+    try:
+        return [json.loads(x) for x in read_bytes(path).decode().splitlines() if x.strip()]
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path} is not a file of audit anchors (JSON lines)") from exc
+
+
 @audit_app.command("verify")
-def audit_verify(as_json: JsonOpt = False) -> None:
+def audit_verify(
+    anchor: Annotated[
+        Path | None, typer.Option(help="Anchors file from 'audit anchor --out' (truncation).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Check the hash chain; exits 1 and names the first bad record if it was tampered with."""
     fw, _ = open_app()
-    report = fw.audit.verify()
+    report = fw.audit.verify(_read_anchors(anchor) if anchor else None)
     if as_json:
         output.emit_json(vars(report))
     elif report.ok:
@@ -427,6 +539,94 @@ def purge(
     receipt = fw.gallery.purge(actor, jurisdiction=jurisdiction, source=source)
     fw.close()
     output.emit_json(receipt) if as_json else output.show_mapping("purge receipt", receipt)
+
+
+@subject_app.command("access")
+def subject_access(
+    selfie: Annotated[Path, typer.Argument(help="Photo of the requester (used once).")],
+    reference: Annotated[str | None, typer.Option(help="Request reference.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Distance (default FACEWARDEN_SUBJECT_THRESHOLD).")
+    ] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write the report as HTML.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Report everything held about the person in SELFIE (for human review before sending)."""
+    from facewarden.services.subjects import render_report_html
+
+    fw, actor = open_app()
+    report = fw.subjects.access(actor, read_bytes(selfie), reference=reference, threshold=threshold)
+    if html:
+        html.write_text(render_report_html(report))
+    if as_json:
+        output.emit_json(report)
+        return
+    output.show_subject_matches(report["matches"])
+    output.out.print(f"request {report['request_id']} logged as audit #{report['audit_seq']}")
+    if html:
+        output.out.print(f"HTML report: {html}")
+
+
+@subject_app.command("erase")
+def subject_erase(
+    selfie: Annotated[Path, typer.Argument(help="Photo of the requester (used once).")],
+    reference: Annotated[str | None, typer.Option(help="Request reference.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Distance (default FACEWARDEN_SUBJECT_THRESHOLD).")
+    ] = None,
+    face: Annotated[
+        list[int] | None, typer.Option("--face", help="Erase only these reviewed candidates.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the candidates, then erase them, suppress the person from later ingest and
+    print a receipt."""
+    fw, actor = open_app()
+    data = read_bytes(selfie)
+    if not yes:
+        matches = fw.subjects.erase_preview(actor, data, threshold=threshold)
+        output.show_subject_matches(matches)
+        if not (sys.stdin.isatty() and typer.confirm("Erase these faces?")):
+            raise InvalidInput("erasure not confirmed (use --yes)")
+    receipt = fw.subjects.erase(
+        actor, data, reference=reference, threshold=threshold, face_ids=face
+    )
+    fw.close()
+    output.emit_json(receipt) if as_json else output.show_mapping("erasure receipt", receipt)
+
+
+@subject_app.command("list")
+def subject_list(as_json: JsonOpt = False) -> None:
+    """Rights requests with their dates and time to completion."""
+    fw, actor = open_app()
+    rows = fw.subjects.requests(actor)
+    if as_json:
+        output.emit_json(rows)
+        return
+    for r in rows:
+        output.out.print(
+            f"#{r['id']} {r['kind']} {r['reference'] or ''}: {r['faces']} faces, "
+            f"received {r['received_at']}, done in {r['seconds_to_complete']} s"
+        )
+
+
+@app.command()
+def notice() -> None:
+    """Print the public processing notice (Markdown) from configuration and sources."""
+    fw = Facewarden(settings())
+    print(fw.records.notice())
+
+
+@app.command()
+def report(as_json: JsonOpt = False) -> None:
+    """Records of processing: holdings, searches and identifications, rights requests."""
+    fw, actor = open_app()
+    data = fw.records.report(actor)
+    if as_json:
+        output.emit_json(data)
+        return
+    output.show_report(data)
 
 
 @app.command()

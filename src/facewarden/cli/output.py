@@ -21,6 +21,7 @@ def emit_json(data: Any) -> None:
 def show_search(result: SearchResult) -> None:
     out.print(
         f"[bold]Probe[/] {result.probe}  case [bold]{result.case}[/]  "
+        f"search [bold]{result.search_id}[/]  "
         f"threshold {result.threshold}  gallery {result.gallery_size} faces  "
         f"audit #{result.audit_seq}"
     )
@@ -60,6 +61,7 @@ def show_ingest(summary: IngestSummary) -> None:
     out.print(
         f"  images stored {summary.images}, faces enrolled {summary.faces}, "
         f"already ingested {summary.duplicates}, faces too small {summary.faces_rejected}, "
+        f"suppressed (erased people) {summary.faces_suppressed}, "
         f"skipped {len(summary.skipped)}"
     )
     if summary.skipped:
@@ -76,3 +78,49 @@ def show_mapping(title: str, data: dict[str, Any]) -> None:
     for k, v in data.items():
         table.add_row(str(k), str(v))
     out.print(table)
+
+
+def show_subject_matches(matches: list[dict[str, Any]]) -> None:
+    if not matches:
+        out.print("No stored face matches the selfie.")
+        return
+    table = Table(title="Candidates (check each before acting)", show_edge=False)
+    for col in ("face", "distance", "media", "source", "kept until", "searches"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("path", overflow="fold")
+    for m in matches:
+        table.add_row(
+            str(m["face_id"]),
+            f"{m['distance']:.4f}",
+            str(m["media_id"]),
+            f"{m['source']} ({m['jurisdiction']})",
+            m["retained_until"][:10],
+            str(len(m["searches"])),
+            m["media_path"],
+        )
+    out.print(table)
+
+
+def show_report(data: dict[str, Any]) -> None:
+    def table(title: str, rows: list[dict[str, Any]]) -> None:
+        t = Table(title=title, show_edge=False)
+        if not rows:
+            out.print(f"{title}: none")
+            return
+        for col in rows[0]:
+            t.add_column(col, overflow="fold")
+        for r in rows:
+            t.add_row(
+                *(", ".join(map(str, v)) if isinstance(v, list) else str(v) for v in r.values())
+            )
+        out.print(t)
+
+    table("Sources", data["sources"])
+    table("Jurisdictions", [{"jurisdiction": k, **v} for k, v in data["jurisdictions"].items()])
+    table("Cases", data["cases"])
+    keys = ("id", "kind", "reference", "received_at", "seconds_to_complete", "faces")
+    table("Rights requests", [{k: r[k] for k in keys} for r in data["rights_requests"]])
+    head = data["audit_head"]
+    out.print(
+        f"identifications: {data['identifications']}; audit head #{head['seq']} {head['hash']}"
+    )

@@ -54,3 +54,10 @@ class AuditFailure(FacewardenError):
     """The audit record could not be written, so the operation did not happen."""
 
     code = "audit_failure"
+
+
+class ConfigurationError(FacewardenError):
+    """The configuration is incomplete for the requested mode (e.g. production)."""
+
+    code = "configuration"
+    exit_code = 2

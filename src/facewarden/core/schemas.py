@@ -77,6 +77,8 @@ class Candidate:
     box: list[int]
     jurisdiction: str = ""
     ingested_at: str = ""
+    media_sha256: str = ""
+    face_index: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,9 +113,12 @@ class SearchResult:
     model: str
     faces: list[FaceMatches]
     audit_seq: int | None = None
+    search_id: int | None = None
+    """The case's record of this search; confirmations name it."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "search_id": self.search_id,
             "probe": self.probe,
             "probe_sha256": self.probe_sha256,
             "case": self.case,
@@ -151,6 +156,8 @@ class IngestSummary:
     faces: int = 0
     duplicates: int = 0
     faces_rejected: int = 0
+    faces_suppressed: int = 0
+    """Faces of people on the erasure suppression list: not stored."""
     skipped: list[Skipped] = field(default_factory=list)
     interrupted: bool = False
 
@@ -161,6 +168,7 @@ class IngestSummary:
             "faces": self.faces,
             "duplicates": self.duplicates,
             "faces_rejected": self.faces_rejected,
+            "faces_suppressed": self.faces_suppressed,
             "skipped": [asdict(s) for s in self.skipped],
             "interrupted": self.interrupted,
         }

@@ -17,7 +17,7 @@ from facewarden.adapters.storage import db
 from facewarden.adapters.storage.tables import Face, Media, Source, User
 from facewarden.config import Settings
 from facewarden.core.actors import SINGLE_OPERATOR_ROLES, Actor
-from facewarden.core.errors import NotFound, NotInitialised, PermissionDenied
+from facewarden.core.errors import ConfigurationError, NotFound, NotInitialised, PermissionDenied
 from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AuditLog
 
@@ -36,6 +36,7 @@ class Facewarden:
 
     def __init__(self, settings: Settings, pipeline: FacePipeline | None = None) -> None:
         self.settings = settings
+        check_production(settings)
         self.engine = db.make_engine(settings.resolved_database_url)
         try:
             current = inspect(self.engine).has_table("alembic_version") and db.is_current(
@@ -60,10 +61,13 @@ class Facewarden:
         self._index_synced = False
 
         from facewarden.services.cases import CaseService
+        from facewarden.services.confirmations import ConfirmationService
         from facewarden.services.gallery import GalleryService
         from facewarden.services.ingest import IngestService
+        from facewarden.services.records import RecordsService
         from facewarden.services.search import SearchService
         from facewarden.services.sources import SourceService
+        from facewarden.services.subjects import SubjectService
         from facewarden.services.users import UserService
 
         self.sources = SourceService(self)
@@ -72,6 +76,9 @@ class Facewarden:
         self.search = SearchService(self)
         self.gallery = GalleryService(self)
         self.users = UserService(self)
+        self.confirmations = ConfirmationService(self)
+        self.subjects = SubjectService(self)
+        self.records = RecordsService(self)
 
     # -- setup -------------------------------------------------------------------------
     @classmethod
@@ -249,6 +256,22 @@ class Facewarden:
                 "detector": self.settings.detector,
                 "database": self.engine.dialect.name,
             }
+
+
+def check_production(settings: Settings) -> None:
+    """Production mode refuses to run without the controller's identity and contacts."""
+    if not settings.production:
+        return
+    missing = [
+        f"FACEWARDEN_{name.upper()}"
+        for name in ("controller_name", "controller_contact", "dpo_contact")
+        if not getattr(settings, name).strip()
+    ]
+    if missing:
+        raise ConfigurationError(
+            "production mode needs the controller fields of the public notice: set "
+            + ", ".join(missing)
+        )
 
 
 def hash_token(token: str) -> str:

@@ -117,8 +117,44 @@ class AuditLog:
         except Exception as exc:
             raise AuditFailure(f"audit record could not be written: {exc}") from exc
 
-    def verify(self) -> ChainReport:
-        """Walk the chain: any edited, deleted, inserted or reordered record breaks it."""
+    def head(self) -> dict[str, Any]:
+        """The newest record's sequence number and hash: an anchor to keep outside the
+        database (a printout, a ticket, a notary), so that cutting off the newest records,
+        which a hash chain alone cannot reveal, is detected by ``verify(anchors=...)``."""
+        with self.sessions() as session:
+            last = session.execute(
+                select(AuditEvent.seq, AuditEvent.hash, AuditEvent.ts)
+                .order_by(AuditEvent.seq.desc())
+                .limit(1)
+            ).first()
+        if last is None:
+            return {"seq": 0, "hash": GENESIS, "ts": None}
+        return {"seq": last.seq, "hash": last.hash, "ts": last.ts}
+
+    def verify(self, anchors: list[dict[str, Any]] | None = None) -> ChainReport:
+        """Walk the chain: any edited, deleted, inserted or reordered record breaks it, and
+        each anchor's record must still be there with the same hash."""
+        wanted = {int(a["seq"]): a["hash"] for a in anchors or [] if int(a["seq"]) > 0}
+        seen: dict[int, str] = {}
+        report = self._walk(wanted, seen)
+        if not report.ok:
+            return report
+        for seq in sorted(wanted):
+            if seq not in seen:
+                return ChainReport(
+                    False,
+                    report.records,
+                    seq,
+                    f"truncated: anchored record {seq} is missing "
+                    f"(the log ends at record {report.records})",
+                )
+            if seen[seq] != wanted[seq]:
+                return ChainReport(
+                    False, report.records, seq, "record does not match its anchored hash"
+                )
+        return report
+
+    def _walk(self, wanted: dict[int, str], seen: dict[int, str]) -> ChainReport:
         expected_seq, prev, count = 1, GENESIS, 0
         with self.sessions() as session:
             rows = session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars()
@@ -138,6 +174,8 @@ class AuditLog:
                     return ChainReport(
                         False, count, ev.seq, "record content does not match its hash"
                     )
+                if ev.seq in wanted:
+                    seen[ev.seq] = ev.hash
                 prev, expected_seq = ev.hash, expected_seq + 1
         return ChainReport(True, count)
 

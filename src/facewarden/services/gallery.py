@@ -6,16 +6,25 @@ import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 
 from facewarden.adapters.storage.db import transaction
-from facewarden.adapters.storage.tables import Face, FaceCrop, Media, Source
+from facewarden.adapters.storage.tables import Case, CaseSearch, Face, FaceCrop, Media, Source
 from facewarden.core.actors import Actor
 from facewarden.core.errors import InvalidInput, NotFound
 from facewarden.services.audit import canonical
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
+
+
+def wipe_probe_templates(session, case_ids, now) -> int:
+    """Drop the kept probe templates of the given cases (their hashes stay)."""
+    return session.execute(
+        update(CaseSearch)
+        .where(CaseSearch.case_id.in_(case_ids), CaseSearch.probe_templates.is_not(None))
+        .values(probe_templates=None, templates_wiped_at=now)
+    ).rowcount
 
 
 class GalleryService:
@@ -34,7 +43,7 @@ class GalleryService:
             counts, face_ids, _ = self._delete(
                 session, actor, sorted(found), {"media": sorted(found)}
             )
-        self._drop_from_index(face_ids)
+        self.drop_from_index(face_ids)
         return counts
 
     def delete_source(self, actor: Actor, name: str) -> dict[str, int]:
@@ -44,7 +53,7 @@ class GalleryService:
             ids = list(session.scalars(select(Media.id).where(Media.source_id == src.id)))
             counts, face_ids, _ = self._delete(session, actor, ids, {"source": name})
             session.execute(delete(Source).where(Source.id == src.id))
-        self._drop_from_index(face_ids)
+        self.drop_from_index(face_ids)
         return counts
 
     def retention_run(self, actor: Actor) -> dict[str, object]:
@@ -54,11 +63,17 @@ class GalleryService:
         self.app.authorize(actor, "retention.run", "dpo", "admin")
         now = utcnow()
         with transaction(self.app.writes) as session:
+            ended = select(Case.id).where(or_(Case.status != "open", Case.expires_at <= now))
+            wiped = wipe_probe_templates(session, ended, now)
             ids = list(session.scalars(select(Media.id).where(Media.expires_at <= now)))
             receipt, face_ids = self._receipt(
-                session, actor, "retention.run", ids, {"expired_before": now.isoformat()}
+                session,
+                actor,
+                "retention.run",
+                ids,
+                {"expired_before": now.isoformat(), "probe_templates_wiped": wiped},
             )
-        self._drop_from_index(face_ids)
+        self.drop_from_index(face_ids)
         return receipt
 
     def purge(
@@ -77,7 +92,7 @@ class GalleryService:
                 q = q.where(Source.id == self.app.sources.get(session, source or "").id)
             ids = list(session.scalars(q))
             receipt, face_ids = self._receipt(session, actor, "purge", ids, scope)
-        self._drop_from_index(face_ids)
+        self.drop_from_index(face_ids)
         return receipt
 
     def restrict(self, actor: Actor, media_id: int, restricted: bool = True) -> None:
@@ -131,7 +146,25 @@ class GalleryService:
         )
         return counts, face_ids, event.seq
 
-    def _drop_from_index(self, face_ids: list[int]) -> None:
+    def delete_faces(self, session, face_ids: list[int]) -> dict[str, object]:
+        """Delete single faces (templates, crops) in the caller's transaction, and each media
+        record left without faces. Call ``drop_from_index`` after the commit."""
+        media_ids = sorted(set(session.scalars(select(Face.media_id).where(Face.id.in_(face_ids)))))
+        hashes = sorted(session.scalars(select(Media.sha256).where(Media.id.in_(media_ids))))
+        crops = session.execute(delete(FaceCrop).where(FaceCrop.face_id.in_(face_ids))).rowcount
+        faces = session.execute(delete(Face).where(Face.id.in_(face_ids))).rowcount
+        still_used = set(session.scalars(select(Face.media_id).where(Face.media_id.in_(media_ids))))
+        empty = [m for m in media_ids if m not in still_used]
+        session.execute(delete(Media).where(Media.id.in_(empty)))
+        return {
+            "faces": faces,
+            "crops": crops,
+            "media_records_deleted": len(empty),
+            "media_touched": len(media_ids),
+            "media_digest": hashlib.sha256(canonical(hashes).encode()).hexdigest(),
+        }
+
+    def drop_from_index(self, face_ids: list[int]) -> None:
         # Searches re-check every hit against the database, so even if this process dies
         # before the index is updated, a deleted face is never returned; the next sync drops it.
         if face_ids:

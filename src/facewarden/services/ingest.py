@@ -88,6 +88,7 @@ def _worker_process(data: bytes) -> Processed:
 class IngestService:
     def __init__(self, app: Facewarden) -> None:
         self.app = app
+        self._suppressed = np.zeros((0, 128), np.float32)
 
     def run(
         self,
@@ -108,6 +109,7 @@ class IngestService:
         limits = InputLimits(settings.max_file_bytes, settings.max_archive_ratio)
         items = list(iter_inputs(paths, limits))
         summary = IngestSummary(source=source)
+        self._suppressed = app.subjects.suppression_list()
         app.audit.record(
             actor,
             "ingest.start",
@@ -226,6 +228,19 @@ class IngestService:
                 return None
         return sha, data
 
+    def _not_suppressed(self, faces: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+        """(position, face) of each face that is not on the erasure suppression list."""
+        sup = self._suppressed
+        if not len(sup):
+            return list(enumerate(faces))
+        limit = self.app.settings.subject_threshold
+        kept = []
+        for i, face in enumerate(faces):
+            vec = np.frombuffer(face["descriptor"], dtype="<f4")
+            if float(np.min(np.linalg.norm(sup - vec, axis=1))) > limit:
+                kept.append((i, face))
+        return kept
+
     def _store(
         self,
         source_id: int,
@@ -240,6 +255,11 @@ class IngestService:
         app = self.app
         now = utcnow()
         cipher = app.cipher
+        kept = self._not_suppressed(result.faces)
+        if result.faces and not kept:
+            # Only erased people in this image: keep no trace of it, not even the record.
+            summary.faces_suppressed += len(result.faces)
+            return
         try:
             with transaction(app.writes) as session:
                 media = Media(
@@ -256,7 +276,7 @@ class IngestService:
                 session.add(media)
                 session.flush()
                 new_faces = []
-                for i, face in enumerate(result.faces):
+                for i, face in kept:
                     top, right, bottom, left = face["box"]
                     vec = np.frombuffer(face["descriptor"], dtype="<f4")
                     row = Face(
@@ -274,7 +294,7 @@ class IngestService:
                     session.add(row)
                     new_faces.append((row, vec))
                 session.flush()
-                for (row, _), face in zip(new_faces, result.faces, strict=True):
+                for (row, _), (_, face) in zip(new_faces, kept, strict=True):
                     if face["chip"]:
                         session.add(
                             FaceCrop(
@@ -288,6 +308,7 @@ class IngestService:
             return
         summary.images += 1
         summary.faces += len(new_faces)
+        summary.faces_suppressed += len(result.faces) - len(kept)
         summary.faces_rejected += result.rejected
         if new_faces:
             app.index.add(

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.storage.db import transaction
-from facewarden.adapters.storage.tables import Face, Media, Source
+from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit, Source
 from facewarden.core.actors import Actor
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 MODEL_THRESHOLD = 0.6
 SCORE_SCALE = 0.06
+
+
+def probe_aad(case_ref: str, probe_sha256: str) -> bytes:
+    return f"probe:{case_ref}:{probe_sha256}".encode()
 
 
 def match_score(distance: float) -> float:
@@ -56,39 +60,106 @@ class SearchService:
         try:
             image = decode_image(probe, max_pixels=app.settings.max_image_pixels)
             faces = app.pipeline.process(image, enrol=False).faces
-            matches = [self._match(f, top_k, threshold) for f in faces]
+            matches = [self.match(f, top_k, threshold) for f in faces]
         except FacewardenError as exc:
             app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
-        with transaction(app.writes) as session:
-            size = app.gallery_size(session)
-            event = app.audit.append(
-                session,
-                actor,
-                "search",
-                gallery_size=size,
-                details={
-                    "probe": probe_name,
-                    "top_k": top_k,
-                    "faces": [
-                        {
-                            "box": m.box,
-                            "results": [
-                                {"face_id": c.face_id, "distance": c.distance, "rank": c.rank}
-                                for c in m.candidates
-                            ],
-                        }
-                        for m in matches
-                    ],
-                },
-                **audit,
-            )
+        search_id, size, seq = self._record(
+            actor, info.ref, probe_name, probe_hash, faces, matches, top_k, audit
+        )
         return SearchResult(
-            probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, event.seq
+            probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, seq, search_id
         )
 
-    def _match(self, face: FaceTemplate, top_k: int, threshold: float) -> FaceMatches:
-        """Index proposes, the database disposes: every hit is re-checked and re-scored."""
+    def _record(
+        self,
+        actor: Actor,
+        ref: str,
+        probe_name: str,
+        probe_hash: str,
+        faces: list[FaceTemplate],
+        matches: list[FaceMatches],
+        top_k: int,
+        audit: dict,
+    ) -> tuple[int, int, int]:
+        """Log the search and keep its record with the case: hits, probe hash and (if the
+        case asks) the probe's templates. The quota is re-checked under the write lock."""
+        from facewarden.services.app import utcnow
+
+        app = self.app
+        problem = None
+        with transaction(app.writes) as session:
+            q = select(Case).where(Case.ref == ref)
+            if session.get_bind().dialect.name == "postgresql":
+                q = q.with_for_update()
+            case = session.scalar(q)
+            problem, code, info = app.cases.problem(session, actor, ref, "search", assigned=True)
+            if problem is None:
+                size = app.gallery_size(session)
+                event = app.audit.append(
+                    session,
+                    actor,
+                    "search",
+                    gallery_size=size,
+                    details={
+                        "probe": probe_name,
+                        "top_k": top_k,
+                        "faces": [
+                            {
+                                "box": m.box,
+                                "results": [
+                                    {"face_id": c.face_id, "distance": c.distance, "rank": c.rank}
+                                    for c in m.candidates
+                                ],
+                            }
+                            for m in matches
+                        ],
+                    },
+                    **audit,
+                )
+                templates = None
+                if case.keep_probe_templates and faces:
+                    vecs = np.stack([f.descriptor for f in faces]).astype("<f4")
+                    templates = app.cipher.encrypt(vecs.tobytes(), probe_aad(ref, probe_hash))
+                record = CaseSearch(
+                    case_id=case.id,
+                    probe_sha256=probe_hash,
+                    probe_name=probe_name,
+                    searched_by=actor.name,
+                    searched_at=utcnow(),
+                    audit_seq=event.seq,
+                    faces=len(faces),
+                    probe_templates=templates,
+                )
+                session.add(record)
+                session.flush()
+                session.add_all(
+                    SearchHit(
+                        search_id=record.id,
+                        probe_face=n,
+                        face_id=c.face_id,
+                        media_sha256=c.media_sha256,
+                        face_index=c.face_index,
+                        rank=c.rank,
+                        distance=c.distance,
+                    )
+                    for n, m in enumerate(matches)
+                    for c in m.candidates
+                )
+        if problem is not None:
+            fields = {
+                k: v for k, v in audit.items() if k not in ("case_ref", "legal_basis", "purpose")
+            }
+            app.cases.refuse(actor, "search", ref, info, problem, code, **fields)
+        return record.id, size, event.seq
+
+    def match(
+        self, face: FaceTemplate, top_k: int, threshold: float, *, searchable_only: bool = True
+    ) -> FaceMatches:
+        """Index proposes, the database disposes: every hit is re-checked and re-scored.
+
+        ``searchable_only=False`` (subject rights) also finds restricted and expired faces
+        that are still held."""
         from facewarden.services.app import as_utc, template_aad, utcnow
 
         app = self.app
@@ -109,8 +180,11 @@ class SearchService:
                     .where(
                         Face.id.in_(hit_ids),
                         Face.model_id == app.model_id,
-                        Media.expires_at > utcnow(),
-                        Media.restricted.is_(False),
+                        *(
+                            (Media.expires_at > utcnow(), Media.restricted.is_(False))
+                            if searchable_only
+                            else ()
+                        ),
                     )
                 ).all()
             scored = []
@@ -139,6 +213,8 @@ class SearchService:
                 box=[f.top, f.right, f.bottom, f.left],
                 jurisdiction=jurisdiction,
                 ingested_at=as_utc(media.ingested_at).astimezone(UTC).isoformat(),
+                media_sha256=media.sha256,
+                face_index=f.face_index,
             )
             for rank, (dist, f, media, source, jurisdiction) in enumerate(scored[:top_k], 1)
         ]

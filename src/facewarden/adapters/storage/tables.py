@@ -60,6 +60,7 @@ class Source(Base):
 
 class Media(Base):
     __tablename__ = "media"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused after deletion
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
@@ -78,7 +79,10 @@ class Media(Base):
 
 class Face(Base):
     __tablename__ = "faces"
-    __table_args__ = (UniqueConstraint("media_id", "face_index", name="uq_faces_media_index"),)
+    __table_args__ = (
+        UniqueConstraint("media_id", "face_index", name="uq_faces_media_index"),
+        {"sqlite_autoincrement": True},  # a deleted face's id never names another face
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
     face_index: Mapped[int] = mapped_column(Integer)
@@ -116,6 +120,101 @@ class Case(Base):
     opened_at: Mapped[datetime] = mapped_column(UTC_DT)
     expires_at: Mapped[datetime] = mapped_column(UTC_DT, nullable=False)
     closed_at: Mapped[datetime | None] = mapped_column(UTC_DT)
+    search_quota: Mapped[int] = mapped_column(Integer, default=100)
+    keep_probe_templates: Mapped[bool] = mapped_column(Boolean, default=False)
+    members: Mapped[list[CaseMember]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+    )
+
+
+class CaseMember(Base):
+    """An investigator assigned to a case: only they may search under it."""
+
+    __tablename__ = "case_members"
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    added_by: Mapped[str] = mapped_column(String(100))
+    added_at: Mapped[datetime] = mapped_column(UTC_DT)
+
+
+class CaseSearch(Base):
+    """One search under a case. The probe image is never kept: its hash is, and its
+    templates (encrypted) only while the case lives and only if the case asks for it."""
+
+    __tablename__ = "case_searches"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    probe_sha256: Mapped[str] = mapped_column(String(64))
+    probe_name: Mapped[str] = mapped_column(Text)
+    searched_by: Mapped[str] = mapped_column(String(100))
+    searched_at: Mapped[datetime] = mapped_column(UTC_DT)
+    audit_seq: Mapped[int] = mapped_column(Integer)
+    faces: Mapped[int] = mapped_column(Integer)
+    probe_templates: Mapped[bytes | None] = mapped_column(LargeBinary)
+    templates_wiped_at: Mapped[datetime | None] = mapped_column(UTC_DT)
+
+
+class SearchHit(Base):
+    """A candidate a search returned. Names the face by media hash and position as well,
+    so the record stays meaningful after the face itself is erased."""
+
+    __tablename__ = "search_hits"
+    __table_args__ = (Index("ix_search_hits_media_face", "media_sha256", "face_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    search_id: Mapped[int] = mapped_column(
+        ForeignKey("case_searches.id", ondelete="CASCADE"), index=True
+    )
+    probe_face: Mapped[int] = mapped_column(Integer)
+    face_id: Mapped[int] = mapped_column(Integer, index=True)
+    media_sha256: Mapped[str] = mapped_column(String(64))
+    face_index: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)
+    distance: Mapped[float] = mapped_column(Float)
+
+
+class Confirmation(Base):
+    """One person's decision on one candidate; two people make an identification."""
+
+    __tablename__ = "confirmations"
+    __table_args__ = (
+        UniqueConstraint("search_id", "face_id", "user_name", name="uq_confirmation_once"),
+        CheckConstraint("decision IN ('confirm', 'reject')", name="ck_confirmation_decision"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    search_id: Mapped[int] = mapped_column(
+        ForeignKey("case_searches.id", ondelete="CASCADE"), index=True
+    )
+    face_id: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(10))
+    user_name: Mapped[str] = mapped_column(String(100))
+    roles: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTC_DT)
+    audit_seq: Mapped[int] = mapped_column(Integer)
+
+
+class SubjectRequest(Base):
+    """A data subject's access or erasure request, with its receipt. An erasure keeps the
+    person's template (encrypted) as a suppression entry so later ingest skips their face."""
+
+    __tablename__ = "subject_requests"
+    __table_args__ = (
+        CheckConstraint("kind IN ('access', 'erasure')", name="ck_subject_request_kind"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    selfie_sha256: Mapped[str] = mapped_column(String(64))
+    threshold: Mapped[float] = mapped_column(Float)
+    handled_by: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(UTC_DT)
+    completed_at: Mapped[datetime | None] = mapped_column(UTC_DT)
+    receipt: Mapped[dict | None] = mapped_column(JSON)
+    suppression_template: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """AES-256-GCM template (erasure only); bound to this request by its AAD."""
+    audit_seq: Mapped[int | None] = mapped_column(Integer)
 
 
 class AuditEvent(Base):

@@ -1,0 +1,280 @@
+"""Two-person confirmation: a candidate becomes an identification only when an assigned
+investigator and a different person holding the reviewer role both confirm it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.tables import (
+    Case,
+    CaseSearch,
+    Confirmation,
+    Face,
+    Media,
+    SearchHit,
+    Source,
+)
+from facewarden.core.actors import Actor
+from facewarden.core.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from facewarden.services.app import Facewarden
+
+DECISIONS = ("confirm", "reject")
+
+
+@dataclass
+class CandidateState:
+    search_id: int
+    face_id: int
+    status: str
+    """``pending``, ``identified`` or ``rejected``."""
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status_of(decisions: list[Confirmation], investigators: set[str]) -> str:
+    """Rejected by anyone; identified when an assigned investigator and a different
+    reviewer confirmed; pending otherwise."""
+    if any(d.decision == "reject" for d in decisions):
+        return "rejected"
+    confirmers = [d for d in decisions if d.decision == "confirm"]
+    for a in confirmers:
+        if a.user_name not in investigators:
+            continue
+        for b in confirmers:
+            if b.user_name != a.user_name and "reviewer" in b.roles.split(","):
+                return "identified"
+    return "pending"
+
+
+class ConfirmationService:
+    def __init__(self, app: Facewarden) -> None:
+        self.app = app
+
+    def decide(
+        self,
+        actor: Actor,
+        search_id: int,
+        face_id: int,
+        decision: str = "confirm",
+        note: str | None = None,
+    ) -> CandidateState:
+        """Record one person's confirmation or rejection of one candidate of one search."""
+        from facewarden.services.app import utcnow
+
+        if decision not in DECISIONS:
+            raise InvalidInput(f"decision must be one of {', '.join(DECISIONS)}")
+        action = f"candidate.{decision}"
+        target = {"search_id": search_id, "face_id": face_id}
+        self.app.authorize(actor, action, "investigator", "reviewer", details=target)
+        cases = self.app.cases
+        problem = code = None
+        with transaction(self.app.writes) as session:
+            search, case = self._search(session, search_id)
+            hit = session.scalar(
+                select(SearchHit).where(
+                    SearchHit.search_id == search_id, SearchHit.face_id == face_id
+                )
+            )
+            if hit is None:
+                raise InvalidInput(f"face {face_id} was not a candidate of search {search_id}")
+            if session.get(Face, face_id) is None:
+                raise NotFound(f"face {face_id} is no longer held (erased or expired)")
+            problem, code, info = cases.problem(
+                session, actor, case.ref, action, assigned=not actor.has("reviewer")
+            )
+            decisions = self._decisions(session, search_id, face_id)
+            status = status_of(decisions, set(info.investigators) if info else set())
+            if problem is None:
+                problem, code = self._rule(actor, decisions, status, face_id)
+            if problem is None:
+                event = self.app.audit.append(
+                    session,
+                    actor,
+                    action,
+                    case_ref=case.ref,
+                    legal_basis=case.legal_basis,
+                    purpose=case.purpose,
+                    probe_hash=search.probe_sha256,
+                    details=target | {"note": note},
+                )
+                session.add(
+                    Confirmation(
+                        search_id=search_id,
+                        face_id=face_id,
+                        decision=decision,
+                        user_name=actor.name,
+                        roles=",".join(sorted(actor.roles)),
+                        note=note,
+                        decided_at=utcnow(),
+                        audit_seq=event.seq,
+                    )
+                )
+                session.flush()
+                return self._state(session, search_id, face_id, info.investigators)
+        assert problem and code
+        cases.refuse(actor, action, case.ref, info, problem, code, details=target)
+
+    @staticmethod
+    def _rule(
+        actor: Actor, decisions: list[Confirmation], status: str, face_id: int
+    ) -> tuple[str | None, str | None]:
+        if any(d.user_name == actor.name for d in decisions):
+            return (
+                f"{actor.name} already decided on face {face_id}: the second confirmation "
+                "must come from a different person",
+                "same_person",
+            )
+        if status != "pending":
+            return f"face {face_id} is already {status}", f"already_{status}"
+        return None, None
+
+    def state(self, search_id: int, face_id: int) -> CandidateState:
+        with self.app.sessions() as session:
+            _, case = self._search(session, search_id)
+            members = [m.user_name for m in case.members]
+            return self._state(session, search_id, face_id, members)
+
+    def _state(
+        self, session: Session, search_id: int, face_id: int, investigators: list[str]
+    ) -> CandidateState:
+        from facewarden.services.app import as_utc
+
+        decisions = self._decisions(session, search_id, face_id)
+        return CandidateState(
+            search_id,
+            face_id,
+            status_of(decisions, set(investigators)),
+            [
+                {
+                    "user": d.user_name,
+                    "roles": d.roles.split(","),
+                    "decision": d.decision,
+                    "note": d.note,
+                    "at": as_utc(d.decided_at).isoformat(),
+                    "audit_seq": d.audit_seq,
+                }
+                for d in decisions
+            ],
+        )
+
+    @staticmethod
+    def _decisions(session: Session, search_id: int, face_id: int) -> list[Confirmation]:
+        return list(
+            session.scalars(
+                select(Confirmation)
+                .where(Confirmation.search_id == search_id, Confirmation.face_id == face_id)
+                .order_by(Confirmation.id)
+            )
+        )
+
+    @staticmethod
+    def _search(session: Session, search_id: int) -> tuple[CaseSearch, Case]:
+        row = session.execute(
+            select(CaseSearch, Case)
+            .join(Case, Case.id == CaseSearch.case_id)
+            .where(CaseSearch.id == search_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no search {search_id}")
+        return row[0], row[1]
+
+    def candidates(self, ref: str) -> list[CandidateState]:
+        """Every candidate of a case that someone has decided on, with its state."""
+        with self.app.sessions() as session:
+            case = self.app.cases._get(session, ref)
+            members = [m.user_name for m in case.members]
+            pairs = session.execute(
+                select(Confirmation.search_id, Confirmation.face_id)
+                .join(CaseSearch, CaseSearch.id == Confirmation.search_id)
+                .where(CaseSearch.case_id == case.id)
+                .distinct()
+                .order_by(Confirmation.search_id, Confirmation.face_id)
+            ).all()
+            return [self._state(session, s, f, members) for s, f in pairs]
+
+    def export(
+        self, actor: Actor, ref: str, *, search_id: int | None = None, face_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Identified results of a case with provenance. Asking for a candidate that is not
+        identified is refused: exports require the two-person confirmation."""
+        target = {"search_id": search_id, "face_id": face_id}
+        self.app.authorize(
+            actor, "case.export", "investigator", "reviewer", case_ref=ref, details=target
+        )
+        info = self.app.cases.require_usable(
+            actor, ref, "case.export", assigned=not actor.has("reviewer")
+        )
+        states = [s for s in self.candidates(ref) if s.status == "identified"]
+        if face_id is not None:
+            states = [
+                s
+                for s in states
+                if s.face_id == face_id and (search_id is None or s.search_id == search_id)
+            ]
+            if not states:
+                self.app.cases.refuse(
+                    actor,
+                    "case.export",
+                    ref,
+                    info,
+                    f"case.export refused: face {face_id} is not an identification "
+                    "(two different people, an investigator and a reviewer, must confirm it)",
+                    "not_identified",
+                    details=target,
+                )
+        rows = self._provenance(states)
+        self.app.audit.record(
+            actor,
+            "case.export",
+            case_ref=ref,
+            legal_basis=info.legal_basis,
+            purpose=info.purpose,
+            details=target | {"identifications": [[r["search_id"], r["face_id"]] for r in rows]},
+        )
+        return rows
+
+    def _provenance(self, states: list[CandidateState]) -> list[dict[str, Any]]:
+        from facewarden.services.app import as_utc
+
+        rows = []
+        with self.app.sessions() as session:
+            for st in states:
+                row = session.execute(
+                    select(SearchHit, CaseSearch, Media, Source)
+                    .join(CaseSearch, CaseSearch.id == SearchHit.search_id)
+                    .join(Face, Face.id == SearchHit.face_id)
+                    .join(Media, Media.id == Face.media_id)
+                    .join(Source, Source.id == Media.source_id)
+                    .where(SearchHit.search_id == st.search_id, SearchHit.face_id == st.face_id)
+                ).first()
+                if row is None:  # erased or expired since: nothing of it may leave
+                    continue
+                hit, search, media, source = row
+                rows.append(
+                    {
+                        "search_id": st.search_id,
+                        "face_id": st.face_id,
+                        "probe_sha256": search.probe_sha256,
+                        "searched_at": as_utc(search.searched_at).isoformat(),
+                        "searched_by": search.searched_by,
+                        "rank": hit.rank,
+                        "distance": hit.distance,
+                        "media_id": media.id,
+                        "media_path": media.path,
+                        "media_sha256": media.sha256,
+                        "source": source.name,
+                        "jurisdiction": source.jurisdiction,
+                        "lawful_basis": source.lawful_basis,
+                        "confirmed_by": [d["user"] for d in st.decisions],
+                    }
+                )
+        return rows

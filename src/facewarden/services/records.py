@@ -1,0 +1,118 @@
+"""Transparency: the public processing notice and the records of processing activities."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from facewarden.adapters.storage.tables import Face, Media, Source
+from facewarden.core.actors import Actor
+
+if TYPE_CHECKING:
+    from facewarden.services.app import Facewarden
+
+
+class RecordsService:
+    def __init__(self, app: Facewarden) -> None:
+        self.app = app
+
+    def notice_data(self) -> dict[str, Any]:
+        s = self.app.settings
+        sources = self.app.sources.list()
+        return {
+            "controller_name": s.controller_name or "(not configured: FACEWARDEN_CONTROLLER_NAME)",
+            "controller_contact": s.controller_contact
+            or "(not configured: FACEWARDEN_CONTROLLER_CONTACT)",
+            "dpo_contact": s.dpo_contact or "(not configured: FACEWARDEN_DPO_CONTACT)",
+            "purposes": sorted({src.purpose for src in sources}),
+            "legal_bases": sorted({src.lawful_basis for src in sources}),
+            "sources": [
+                {
+                    "name": src.name,
+                    "jurisdiction": src.jurisdiction,
+                    "note": src.note,
+                    "retention_days": src.retention_days,
+                }
+                for src in sources
+            ],
+            "threshold": s.threshold,
+            "model": self.app.model_id,
+        }
+
+    def notice(self) -> str:
+        """The public notice (Markdown), rendered from configuration and registered sources."""
+        from jinja2 import Environment, PackageLoader
+
+        env = Environment(loader=PackageLoader("facewarden", "templates"), autoescape=False)
+        return env.get_template("notice.md").render(n=self.notice_data())
+
+    def report(self, actor: Actor) -> dict[str, Any]:
+        """Records of processing: holdings per source and jurisdiction, searches and
+        identifications per case, rights requests with their time to completion."""
+        app = self.app
+        app.authorize(actor, "report", "dpo", "auditor", "admin")
+        with app.sessions() as session:
+            per_source = session.execute(
+                select(
+                    Source.name,
+                    Source.jurisdiction,
+                    Source.lawful_basis,
+                    Source.retention_days,
+                    func.count(func.distinct(Media.id)),
+                    func.count(Face.id),
+                )
+                .outerjoin(Media, Media.source_id == Source.id)
+                .outerjoin(Face, Face.media_id == Media.id)
+                .group_by(Source.id)
+                .order_by(Source.name)
+            ).all()
+        sources = [
+            {
+                "source": name,
+                "jurisdiction": cc,
+                "lawful_basis": basis,
+                "retention_days": days,
+                "media": media,
+                "faces": faces,
+            }
+            for name, cc, basis, days, media, faces in per_source
+        ]
+        jurisdictions: dict[str, dict[str, int]] = {}
+        for row in sources:
+            j = jurisdictions.setdefault(row["jurisdiction"], {"media": 0, "faces": 0})
+            j["media"] += row["media"]
+            j["faces"] += row["faces"]
+        cases = []
+        for info in app.cases.list():
+            states = app.confirmations.candidates(info.ref)
+            cases.append(
+                {
+                    "case": info.ref,
+                    "status": info.status,
+                    "legal_basis": info.legal_basis,
+                    "investigators": info.investigators,
+                    "searches": info.searches,
+                    "search_quota": info.search_quota,
+                    "identifications": sum(s.status == "identified" for s in states),
+                    "rejected": sum(s.status == "rejected" for s in states),
+                }
+            )
+        report = {
+            "sources": sources,
+            "jurisdictions": jurisdictions,
+            "cases": cases,
+            "identifications": sum(c["identifications"] for c in cases),
+            "rights_requests": app.subjects.request_records(),
+            "audit_head": app.audit.head(),
+        }
+        app.audit.record(
+            actor,
+            "report",
+            details={
+                "sources": len(sources),
+                "cases": len(cases),
+                "rights_requests": len(report["rights_requests"]),
+            },
+        )
+        return report
