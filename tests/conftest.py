@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from facewarden.adapters.storage.tables import AuditEvent
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.pipeline import FacePipeline
@@ -138,3 +139,17 @@ def copy_tree(tmp_path: Path):
         return dst
 
     return copy
+
+
+def last_event(fw: Facewarden) -> AuditEvent:
+    with fw.sessions() as s:
+        return s.query(AuditEvent).order_by(AuditEvent.seq.desc()).first()
+
+
+def add_user(fw: Facewarden, admin: Actor, name: str, *roles: str) -> Actor:
+    fw.users.add(admin, name, list(roles))
+    return fw.actor(name=name)
+
+
+def probe(name: str) -> bytes:
+    return (PROBES / name).read_bytes()

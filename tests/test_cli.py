@@ -35,6 +35,7 @@ def cli(tmp_path, database_url):
             assert proc.returncode == 0, proc.stderr + proc.stdout
         return proc
 
+    run.env = env
     return run
 
 
@@ -194,3 +195,63 @@ def test_user_token_acting_and_purge_receipt(gallery_cli):
         gallery_cli("--as", "admin", "purge", "--jurisdiction", "FR", "--yes", "--json").stdout
     )
     assert receipt["media"] == 5 and receipt["scope"] == {"jurisdiction": "FR"}
+
+
+def test_two_person_confirmation_and_export_over_the_cli(gallery_cli):
+    gallery_cli("user", "add", "rita", "--role", "reviewer")
+    out = json.loads(
+        gallery_cli(
+            "--as", "admin", "search", PROBES / "obama1.jpg", "--case", "C-1", "--json"
+        ).stdout
+    )
+    search_id, face = out["search_id"], out["faces"][0]["candidates"][0]["face_id"]
+    first = json.loads(gallery_cli("--as", "admin", "confirm", search_id, face, "--json").stdout)
+    assert first["status"] == "pending"
+    again = gallery_cli("--as", "admin", "confirm", search_id, face, ok=False)
+    assert again.returncode == 3 and "[same_person]" in again.stderr
+    refused = gallery_cli("--as", "admin", "case", "export", "C-1", "--face", face + 1, ok=False)
+    assert refused.returncode == 3 and "[not_identified]" in refused.stderr
+    assert "identified" in gallery_cli("--as", "rita", "confirm", search_id, face).stdout
+    rows = json.loads(gallery_cli("--as", "admin", "case", "export", "C-1").stdout)
+    assert [(r["face_id"], r["confirmed_by"]) for r in rows] == [(face, ["admin", "rita"])]
+
+
+def test_subject_access_html_and_erasure_over_the_cli(gallery_cli, tmp_path):
+    selfie = REFERENCE / "obama.jpg"
+    html = tmp_path / "report.html"
+    report = json.loads(gallery_cli("subject", "access", selfie, "--html", html, "--json").stdout)
+    assert len(report["matches"]) == 1 and "obama.jpg" in html.read_text()
+    unconfirmed = gallery_cli("subject", "erase", selfie, ok=False)
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert json.loads(gallery_cli("stats", "--json").stdout)["faces"] == 5
+    receipt = json.loads(gallery_cli("subject", "erase", selfie, "--yes", "--json").stdout)
+    assert receipt["faces"] == 1 and receipt["suppressed"]
+    requests = json.loads(gallery_cli("subject", "list", "--json").stdout)
+    assert [r["kind"] for r in requests] == ["access", "erasure"]
+
+
+def test_audit_anchor_file_detects_truncation(gallery_cli, tmp_path):
+    anchors = tmp_path / "anchors.jsonl"
+    gallery_cli("audit", "anchor", "--out", anchors)
+    assert "intact" in gallery_cli("audit", "verify", "--anchor", anchors).stdout
+    from sqlalchemy import create_engine, text
+
+    url = gallery_cli.env.get("FACEWARDEN_DATABASE_URL") or (
+        f"sqlite:///{tmp_path / 'data' / 'facewarden.db'}"
+    )
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(
+            text("DELETE FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events)")
+        )
+    engine.dispose()
+    assert gallery_cli("audit", "verify").returncode == 0
+    broken = gallery_cli("audit", "verify", "--anchor", anchors, ok=False)
+    assert broken.returncode == 1 and "truncated" in broken.stderr
+
+
+def test_notice_and_production_mode(gallery_cli):
+    assert "# Notice" in gallery_cli("notice").stdout
+    gallery_cli.env["FACEWARDEN_PRODUCTION"] = "true"
+    refused = gallery_cli("stats", ok=False)
+    assert refused.returncode == 2 and "FACEWARDEN_CONTROLLER_NAME" in refused.stderr

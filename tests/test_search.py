@@ -2,11 +2,10 @@
 
 import pytest
 
-from facewarden.adapters.storage.tables import AuditEvent
 from facewarden.core.actors import Actor
 from facewarden.core.errors import NoFaceFound, PermissionDenied, Refused
 
-from conftest import PROBE_LABELS, PROBES, REFERENCE, UNKNOWN, identity_of, open_case
+from conftest import PROBE_LABELS, PROBES, REFERENCE, UNKNOWN, identity_of, last_event, open_case
 
 
 @pytest.mark.parametrize("probe", sorted(PROBE_LABELS))
@@ -47,14 +46,9 @@ def test_threshold_and_top_k_are_honoured(gallery_fw, admin):
     assert len(loose.faces[0].candidates) == 3
 
 
-def _last_event(fw):
-    with fw.sessions() as s:
-        return s.query(AuditEvent).order_by(AuditEvent.seq.desc()).first()
-
-
 def test_every_search_is_logged_with_its_results(gallery_fw, admin):
     result = gallery_fw.search.search(admin, (PROBES / "obama1.jpg").read_bytes(), case="CASE-1")
-    ev = _last_event(gallery_fw)
+    ev = last_event(gallery_fw)
     assert ev.action == "search" and ev.outcome == "ok" and ev.seq == result.audit_seq
     assert ev.case_ref == "CASE-1" and ev.legal_basis == "StPO s.98c"
     assert ev.probe_hash == result.probe_sha256 and ev.gallery_size == 5 and ev.threshold == 0.6
@@ -66,7 +60,7 @@ def test_every_search_is_logged_with_its_results(gallery_fw, admin):
 def test_search_without_a_valid_case_is_refused_and_logged(gallery_fw, admin, case):
     with pytest.raises(Refused, match="case"):
         gallery_fw.search.search(admin, (PROBES / "obama1.jpg").read_bytes(), case=case)
-    ev = _last_event(gallery_fw)
+    ev = last_event(gallery_fw)
     assert ev.action == "search" and ev.outcome == "refused" and "case" in ev.error
 
 
@@ -90,7 +84,7 @@ def test_search_needs_investigator_role(gallery_fw):
     operator = Actor("ops", frozenset({"operator"}))
     with pytest.raises(PermissionDenied, match="investigator"):
         gallery_fw.search.search(operator, (PROBES / "obama1.jpg").read_bytes(), case="CASE-1")
-    ev = _last_event(gallery_fw)
+    ev = last_event(gallery_fw)
     assert ev.outcome == "refused" and ev.actor == "ops"
 
 
@@ -100,7 +94,7 @@ def test_verify_same_and_different(gallery_fw, admin):
     diff = gallery_fw.search.verify(admin, a, (REFERENCE / "biden.jpg").read_bytes())
     assert same.same and same.distance <= 0.6
     assert not diff.same and diff.distance > 0.6
-    assert _last_event(gallery_fw).action == "verify"
+    assert last_event(gallery_fw).action == "verify"
 
 
 def test_verify_without_face_is_a_clear_error(gallery_fw, admin, tmp_path):

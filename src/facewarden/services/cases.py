@@ -277,14 +277,14 @@ class CaseService:
         return None, "", info
 
     def require_usable(
-        self, actor: Actor, ref: str | None, action: str, *, assigned: bool = True
+        self, actor: Actor, ref: str | None, action: str, *, assigned: bool = True, **audit: Any
     ) -> CaseInfo:
         """The case must exist, be open and unexpired, have the actor assigned (unless
         ``assigned`` is false) and, for searches, quota left. Refusals are logged."""
         with self.app.sessions() as session:
             problem, code, info = self.problem(session, actor, ref, action, assigned=assigned)
         if problem:
-            self.refuse(actor, action, ref, info, problem, code)
+            self.refuse(actor, action, ref, info, problem, code, **audit)
         assert info is not None
         return info
 

@@ -69,20 +69,21 @@ def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Proce
 
 
 # -- worker processes ----------------------------------------------------------------------
-_worker: dict[str, Any] = {}
+WORKER: dict[str, Any] = {}
+"""Per-process state of pool workers (their pipeline), set by ``worker_init``."""
 
 
-def _worker_init(settings_json: str) -> None:
+def worker_init(settings_json: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about Ctrl-C
     from facewarden.services.app import build_pipeline
 
     settings = Settings.model_validate_json(settings_json)
-    _worker["pipeline"] = build_pipeline(settings)
-    _worker["max_pixels"] = settings.max_image_pixels
+    WORKER["pipeline"] = build_pipeline(settings)
+    WORKER["max_pixels"] = settings.max_image_pixels
 
 
 def _worker_process(data: bytes) -> Processed:
-    return process_image(_worker["pipeline"], data, _worker["max_pixels"])
+    return process_image(WORKER["pipeline"], data, WORKER["max_pixels"])
 
 
 class IngestService:
@@ -186,7 +187,7 @@ class IngestService:
         settings_json = self.app.settings.model_dump_json()
         in_flight: dict[Future, tuple[str, str]] = {}
         with ProcessPoolExecutor(
-            n_workers, mp_context=ctx, initializer=_worker_init, initargs=(settings_json,)
+            n_workers, mp_context=ctx, initializer=worker_init, initargs=(settings_json,)
         ) as pool:
             try:
                 exhausted = False

@@ -55,7 +55,12 @@ class SearchService:
         probe_hash = hashlib.sha256(probe).hexdigest()
         audit = {"probe_hash": probe_hash, "threshold": threshold, "model_id": app.model_id}
         app.authorize(actor, "search", "investigator", case_ref=case, **audit)
-        info = app.cases.require_usable(actor, case, "search")
+        info = app.cases.require_usable(
+            actor,
+            case,
+            "search",
+            **{k: v for k, v in audit.items() if k != "case_ref"},
+        )
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
             image = decode_image(probe, max_pixels=app.settings.max_image_pixels)

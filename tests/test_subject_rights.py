@@ -1,0 +1,162 @@
+"""Subject access and erasure on real faces: reports, receipts, suppression of re-ingest."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from facewarden.adapters.storage.tables import Face, FaceCrop, Media, SubjectRequest
+from facewarden.core.errors import InvalidInput, NoFaceFound, PermissionDenied
+from facewarden.services.audit import canonical
+from facewarden.services.subjects import render_report_html
+
+from conftest import GALLERY, REFERENCE, UNKNOWN, add_user, identity_of, last_event, probe
+
+SELFIE = (REFERENCE / "obama.jpg").read_bytes()
+
+
+def count(fw, model):
+    with fw.sessions() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def test_access_report_lists_media_provenance_and_searches(gallery_fw, admin):
+    search = gallery_fw.search.search(admin, probe("obama1.jpg"), case="CASE-1")
+    report = gallery_fw.subjects.access(admin, SELFIE, reference="REQ-1")
+    assert [identity_of(m["media_path"]) for m in report["matches"]] == ["obama"]
+    m = report["matches"][0]
+    assert m["distance"] <= report["threshold"] == gallery_fw.settings.subject_threshold
+    assert m["source"] == "press" and m["jurisdiction"] == "DE"
+    assert m["lawful_basis"].startswith("Art. 6") and m["retained_until"] > m["ingested_at"]
+    assert [(s["case"], s["search_id"]) for s in m["searches"]] == [("CASE-1", search.search_id)]
+    assert report["selfie_sha256"] == hashlib.sha256(SELFIE).hexdigest()
+    ev = last_event(gallery_fw)
+    assert ev.action == "subject.access" and ev.seq == report["audit_seq"]
+    assert ev.probe_hash == report["selfie_sha256"]
+    html = render_report_html(report)
+    assert "obama.jpg" in html and "CASE-1" in html and "REQ-1" in html
+    # The selfie is used once: nothing of it is kept but its hash.
+    with gallery_fw.sessions() as s:
+        request = s.get(SubjectRequest, report["request_id"])
+    assert request.suppression_template is None and request.completed_at is not None
+    assert count(gallery_fw, Media) == 5
+
+
+def test_access_report_escapes_html(gallery_fw, admin):
+    report = gallery_fw.subjects.access(admin, SELFIE, reference="<script>alert(1)</script>")
+    html = render_report_html(report)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_access_finds_restricted_media_too(gallery_fw, admin):
+    first = gallery_fw.subjects.access(admin, SELFIE)["matches"][0]
+    gallery_fw.gallery.restrict(admin, first["media_id"])
+    again = gallery_fw.subjects.access(admin, SELFIE)["matches"]
+    assert [m["media_id"] for m in again] == [first["media_id"]] and again[0]["restricted"]
+
+
+def test_unknown_person_has_nothing_held(gallery_fw, admin):
+    unknown = sorted(UNKNOWN.iterdir())[0].read_bytes()
+    assert gallery_fw.subjects.access(admin, unknown)["matches"] == []
+
+
+def test_subject_rights_are_for_the_dpo(gallery_fw, admin):
+    inv = add_user(gallery_fw, admin, "ines", "investigator")
+    for call in (gallery_fw.subjects.access, gallery_fw.subjects.erase):
+        with pytest.raises(PermissionDenied, match="dpo"):
+            call(inv, SELFIE)
+        assert last_event(gallery_fw).outcome == "refused"
+    assert count(gallery_fw, Face) == 5
+
+
+def test_selfie_must_show_exactly_one_face(gallery_fw, admin):
+    with pytest.raises(InvalidInput, match="shows 3 faces"):
+        gallery_fw.subjects.access(admin, probe("obama_and_biden.jpg"))
+    ev = last_event(gallery_fw)
+    assert ev.outcome == "error" and "faces" in ev.error
+    with pytest.raises(NoFaceFound):
+        gallery_fw.subjects.access(admin, _no_face_jpeg())
+
+
+def _no_face_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (200, 200), (120, 130, 140)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_erasure_deletes_suppresses_and_gives_a_receipt(gallery_fw, admin, copy_tree):
+    preview = gallery_fw.subjects.erase_preview(admin, SELFIE)
+    assert [identity_of(m["media_path"]) for m in preview] == ["obama"]
+    assert last_event(gallery_fw).action == "subject.erase.preview"
+    assert count(gallery_fw, Face) == 5  # a preview changes nothing
+
+    receipt = gallery_fw.subjects.erase(admin, SELFIE, reference="REQ-2")
+    assert receipt["face_ids"] == [preview[0]["face_id"]]
+    assert (receipt["faces"], receipt["crops"], receipt["media_records_deleted"]) == (1, 1, 1)
+    assert receipt["by"] == "admin" and receipt["suppressed"]
+    body = {k: v for k, v in receipt.items() if k != "receipt_sha256"}
+    assert receipt["receipt_sha256"] == hashlib.sha256(canonical(body).encode()).hexdigest()
+    ev = last_event(gallery_fw)
+    assert ev.action == "subject.erase" and ev.seq == receipt["audit_seq"]
+
+    # Gone from the database, the crops and the index; a new search finds nothing of it.
+    assert count(gallery_fw, Face) == 4 and count(gallery_fw, FaceCrop) == 4
+    assert preview[0]["face_id"] not in set(gallery_fw.index.ids().tolist())
+    result = gallery_fw.search.search(admin, SELFIE, case="CASE-1")
+    assert all(identity_of(c.media_path) != "obama" for c in result.faces[0].candidates)
+    assert gallery_fw.subjects.access(admin, SELFIE)["matches"] == []
+
+    # The suppression entry is an encrypted template, not the plain descriptor.
+    with gallery_fw.sessions() as s:
+        stored = s.get(SubjectRequest, receipt["request_id"]).suppression_template
+    assert stored is not None
+    plain = gallery_fw.subjects.suppression_list()[0]
+    assert plain.shape == (128,) and plain.astype("<f4").tobytes() not in stored
+
+    # Ingesting the same photos again (e.g. from a new source) skips the erased person.
+    gallery_fw.sources.add(
+        admin,
+        "press-2",
+        lawful_basis="Art. 6(1)(e) GDPR",
+        purpose="identification",
+        jurisdiction="DE",
+        retention="30d",
+    )
+    summary = gallery_fw.ingest.run(admin, [copy_tree(GALLERY, "again")], "press-2")
+    assert summary.faces_suppressed == 1 and summary.images == 0 and summary.duplicates == 4
+    assert gallery_fw.subjects.access(admin, SELFIE)["matches"] == []
+    requests = gallery_fw.subjects.requests(admin)
+    assert [r["kind"] for r in requests] == ["erasure", "access", "access"]
+    erasure = requests[0]
+    assert erasure["seconds_to_complete"] >= 0 and erasure["suppression"]
+    assert erasure["reference"] == "REQ-2" and erasure["faces"] == 1
+
+
+def test_erasure_of_reviewed_candidates_only(gallery_fw, admin):
+    preview = gallery_fw.subjects.erase_preview(admin, SELFIE, threshold=0.9)
+    assert len(preview) >= 2  # a loose threshold brings in other people
+    obama = [m["face_id"] for m in preview if identity_of(m["media_path"]) == "obama"]
+    receipt = gallery_fw.subjects.erase(admin, SELFIE, threshold=0.9, face_ids=obama)
+    assert receipt["face_ids"] == obama and count(gallery_fw, Face) == 4
+    with pytest.raises(InvalidInput, match="not candidates"):
+        gallery_fw.subjects.erase(admin, SELFIE, face_ids=[123456])
+
+
+def test_erasure_keeps_other_people_in_the_same_photo(fw, admin):
+    from conftest import PROBES, add_source
+
+    add_source(fw, admin)
+    fw.ingest.run(admin, [PROBES / "obama_and_biden.jpg"], "press")
+    assert count(fw, Face) == 3
+    receipt = fw.subjects.erase(admin, SELFIE)
+    assert receipt["faces"] == 1 and receipt["media_records_deleted"] == 0
+    assert count(fw, Face) == 2 and count(fw, Media) == 1
+    ids, vecs = fw.load_templates(list(fw.index.ids().tolist()))
+    assert len(ids) == 2 and np.all(
+        np.linalg.norm(vecs - fw.subjects.suppression_list(), axis=1) > 0.5
+    )
