@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from facewarden.cli import output
+from facewarden.cli.evaluate import eval_app
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.errors import FacewardenError, InvalidInput
@@ -41,6 +42,7 @@ user_app = _group("user", "Manage users and their API tokens.")
 media_app = _group("media", "Restrict media from search.")
 retention_app = _group("retention", "Retention: purge what has expired.")
 subject_app = _group("subject", "Data subjects' rights: access and erasure.")
+app.add_typer(eval_app, name="eval")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 

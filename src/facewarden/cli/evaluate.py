@@ -1,0 +1,158 @@
+"""``facewarden eval ...``: reproducible accuracy measurements on labelled data."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from facewarden.cli import output
+from facewarden.config import Settings
+
+eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on labelled data.")
+
+
+def _progress(label: str, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=output.err,
+        disable=quiet or (not output.err.is_terminal and "CI" in os.environ),
+    )
+
+
+@eval_app.command("lfw")
+def eval_lfw(
+    data: Annotated[Path, typer.Option(help="LFW folder (<Name>/<Name>_NNNN.jpg).")],
+    pairs: Annotated[Path, typer.Option(help="Pairs file to report on, e.g. pairsDevTest.txt.")],
+    train_pairs: Annotated[
+        Path | None, typer.Option(help="Pairs file to choose a threshold on (pairsDevTrain.txt).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a ROC/DET plot (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result.")] = False,
+) -> None:
+    """LFW verification over the full pipeline: accuracy at 0.6, k-fold, TAR@FAR, EER."""
+    from facewarden.evaluation.lfw import evaluate_lfw, plot_roc
+
+    settings = Settings()
+    n = workers or settings.workers
+    with _progress("embedding LFW images", as_json) as bar:
+        task = bar.add_task("", total=None)
+        result, curves = evaluate_lfw(
+            data,
+            pairs,
+            settings,
+            train_file=train_pairs,
+            workers=n,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    result["command"] = "facewarden " + " ".join(sys.argv[1:])
+    if plot:
+        plot_roc(curves, plot, f"LFW {pairs.name}: {result['pairs']} pairs")
+        result["plot"] = str(plot)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        output.emit_json(result)
+        return
+    table = Table(title=f"LFW verification: {pairs.name}", show_header=False, show_edge=False)
+    rows = [
+        ("pairs (genuine / impostor)", f"{result['genuine_pairs']} / {result['impostor_pairs']}"),
+        (
+            "images (no face / several)",
+            f"{result['images']} "
+            f"({result['images_without_face']} / {result['images_with_several_faces']})",
+        ),
+        (
+            f"accuracy at {result['fixed_threshold']}",
+            f"{result['accuracy_at_fixed_threshold']:.4f}",
+        ),
+    ]
+    if "accuracy_at_train_threshold" in result:
+        rows.append(
+            (
+                f"accuracy at {result['threshold_chosen_on_train']} (chosen on train)",
+                f"{result['accuracy_at_train_threshold']:.4f}",
+            )
+        )
+    if "k_fold" in result:
+        k = result["k_fold"]
+        rows.append((f"{k['folds']}-fold accuracy", f"{k['mean_accuracy']:.4f} ± {k['std']:.4f}"))
+    rows += [
+        (
+            "TAR at FAR 1e-3",
+            f"{result['tar_at_far_1e-3']:.4f} (t = {result['threshold_at_far_1e-3']})",
+        ),
+        ("EER", f"{result['eer']:.4f}"),
+        ("time", f"{result['seconds']} s"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    output.out.print(table)
+
+
+@eval_app.command("identify")
+def eval_identify(
+    data: Annotated[Path, typer.Option(help="LFW-layout folder (<Name>/<Name>_NNNN.jpg).")],
+    distractors: Annotated[
+        int, typer.Option(help="Synthetic distractor templates added to the gallery.")
+    ] = 0,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result.")] = False,
+) -> None:
+    """1:N identification: rank-1/rank-10 rates, FNIR at FPIR 1% and 0.1%."""
+    from facewarden.evaluation.identify import evaluate_identification
+
+    settings = Settings()
+    with _progress("embedding images", as_json) as bar:
+        task = bar.add_task("", total=None)
+        result = evaluate_identification(
+            data,
+            settings,
+            distractors=distractors,
+            workers=workers or settings.workers,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    result["command"] = "facewarden " + " ".join(sys.argv[1:])
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        output.emit_json(result)
+        return
+    table = Table(title="1:N identification", show_header=False, show_edge=False)
+    rows = [
+        ("gallery (real + synthetic)", f"{result['gallery_real']} + {distractors}"),
+        (
+            "mated / non-mated searches",
+            f"{result['mated_searches']} / {result['nonmated_searches']}",
+        ),
+        ("rank-1 identification rate", f"{result['rank1_identification_rate']:.4f}"),
+        ("rank-10 identification rate", f"{result['rank10_identification_rate']:.4f}"),
+        (
+            f"FPIR at {result['fixed_threshold']}",
+            f"{result['fpir_at_fixed_threshold']:.4f}",
+        ),
+        (
+            "FNIR at FPIR 1%",
+            f"{result['fnir_at_fpir_0.01']:.4f} (t = {result['threshold_at_fpir_0.01']})",
+        ),
+        (
+            "FNIR at FPIR 0.1%",
+            f"{result['fnir_at_fpir_0.001']:.4f} (t = {result['threshold_at_fpir_0.001']})",
+        ),
+        ("time", f"{result['seconds']} s"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    output.out.print(table)
