@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from facewarden.evaluation.provenance import machine as base_machine
+
 
 def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        ram = 0.0
     import dlib
     import faiss
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gib": round(ram, 1),
+    return base_machine() | {
         "python": platform.python_version(),
-        "platform": platform.platform(),
         "dlib": dlib.__version__,
         "faiss": faiss.__version__,
     }

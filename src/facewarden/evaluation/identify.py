@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from facewarden.core.errors import InvalidInput
 from facewarden.core.pipeline import FacePipeline
 from facewarden.evaluation import metrics
 from facewarden.evaluation.embedding import FALLBACK, embed_paths
-from facewarden.evaluation.provenance import software_versions
+from facewarden.evaluation.provenance import machine, software_versions
 
 
 def split(data: Path) -> tuple[list[Path], list[tuple[Path, int]], list[Path], list[str]]:
@@ -123,6 +124,8 @@ def evaluate_identification(
     result |= {
         "settings": {"detector": settings.detector, "upsample": settings.upsample},
         "software": software_versions(),
+        "machine": machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset_fingerprint": fingerprint.hexdigest(),
         "seconds": round(time.perf_counter() - started, 1),
     }

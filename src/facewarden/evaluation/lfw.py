@@ -6,6 +6,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from facewarden.core.errors import InvalidInput
 from facewarden.core.pipeline import FacePipeline
 from facewarden.evaluation import metrics
 from facewarden.evaluation.embedding import FALLBACK, embed_paths
-from facewarden.evaluation.provenance import software_versions
+from facewarden.evaluation.provenance import machine, software_versions
 
 
 @dataclass
@@ -149,6 +150,8 @@ def evaluate_lfw(
         },
         "model": (pipeline.model_id if pipeline else None) or _model_id(),
         "software": software_versions(),
+        "machine": machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset_fingerprint": fingerprint.hexdigest(),
         "seconds": round(time.perf_counter() - started, 1),
     }
