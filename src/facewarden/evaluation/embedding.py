@@ -8,9 +8,7 @@ and reported.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from facewarden.adapters.imaging import decode_image
 from facewarden.config import Settings
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import Box
+from facewarden.services.workers import WORKER, pipeline_pool
 
 FALLBACK = (
     "no face detected: a central box covering the middle 46% of each side; "
@@ -63,8 +62,6 @@ def embed_one(pipeline: FacePipeline, data: bytes, max_pixels: int) -> ImageTemp
 
 
 def _worker_embed(path: str) -> ImageTemplate:
-    from facewarden.services.ingest import WORKER
-
     return embed_one(WORKER["pipeline"], Path(path).read_bytes(), WORKER["max_pixels"])
 
 
@@ -87,12 +84,7 @@ def embed_paths(
             if progress:
                 progress(len(out), len(paths))
         return out
-    from facewarden.services.ingest import worker_init
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=worker_init, initargs=(settings.model_dump_json(),)
-    ) as pool:
+    with pipeline_pool(workers, settings) as pool:
         for item in pool.map(_worker_embed, [str(p) for p in paths], chunksize=8):
             out.append(item)
             if progress:

@@ -63,7 +63,7 @@ def read_pairs(path: Path) -> Pairs:
     return Pairs(path, folds, a, b, np.array(same), np.array(fold))
 
 
-def pair_distances(pairs: Pairs, data: Path, templates: dict[str, np.ndarray]) -> np.ndarray:
+def pair_distances(pairs: Pairs, templates: dict[str, np.ndarray]) -> np.ndarray:
     return np.array(
         [
             float(np.linalg.norm(templates[x] - templates[y]))
@@ -103,7 +103,7 @@ def evaluate_lfw(
     for n, e in zip(names, embedded, strict=True):
         fingerprint.update(f"{n}:{e.sha256}\n".encode())
 
-    d = pair_distances(test, data, templates)
+    d = pair_distances(test, templates)
     same = test.same
     threshold = settings.threshold
     far, tar, thr = metrics.roc(d, same)
@@ -128,7 +128,7 @@ def evaluate_lfw(
         "impostor_distance_mean": round(float(d[~same].mean()), 4),
     }
     if train is not None:
-        t = metrics.best_threshold(pair_distances(train, data, templates), train.same)
+        t = metrics.best_threshold(pair_distances(train, templates), train.same)
         result |= {
             "train_pairs_file": train_file.name if train_file else None,
             "threshold_chosen_on_train": round(t, 4),

@@ -245,15 +245,23 @@ class CaseService:
         return session.scalar(select(func.count()).where(CaseSearch.case_id == case.id)) or 0
 
     def problem(
-        self, session: Session, actor: Actor, ref: str | None, action: str, *, assigned: bool
+        self,
+        session: Session,
+        actor: Actor,
+        ref: str | None,
+        action: str,
+        *,
+        assigned: bool,
+        case: Case | None = None,
     ) -> tuple[str | None, str, CaseInfo | None]:
         """Why ``actor`` may not ``action`` under case ``ref`` now (None when allowed),
-        with the refusal's error code and the case."""
+        with the refusal's error code and the case. ``case``: the row, if already loaded."""
         from facewarden.services.app import utcnow
 
         if not ref:
             return f"{action} refused: a case reference is required (--case)", "case_required", None
-        case = session.scalar(select(Case).where(Case.ref == ref))
+        if case is None:
+            case = session.scalar(select(Case).where(Case.ref == ref))
         if case is None:
             return f"{action} refused: no case {ref!r}", "case_required", None
         info = CaseInfo.of(case, self._searches(session, case))

@@ -8,10 +8,8 @@ detection and embedding run in worker processes; the main process alone writes.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-import signal
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -25,11 +23,11 @@ from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.inputs import InputItem, InputLimits, iter_inputs
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media
-from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.errors import MediaError
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import IngestSummary, Skipped
+from facewarden.services.workers import WORKER, pipeline_pool
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
@@ -69,19 +67,6 @@ def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Proce
 
 
 # -- worker processes ----------------------------------------------------------------------
-WORKER: dict[str, Any] = {}
-"""Per-process state of pool workers (their pipeline), set by ``worker_init``."""
-
-
-def worker_init(settings_json: str) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about Ctrl-C
-    from facewarden.services.app import build_pipeline
-
-    settings = Settings.model_validate_json(settings_json)
-    WORKER["pipeline"] = build_pipeline(settings)
-    WORKER["max_pixels"] = settings.max_image_pixels
-
-
 def _worker_process(data: bytes) -> Processed:
     return process_image(WORKER["pipeline"], data, WORKER["max_pixels"])
 
@@ -183,12 +168,8 @@ class IngestService:
         jobs: Iterator[tuple[str, str, bytes]],
         store: Callable[[str, str, Processed], None],
     ) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        settings_json = self.app.settings.model_dump_json()
         in_flight: dict[Future, tuple[str, str]] = {}
-        with ProcessPoolExecutor(
-            n_workers, mp_context=ctx, initializer=worker_init, initargs=(settings_json,)
-        ) as pool:
+        with pipeline_pool(n_workers, self.app.settings) as pool:
             try:
                 exhausted = False
                 while True:

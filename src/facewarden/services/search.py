@@ -98,7 +98,9 @@ class SearchService:
             if session.get_bind().dialect.name == "postgresql":
                 q = q.with_for_update()
             case = session.scalar(q)
-            problem, code, info = app.cases.problem(session, actor, ref, "search", assigned=True)
+            problem, code, info = app.cases.problem(
+                session, actor, ref, "search", assigned=True, case=case
+            )
             if problem is None:
                 size = app.gallery_size(session)
                 event = app.audit.append(
