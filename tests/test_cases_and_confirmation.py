@@ -35,7 +35,7 @@ def obama_hit(fw, actor, case="CASE-2"):
 # -- assignment ------------------------------------------------------------------------------
 def test_only_assigned_investigators_may_search(gallery_fw, team):
     inv, other, _ = team
-    assert gallery_fw.cases.show("CASE-2").investigators == ["admin", "ines"]
+    assert gallery_fw.cases.show(inv, "CASE-2").investigators == ["admin", "ines"]
     gallery_fw.search.search(inv, probe("obama1.jpg"), case="CASE-2")
     with pytest.raises(Refused, match="olaf is not assigned to case 'CASE-2'") as exc:
         gallery_fw.search.search(other, probe("obama1.jpg"), case="CASE-2")
@@ -76,7 +76,7 @@ def test_search_quota_is_enforced_and_logged(gallery_fw, admin):
     assert exc.value.code == "quota_exhausted"
     ev = last_event(gallery_fw)
     assert ev.outcome == "refused" and ev.case_ref == "ONE" and ev.probe_hash
-    assert gallery_fw.cases.show("ONE").searches == 1
+    assert gallery_fw.cases.show(admin, "ONE").searches == 1
 
 
 # -- search records and probe retention --------------------------------------------------------

@@ -112,9 +112,9 @@ def test_upgrade_from_first_schema_keeps_data_and_never_reuses_ids(
         )
     engine.dispose()
     fw, _ = Facewarden.init(settings, pipeline=pipeline)  # upgrades to head
-    old = fw.cases.show("OLD")
-    assert old.search_quota == 100 and not old.keep_probe_templates and old.investigators == []
     admin = fw.actor(name="admin")
+    old = fw.cases.show(admin, "OLD")
+    assert old.search_quota == 100 and not old.keep_probe_templates and old.investigators == []
     add_source(fw, admin)
     from conftest import GALLERY
 

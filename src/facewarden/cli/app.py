@@ -328,8 +328,8 @@ def case_assign(
 @case_app.command("candidates")
 def case_candidates(ref: str, as_json: JsonOpt = False) -> None:
     """Candidates of a case that someone confirmed or rejected, with their state."""
-    fw, _ = open_app()
-    rows = [s.as_dict() for s in fw.confirmations.candidates(ref)]
+    fw, actor = open_app()
+    rows = [s.as_dict() for s in fw.confirmations.candidates(actor, ref)]
     if as_json:
         output.emit_json(rows)
         return
@@ -387,16 +387,16 @@ def case_close(ref: str) -> None:
 @case_app.command("show")
 def case_show(ref: str, as_json: JsonOpt = False) -> None:
     """Show a case."""
-    fw, _ = open_app()
-    data = fw.cases.show(ref).as_dict()
+    fw, actor = open_app()
+    data = fw.cases.show(actor, ref).as_dict()
     output.emit_json(data) if as_json else output.show_mapping(f"case {ref}", data)
 
 
 @case_app.command("list")
 def case_list(as_json: JsonOpt = False) -> None:
     """List cases."""
-    fw, _ = open_app()
-    rows = [c.as_dict() for c in fw.cases.list()]
+    fw, actor = open_app()
+    rows = [c.as_dict() for c in fw.cases.list(actor)]
     if as_json:
         output.emit_json(rows)
         return
@@ -413,8 +413,8 @@ def audit_anchor(
     """Print the newest record's sequence number and hash; keep it outside the database."""
     import json
 
-    fw, _ = open_app()
-    line = json.dumps(fw.audit.head())
+    fw, actor = open_app()
+    line = json.dumps(fw.oversight.head(actor))
     if out:
         with out.open("a") as fh:
             fh.write(line + "\n")
@@ -438,17 +438,17 @@ def audit_verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the hash chain; exits 1 and names the first bad record if it was tampered with."""
-    fw, _ = open_app()
-    report = fw.audit.verify(_read_anchors(anchor) if anchor else None)
+    fw, actor = open_app()
+    report = fw.oversight.verify(actor, _read_anchors(anchor) if anchor else None)
     if as_json:
-        output.emit_json(vars(report))
-    elif report.ok:
-        output.out.print(f"[green]audit chain intact[/]: {report.records} records")
+        output.emit_json(report)
+    elif report["ok"]:
+        output.out.print(f"[green]audit chain intact[/]: {report['records']} records")
     else:
         output.err.print(
-            f"[red]audit chain broken at record {report.first_bad_seq}[/]: {report.reason}"
+            f"[red]audit chain broken at record {report['first_bad_seq']}[/]: {report['reason']}"
         )
-    if not report.ok:
+    if not report["ok"]:
         raise typer.Exit(1)
 
 
@@ -461,12 +461,12 @@ def audit_export(
     """Export audit events to stdout."""
     import json
 
-    fw, _ = open_app()
+    fw, actor = open_app()
     if since is not None and since.tzinfo is None:
         from datetime import UTC
 
         since = since.replace(tzinfo=UTC)
-    rows = fw.audit.events(case_ref=case, since=since)
+    rows = fw.oversight.events(actor, case_ref=case, since=since)
     if fmt == "jsonl":
         for r in rows:
             print(json.dumps(r, default=str))
@@ -495,8 +495,8 @@ def user_add(
 @user_app.command("list")
 def user_list(as_json: JsonOpt = False) -> None:
     """List users and roles."""
-    fw, _ = open_app()
-    rows = fw.users.list()
+    fw, actor = open_app()
+    rows = fw.users.list(actor)
     if as_json:
         output.emit_json(rows)
         return

@@ -64,6 +64,7 @@ class Facewarden:
         from facewarden.services.confirmations import ConfirmationService
         from facewarden.services.gallery import GalleryService
         from facewarden.services.ingest import IngestService
+        from facewarden.services.oversight import OversightService
         from facewarden.services.records import RecordsService
         from facewarden.services.search import SearchService
         from facewarden.services.sources import SourceService
@@ -79,6 +80,7 @@ class Facewarden:
         self.confirmations = ConfirmationService(self)
         self.subjects = SubjectService(self)
         self.records = RecordsService(self)
+        self.oversight = OversightService(self)
 
     # -- setup -------------------------------------------------------------------------
     @classmethod

@@ -180,14 +180,36 @@ class AuditLog:
         return ChainReport(True, count)
 
     def events(
-        self, case_ref: str | None = None, since: datetime | None = None, limit: int | None = None
+        self,
+        case_ref: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        outcome: str | None = None,
+        before_seq: int | None = None,
+        newest_first: bool = False,
     ) -> list[dict[str, Any]]:
+        """Records matching every given filter (``action`` matches a prefix: ``case`` finds
+        ``case.open`` and ``case.close``), oldest first unless ``newest_first``."""
         with self.sessions() as session:
-            q = select(AuditEvent).order_by(AuditEvent.seq)
+            order = AuditEvent.seq.desc() if newest_first else AuditEvent.seq
+            q = select(AuditEvent).order_by(order)
             if case_ref:
                 q = q.where(AuditEvent.case_ref == case_ref)
             if since:
                 q = q.where(AuditEvent.ts >= since.astimezone(UTC).isoformat())
+            if action:
+                q = q.where(
+                    (AuditEvent.action == action) | AuditEvent.action.startswith(action + ".")
+                )
+            if actor:
+                q = q.where(AuditEvent.actor == actor)
+            if outcome:
+                q = q.where(AuditEvent.outcome == outcome)
+            if before_seq:
+                q = q.where(AuditEvent.seq < before_seq)
             if limit:
                 q = q.limit(limit)
             out = []

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
 
 
+CASE_READERS = ("investigator", "reviewer", "dpo", "auditor", "admin")
+"""Who may list and read cases (their references, bases, members and search counts)."""
+
+
 @dataclass
 class CaseInfo:
     ref: str
@@ -217,12 +221,18 @@ class CaseService:
         problem = f"case.close refused: {actor.name} is not assigned to case {ref!r}"
         self.refuse(actor, "case.close", ref, info, problem, "not_assigned")
 
-    def show(self, ref: str) -> CaseInfo:
+    def show(self, actor: Actor, ref: str) -> CaseInfo:
+        self.app.authorize(actor, "case.show", *CASE_READERS, case_ref=ref)
         with self.app.sessions() as session:
             case = self._get(session, ref)
             return CaseInfo.of(case, self._searches(session, case))
 
-    def list(self) -> list[CaseInfo]:
+    def list(self, actor: Actor) -> list[CaseInfo]:
+        self.app.authorize(actor, "case.list", *CASE_READERS)
+        return self.all()
+
+    def all(self) -> list[CaseInfo]:
+        """Every case (internal: callers have authorised already)."""
         with self.app.sessions() as session:
             counts = dict(
                 session.execute(

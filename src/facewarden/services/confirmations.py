@@ -187,8 +187,15 @@ class ConfirmationService:
             raise NotFound(f"no search {search_id}")
         return row[0], row[1]
 
-    def candidates(self, ref: str) -> list[CandidateState]:
+    def candidates(self, actor: Actor, ref: str) -> list[CandidateState]:
         """Every candidate of a case that someone has decided on, with its state."""
+        self.app.authorize(
+            actor, "case.candidates", "investigator", "reviewer", "auditor", "admin", case_ref=ref
+        )
+        return self.states(ref)
+
+    def states(self, ref: str) -> list[CandidateState]:
+        """Decided candidates of a case (internal: callers have authorised already)."""
         with self.app.sessions() as session:
             case = self.app.cases._get(session, ref)
             members = [m.user_name for m in case.members]
@@ -213,7 +220,7 @@ class ConfirmationService:
         info = self.app.cases.require_usable(
             actor, ref, "case.export", assigned=not actor.has("reviewer")
         )
-        states = [s for s in self.candidates(ref) if s.status == "identified"]
+        states = [s for s in self.states(ref) if s.status == "identified"]
         if face_id is not None:
             states = [
                 s

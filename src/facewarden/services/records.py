@@ -84,8 +84,8 @@ class RecordsService:
             j["media"] += row["media"]
             j["faces"] += row["faces"]
         cases = []
-        for info in app.cases.list():
-            states = app.confirmations.candidates(info.ref)
+        for info in app.cases.all():
+            states = app.confirmations.states(info.ref)
             cases.append(
                 {
                     "case": info.ref,

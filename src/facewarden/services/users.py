@@ -52,7 +52,8 @@ class UserService:
             raise InvalidInput(f"a user named {name!r} already exists") from exc
         return token
 
-    def list(self) -> list[dict[str, object]]:
+    def list(self, actor: Actor) -> list[dict[str, object]]:
+        self.app.authorize(actor, "user.list", "admin", "auditor")
         with self.app.sessions() as session:
             return [
                 {"name": u.name, "roles": u.roles.split(","), "active": u.active}

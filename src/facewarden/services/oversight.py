@@ -1,0 +1,81 @@
+"""Oversight: reading, verifying and exporting the audit log, for the people allowed to.
+
+``AuditLog`` is the engine's own writer and reader; this service is what users reach through
+the CLI, the HTTP API and the console, with the role check and a record of the access.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from facewarden.core.actors import Actor
+
+if TYPE_CHECKING:
+    from facewarden.services.app import Facewarden
+
+AUDIT_READERS = ("auditor", "admin", "dpo")
+
+
+class OversightService:
+    def __init__(self, app: Facewarden) -> None:
+        self.app = app
+
+    def events(
+        self,
+        actor: Actor,
+        *,
+        case_ref: str | None = None,
+        since: datetime | None = None,
+        action: str | None = None,
+        user: str | None = None,
+        outcome: str | None = None,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Audit records matching the filters; the read itself is logged (``audit.read``)."""
+        filters = {
+            "case_ref": case_ref,
+            "since": since.isoformat() if since else None,
+            "action": action,
+            "user": user,
+            "outcome": outcome,
+            "before_seq": before_seq,
+            "limit": limit,
+        }
+        filters = {k: v for k, v in filters.items() if v is not None}
+        self.app.authorize(actor, "audit.read", *AUDIT_READERS, details=filters)
+        rows = self.app.audit.events(
+            case_ref,
+            since,
+            limit,
+            action=action,
+            actor=user,
+            outcome=outcome,
+            before_seq=before_seq,
+            newest_first=newest_first,
+        )
+        self.app.audit.record(actor, "audit.read", details=filters | {"records": len(rows)})
+        return rows
+
+    def verify(self, actor: Actor, anchors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Walk the hash chain (and check anchors); the result is logged."""
+        self.app.authorize(actor, "audit.verify", *AUDIT_READERS)
+        report = self.app.audit.verify(anchors)
+        result = {
+            "ok": report.ok,
+            "records": report.records,
+            "first_bad_seq": report.first_bad_seq,
+            "reason": report.reason,
+            "anchors": len(anchors or []),
+        }
+        self.app.audit.record(
+            actor, "audit.verify", outcome="ok" if report.ok else "broken", details=result
+        )
+        return result
+
+    def head(self, actor: Actor) -> dict[str, Any]:
+        """The newest record's sequence number and hash, to keep as an anchor elsewhere."""
+        self.app.authorize(actor, "audit.anchor", *AUDIT_READERS)
+        return self.app.audit.head()
