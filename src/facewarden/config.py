@@ -54,6 +54,20 @@ class Settings(BaseSettings):
     production: bool = False
     """Production mode: refuse to start while the controller fields are empty."""
 
+    # -- HTTP server (``facewarden serve``) ------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    search_rate_limit: str = "30/minute"
+    """Searches, verifications and subject look-ups per user (``limits`` notation)."""
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    """Largest request body the server accepts (an ingest upload of files or a zip)."""
+    session_hours: float = Field(8, gt=0, le=24 * 7)
+    """Console sessions expire after this many hours."""
+    retention_interval_minutes: int = Field(60, ge=0)
+    """How often the server runs the retention purge (0: never; use cron instead)."""
+    secure_cookies: bool = False
+    """Mark console cookies ``Secure`` (set it when a TLS proxy fronts the server)."""
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'facewarden.db'}"
@@ -65,3 +79,12 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where uploaded ingest files wait for their job (removed when it finishes)."""
+        return self.data_dir / "uploads"
+
+    @property
+    def session_key_file(self) -> Path:
+        return self.data_dir / "session.key"

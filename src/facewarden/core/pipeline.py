@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,9 @@ class FacePipeline:
         self.embedder = embedder
         self.min_face_size = min_face_size
         self.keep_chips = keep_chips
+        self._lock = threading.Lock()
+        """dlib's detectors and networks keep per-call state: one image at a time per pipeline
+        (the HTTP server's request threads and a background ingest share one)."""
 
     @property
     def model_id(self) -> str:
@@ -47,6 +51,10 @@ class FacePipeline:
 
     def process(self, image: np.ndarray, *, enrol: bool = True) -> PipelineOutput:
         """All faces of an RGB image. With ``enrol``, faces under the size floor are rejected."""
+        with self._lock:
+            return self._process(image, enrol)
+
+    def _process(self, image: np.ndarray, enrol: bool) -> PipelineOutput:
         detections = self.detector.detect(image)
         chips, kept, rejected = [], [], 0
         for det in detections:

@@ -127,12 +127,17 @@ class Facewarden:
         self.engine.dispose()
 
     # -- users and roles ---------------------------------------------------------------
-    def actor(self, name: str | None = None, token: str | None = None) -> Actor:
-        """The acting user: by token, by name, or the sole user of a single-operator install."""
+    def actor(
+        self, name: str | None = None, token: str | None = None, *, token_hash: str | None = None
+    ) -> Actor:
+        """The acting user: by token (or its hash, kept by a console session), by name, or
+        the sole user of a single-operator install."""
+        if token:
+            token_hash = hash_token(token)
         with self.sessions() as session:
             q = select(User).where(User.active.is_(True))
-            if token:
-                user = session.scalar(q.where(User.token_hash == hash_token(token)))
+            if token_hash:
+                user = session.scalar(q.where(User.token_hash == token_hash))
                 if user is None:
                     raise PermissionDenied("unknown or revoked API token")
             elif name:

@@ -194,6 +194,50 @@ class ConfirmationService:
         )
         return self.states(ref)
 
+    def searches(self, actor: Actor, ref: str) -> list[dict[str, Any]]:
+        """The searches of a case, newest first, each with its candidates and their state."""
+        from facewarden.services.app import as_utc
+
+        self.app.authorize(
+            actor, "case.searches", "investigator", "reviewer", "auditor", "admin", case_ref=ref
+        )
+        with self.app.sessions() as session:
+            case = self.app.cases._get(session, ref)
+            members = [m.user_name for m in case.members]
+            out = []
+            for s in session.scalars(
+                select(CaseSearch)
+                .where(CaseSearch.case_id == case.id)
+                .order_by(CaseSearch.id.desc())
+            ):
+                hits = session.scalars(
+                    select(SearchHit)
+                    .where(SearchHit.search_id == s.id)
+                    .order_by(SearchHit.probe_face, SearchHit.rank)
+                )
+                out.append(
+                    {
+                        "search_id": s.id,
+                        "probe": s.probe_name,
+                        "probe_sha256": s.probe_sha256,
+                        "searched_by": s.searched_by,
+                        "searched_at": as_utc(s.searched_at).isoformat(),
+                        "audit_seq": s.audit_seq,
+                        "faces": s.faces,
+                        "candidates": [
+                            {
+                                "probe_face": h.probe_face,
+                                "face_id": h.face_id,
+                                "rank": h.rank,
+                                "distance": h.distance,
+                                "status": self._state(session, s.id, h.face_id, members).status,
+                            }
+                            for h in hits
+                        ],
+                    }
+                )
+            return out
+
     def states(self, ref: str) -> list[CandidateState]:
         """Decided candidates of a case (internal: callers have authorised already)."""
         with self.app.sessions() as session:

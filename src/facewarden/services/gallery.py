@@ -9,7 +9,15 @@ import numpy as np
 from sqlalchemy import delete, or_, select, update
 
 from facewarden.adapters.storage.db import transaction
-from facewarden.adapters.storage.tables import Case, CaseSearch, Face, FaceCrop, Media, Source
+from facewarden.adapters.storage.tables import (
+    Case,
+    CaseSearch,
+    Face,
+    FaceCrop,
+    Media,
+    SearchHit,
+    Source,
+)
 from facewarden.core.actors import Actor
 from facewarden.core.errors import InvalidInput, NotFound
 from facewarden.services.audit import canonical
@@ -30,6 +38,37 @@ def wipe_probe_templates(session, case_ids, now) -> int:
 class GalleryService:
     def __init__(self, app: Facewarden) -> None:
         self.app = app
+
+    def crop(self, actor: Actor, face_id: int, *, search_id: int | None = None) -> bytes:
+        """The stored face crop (JPEG). Investigators and reviewers see the crops of the
+        candidates a logged search returned to them (``search_id``); the DPO sees any held
+        face, for subject access and erasure previews."""
+        from facewarden.services.app import crop_aad
+
+        app = self.app
+        target = {"face_id": face_id, "search_id": search_id}
+        if search_id is None:
+            app.authorize(actor, "crop.view", "dpo", details=target)
+        else:
+            app.authorize(actor, "crop.view", "investigator", "reviewer", "dpo", details=target)
+        with app.sessions() as session:
+            if search_id is not None:
+                hit = session.scalar(
+                    select(SearchHit.id).where(
+                        SearchHit.search_id == search_id, SearchHit.face_id == face_id
+                    )
+                )
+                if hit is None:
+                    raise NotFound(f"face {face_id} is not a candidate of search {search_id}")
+            row = session.execute(
+                select(FaceCrop.data, Media.sha256, Face.face_index)
+                .join(Face, Face.id == FaceCrop.face_id)
+                .join(Media, Media.id == Face.media_id)
+                .where(FaceCrop.face_id == face_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"no crop held for face {face_id} (erased, or crops not stored)")
+        return app.cipher.decrypt(row.data, crop_aad(row.sha256, row.face_index))
 
     def delete_media(self, actor: Actor, media_ids: list[int]) -> dict[str, int]:
         if not media_ids:

@@ -84,8 +84,16 @@ class IngestService:
         *,
         workers: int | None = None,
         progress: ProgressFn | None = None,
+        relabel: Callable[[str], str] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> IngestSummary:
+        """Ingest files, folders and zip archives into ``source``.
+
+        ``relabel`` turns a local path into the name recorded as provenance (uploads are
+        stored under a job folder but named as uploaded); ``cancelled`` is polled between
+        images and stops the run like Ctrl-C (every stored image stays complete)."""
         app = self.app
+        label = relabel or str
         app.authorize(actor, "ingest", "operator", details={"source": source})
         with app.sessions() as session:
             src = app.sources.get(session, source)
@@ -102,24 +110,30 @@ class IngestService:
             legal_basis=basis,
             purpose=purpose,
             model_id=app.model_id,
-            details={"source": source, "paths": [str(p) for p in paths], "items": len(items)},
+            details={
+                "source": source,
+                "paths": [label(str(p)) for p in paths],
+                "items": len(items),
+            },
         )
         done = 0
 
-        def tick(label: str) -> None:
+        def tick(path: str) -> None:
             nonlocal done
             done += 1
             if progress:
-                progress(done, len(items), label)
+                progress(done, len(items), label(path))
 
         def skip(path: str, exc: MediaError) -> None:
-            summary.skipped.append(Skipped(path, exc.message, exc.code))
+            summary.skipped.append(Skipped(label(path), exc.message, exc.code))
             tick(path)
 
         seen: set[str] = set()
 
         def pending() -> Iterator[tuple[str, str, bytes]]:
             for item in items:
+                if cancelled is not None and cancelled():
+                    raise KeyboardInterrupt
                 loaded = self._load(item, seen)
                 if isinstance(loaded, MediaError):
                     skip(item.path, loaded)
@@ -133,7 +147,7 @@ class IngestService:
             if result.error_code:
                 skip(path, MediaError(result.error or "unreadable", code=result.error_code))
                 return
-            self._store(source_id, retention, path, sha, result, summary)
+            self._store(source_id, retention, label(path), sha, result, summary)
             tick(path)
             if summary.images % SAVE_INDEX_EVERY == 0:
                 app.index.save()

@@ -1,0 +1,507 @@
+"""The JSON API (``/api/v1``): a thin layer over the core services.
+
+Each route turns HTTP into one service call with the caller's ``Actor``; the services decide
+what the actor may do, log it and enforce the rules. Nothing here checks a role itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from facewarden.core.errors import InvalidInput
+from facewarden.services.subjects import render_report_html
+from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
+
+router = APIRouter(prefix="/api/v1")
+Json = dict[str, Any]
+
+
+def read_upload(upload: UploadFile, request: Request, what: str = "image") -> bytes:
+    limit = get_fw(request).settings.max_file_bytes
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInput(f"{what} is over the limit of {limit} bytes (FACEWARDEN_MAX_FILE_BYTES)")
+    if not data:
+        raise InvalidInput(f"{what} is empty")
+    return data
+
+
+def with_crop_urls(result: Json) -> Json:
+    sid = result.get("search_id")
+    for face in result.get("faces", []):
+        for c in face["candidates"]:
+            c["crop_url"] = f"/api/v1/searches/{sid}/faces/{c['face_id']}/crop"
+    return result
+
+
+# -- who am I, stats ------------------------------------------------------------------------
+@router.get("/me", tags=["session"])
+def me(actor: CurrentActor) -> Json:
+    """The calling user and roles."""
+    return {"name": actor.name, "roles": sorted(actor.roles)}
+
+
+@router.get("/stats", tags=["gallery"])
+def stats(request: Request, actor: CurrentActor) -> Json:
+    """Counts of sources, media, faces and the index."""
+    return get_fw(request).stats()
+
+
+# -- sources and ingest ---------------------------------------------------------------------
+class SourceIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    lawful_basis: str = Field(min_length=1)
+    purpose: str = Field(min_length=1)
+    jurisdiction: str = Field(min_length=2, max_length=2, examples=["DE"])
+    retention: str = Field(examples=["365d"])
+    note: str | None = None
+
+
+@router.get("/sources", tags=["sources"])
+def list_sources(request: Request, actor: CurrentActor) -> list[Json]:
+    """Registered sources with their media counts."""
+    return [vars(s) for s in get_fw(request).sources.list()]
+
+
+@router.post("/sources", status_code=201, tags=["sources"])
+def add_source(body: SourceIn, request: Request, actor: CurrentActor) -> Json:
+    """Register a source: lawful basis, purpose, jurisdiction and retention are mandatory."""
+    info = get_fw(request).sources.add(
+        actor,
+        body.name,
+        lawful_basis=body.lawful_basis,
+        purpose=body.purpose,
+        jurisdiction=body.jurisdiction,
+        retention=body.retention,
+        note=body.note,
+    )
+    return vars(info)
+
+
+@router.post("/ingest", status_code=202, tags=["ingest"])
+def ingest(
+    request: Request,
+    actor: CurrentActor,
+    source: Annotated[str, Form(min_length=1)],
+    files: Annotated[list[UploadFile], File(description="Images or .zip archives.")],
+) -> Json:
+    """Upload images or zip archives into a source; ingest runs as a background job."""
+    job = request.app.state.jobs.submit(
+        actor, source, ((f.filename or "upload", f.file) for f in files)
+    )
+    return job.as_dict()
+
+
+@router.get("/jobs", tags=["ingest"])
+def list_jobs(request: Request, actor: CurrentActor) -> list[Json]:
+    """The caller's ingest jobs, newest first (admins: everyone's)."""
+    return [j.as_dict() for j in request.app.state.jobs.list(actor)]
+
+
+@router.get("/jobs/{job_id}", tags=["ingest"])
+def get_job(job_id: str, request: Request, actor: CurrentActor) -> Json:
+    """Progress and, when finished, the summary with skipped files and reasons."""
+    return request.app.state.jobs.get(actor, job_id).as_dict()
+
+
+@router.post("/jobs/{job_id}/cancel", tags=["ingest"])
+def cancel_job(job_id: str, request: Request, actor: CurrentActor) -> Json:
+    """Stop a job after the image in progress (stored images stay complete)."""
+    return request.app.state.jobs.cancel(actor, job_id).as_dict()
+
+
+# -- search and verify ----------------------------------------------------------------------
+@router.post("/search", tags=["search"])
+def search(
+    request: Request,
+    actor: LimitedActor,
+    image: Annotated[UploadFile, File(description="Probe photo.")],
+    case: Annotated[str, Form(description="Case reference (required).")],
+    top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
+    threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+) -> Json:
+    """Ranked candidates for every face of the probe, with provenance and crop URLs."""
+    metrics = request.app.state.metrics
+    try:
+        result = get_fw(request).search.search(
+            actor,
+            read_upload(image, request),
+            case=case,
+            probe_name=image.filename or "probe",
+            top_k=top_k,
+            threshold=threshold,
+        )
+    except Exception as exc:
+        metrics.searches.labels("refused" if getattr(exc, "exit_code", 0) == 3 else "error").inc()
+        raise
+    metrics.searches.labels("ok").inc()
+    return with_crop_urls(result.as_dict())
+
+
+@router.post("/verify", tags=["search"])
+def verify(
+    request: Request,
+    actor: LimitedActor,
+    a: Annotated[UploadFile, File()],
+    b: Annotated[UploadFile, File()],
+    case: Annotated[str | None, Form()] = None,
+    threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+) -> Json:
+    """1:1: are the largest faces of two images the same person?"""
+    res = get_fw(request).search.verify(
+        actor,
+        read_upload(a, request, "image a"),
+        read_upload(b, request, "image b"),
+        threshold=threshold,
+        case=case,
+    )
+    return res.as_dict()
+
+
+@router.get(
+    "/searches/{search_id}/faces/{face_id}/crop",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    tags=["search"],
+)
+def search_crop(search_id: int, face_id: int, request: Request, actor: CurrentActor) -> Response:
+    """The face crop of a candidate that this search returned."""
+    data = get_fw(request).gallery.crop(actor, face_id, search_id=search_id)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get(
+    "/faces/{face_id}/crop",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    tags=["subjects"],
+)
+def face_crop(face_id: int, request: Request, actor: CurrentActor) -> Response:
+    """Any held face's crop (data-protection officer: access and erasure review)."""
+    data = get_fw(request).gallery.crop(actor, face_id)
+    return Response(data, media_type="image/jpeg")
+
+
+# -- cases and confirmations ----------------------------------------------------------------
+class CaseIn(BaseModel):
+    ref: str = Field(min_length=1, max_length=100)
+    purpose: str = Field(min_length=1)
+    legal_basis: str = Field(min_length=1)
+    authorisation: str = Field(min_length=1)
+    offence: str | None = None
+    expires: str = "30d"
+    investigators: list[str] = []
+    quota: int | None = Field(None, ge=1)
+    keep_probe_templates: bool = False
+
+
+class MemberIn(BaseModel):
+    user: str = Field(min_length=1)
+    remove: bool = False
+
+
+class DecisionIn(BaseModel):
+    search_id: int
+    face_id: int
+    decision: Literal["confirm", "reject"]
+    note: str | None = None
+
+
+@router.get("/cases", tags=["cases"])
+def list_cases(request: Request, actor: CurrentActor) -> list[Json]:
+    return [c.as_dict() for c in get_fw(request).cases.list(actor)]
+
+
+@router.post("/cases", status_code=201, tags=["cases"])
+def open_case(body: CaseIn, request: Request, actor: CurrentActor) -> Json:
+    """Open a case: purpose, legal basis and authorisation are required."""
+    return (
+        get_fw(request)
+        .cases.open(
+            actor,
+            body.ref,
+            purpose=body.purpose,
+            legal_basis=body.legal_basis,
+            authorisation=body.authorisation,
+            offence=body.offence,
+            expires=body.expires,
+            investigators=body.investigators,
+            quota=body.quota,
+            keep_probe_templates=body.keep_probe_templates,
+        )
+        .as_dict()
+    )
+
+
+@router.get("/cases/{ref}", tags=["cases"])
+def show_case(ref: str, request: Request, actor: CurrentActor) -> Json:
+    return get_fw(request).cases.show(actor, ref).as_dict()
+
+
+@router.post("/cases/{ref}/close", tags=["cases"])
+def close_case(ref: str, request: Request, actor: CurrentActor) -> Json:
+    """Close a case: no more searches; its kept probe templates are wiped."""
+    return get_fw(request).cases.close(actor, ref).as_dict()
+
+
+@router.post("/cases/{ref}/members", tags=["cases"])
+def assign(ref: str, body: MemberIn, request: Request, actor: CurrentActor) -> Json:
+    """Assign an investigator to the case (or remove one)."""
+    return get_fw(request).cases.assign(actor, ref, body.user, remove=body.remove).as_dict()
+
+
+@router.get("/cases/{ref}/searches", tags=["cases"])
+def case_searches(ref: str, request: Request, actor: CurrentActor) -> list[Json]:
+    """The case's searches with their candidates and each candidate's state."""
+    return get_fw(request).confirmations.searches(actor, ref)
+
+
+@router.get("/cases/{ref}/candidates", tags=["cases"])
+def case_candidates(ref: str, request: Request, actor: CurrentActor) -> list[Json]:
+    """Decided candidates with every decision (pending, identified, rejected)."""
+    return [s.as_dict() for s in get_fw(request).confirmations.candidates(actor, ref)]
+
+
+@router.get("/cases/{ref}/export", tags=["cases"])
+def case_export(
+    ref: str,
+    request: Request,
+    actor: CurrentActor,
+    search_id: int | None = None,
+    face_id: int | None = None,
+) -> list[Json]:
+    """Identifications (two-person confirmed) of the case with provenance."""
+    return get_fw(request).confirmations.export(actor, ref, search_id=search_id, face_id=face_id)
+
+
+@router.post("/confirmations", tags=["cases"])
+def decide(body: DecisionIn, request: Request, actor: CurrentActor) -> Json:
+    """Confirm or reject a candidate; identified once an assigned investigator and a
+    different reviewer confirmed."""
+    state = get_fw(request).confirmations.decide(
+        actor, body.search_id, body.face_id, body.decision, body.note
+    )
+    return state.as_dict()
+
+
+# -- data subjects, purges, retention -------------------------------------------------------
+@router.post(
+    "/subjects/access",
+    tags=["subjects"],
+    responses={200: {"content": {"application/json": {}, "text/html": {}}}},
+)
+def subject_access(
+    request: Request,
+    actor: LimitedActor,
+    selfie: Annotated[UploadFile, File()],
+    reference: Annotated[str | None, Form()] = None,
+    threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+    format: Annotated[Literal["json", "html"], Form()] = "json",
+) -> Any:
+    """Everything held about the person in the selfie (JSON, or the HTML report to send)."""
+    report = get_fw(request).subjects.access(
+        actor, read_upload(selfie, request, "selfie"), reference=reference, threshold=threshold
+    )
+    if format == "html":
+        return HTMLResponse(render_report_html(report))
+    return report
+
+
+@router.post("/subjects/erase/preview", tags=["subjects"])
+def erase_preview(
+    request: Request,
+    actor: LimitedActor,
+    selfie: Annotated[UploadFile, File()],
+    threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+) -> list[Json]:
+    """The faces an erasure would delete (nothing changes; the look-up is logged)."""
+    return get_fw(request).subjects.erase_preview(
+        actor, read_upload(selfie, request, "selfie"), threshold=threshold
+    )
+
+
+@router.post("/subjects/erase", tags=["subjects"])
+def erase(
+    request: Request,
+    actor: LimitedActor,
+    selfie: Annotated[UploadFile, File()],
+    confirm: Annotated[bool, Form(description="Must be true: erasure cannot be undone.")],
+    reference: Annotated[str | None, Form()] = None,
+    threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+    face_ids: Annotated[list[int] | None, Form(description="Only these reviewed faces.")] = None,
+) -> Json:
+    """Erase the person's faces and put them on the suppression list; returns the receipt."""
+    if not confirm:
+        raise InvalidInput("erasure cannot be undone: preview it, then send confirm=true")
+    return get_fw(request).subjects.erase(
+        actor,
+        read_upload(selfie, request, "selfie"),
+        reference=reference,
+        threshold=threshold,
+        face_ids=face_ids or None,
+    )
+
+
+@router.get("/subjects/requests", tags=["subjects"])
+def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
+    """Access and erasure requests with their receipts and time to completion."""
+    return get_fw(request).subjects.requests(actor)
+
+
+class PurgeIn(BaseModel):
+    jurisdiction: str | None = Field(None, min_length=2, max_length=2)
+    source: str | None = None
+
+
+@router.post("/purge", tags=["gallery"])
+def purge(body: PurgeIn, request: Request, actor: CurrentActor) -> Json:
+    """Delete every record of one jurisdiction or one source; returns the receipt."""
+    return get_fw(request).gallery.purge(actor, jurisdiction=body.jurisdiction, source=body.source)
+
+
+@router.post("/retention/run", tags=["gallery"])
+def retention_run(request: Request, actor: CurrentActor) -> Json:
+    """Delete what has passed its retention date now (the server also runs it periodically)."""
+    return get_fw(request).gallery.retention_run(actor)
+
+
+class RestrictIn(BaseModel):
+    restricted: bool = True
+
+
+@router.post("/media/{media_id}/restrict", tags=["gallery"])
+def restrict(media_id: int, body: RestrictIn, request: Request, actor: CurrentActor) -> Json:
+    """Restrict a media from search (or lift the restriction), e.g. while a claim is checked."""
+    get_fw(request).gallery.restrict(actor, media_id, restricted=body.restricted)
+    return {"media_id": media_id, "restricted": body.restricted}
+
+
+@router.delete("/media/{media_id}", tags=["gallery"])
+def delete_media(media_id: int, request: Request, actor: CurrentActor) -> Json:
+    """Delete one media with its faces, templates, crops and index entries."""
+    return get_fw(request).gallery.delete_media(actor, [media_id])
+
+
+@router.post("/index/rebuild", tags=["gallery"])
+def rebuild_index(request: Request, actor: CurrentActor) -> Json:
+    """Rebuild the derived vector index from the database."""
+    return get_fw(request).gallery.rebuild_index(actor)
+
+
+# -- oversight ------------------------------------------------------------------------------
+@router.get("/audit/events", tags=["audit"])
+def audit_events(
+    request: Request,
+    actor: CurrentActor,
+    action: str | None = None,
+    user: str | None = None,
+    case: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[Json]:
+    """Audit records, newest first, filtered; page with ``before_seq``."""
+    return get_fw(request).oversight.events(
+        actor,
+        case_ref=case,
+        since=since,
+        action=action,
+        user=user,
+        outcome=outcome,
+        before_seq=before_seq,
+        limit=limit,
+        newest_first=True,
+    )
+
+
+@router.get(
+    "/audit/export",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    tags=["audit"],
+)
+def audit_export(
+    request: Request,
+    actor: CurrentActor,
+    format: Literal["jsonl", "csv"] = "jsonl",
+    case: str | None = None,
+    since: datetime | None = None,
+) -> Response:
+    """The whole (or filtered) log as JSON lines or CSV, oldest first."""
+    rows = get_fw(request).oversight.events(actor, case_ref=case, since=since)
+    if format == "jsonl":
+        body = "".join(json.dumps(r, default=str) + "\n" for r in rows)
+        media = "application/x-ndjson"
+    else:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        if rows:
+            writer.writerow(rows[0].keys())
+        for r in rows:
+            writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in r.values()])
+        body, media = buf.getvalue(), "text/csv"
+    name = f"facewarden-audit.{format}"
+    return Response(
+        body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+class AnchorIn(BaseModel):
+    seq: int = Field(ge=0)
+    hash: str = Field(min_length=64, max_length=64)
+
+
+class VerifyAuditIn(BaseModel):
+    anchors: list[AnchorIn] = []
+
+
+@router.post("/audit/verify", tags=["audit"])
+def audit_verify(request: Request, actor: CurrentActor, body: VerifyAuditIn | None = None) -> Json:
+    """Walk the hash chain; with anchors (from ``/audit/head``), also detect truncation."""
+    anchors = [a.model_dump() for a in body.anchors] if body else None
+    return get_fw(request).oversight.verify(actor, anchors)
+
+
+@router.get("/audit/head", tags=["audit"])
+def audit_head(request: Request, actor: CurrentActor) -> Json:
+    """The newest record's sequence number and hash: keep it outside the system."""
+    return get_fw(request).oversight.head(actor)
+
+
+@router.get("/report", tags=["audit"])
+def report(request: Request, actor: CurrentActor) -> Json:
+    """Records of processing: holdings per source and jurisdiction, searches, requests."""
+    return get_fw(request).records.report(actor)
+
+
+# -- users ----------------------------------------------------------------------------------
+class UserIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    roles: list[str] = Field(min_length=1)
+
+
+@router.get("/users", tags=["users"])
+def list_users(request: Request, actor: CurrentActor) -> list[Json]:
+    return get_fw(request).users.list(actor)
+
+
+@router.post("/users", status_code=201, tags=["users"])
+def add_user(body: UserIn, request: Request, actor: CurrentActor) -> Json:
+    """Create a user; the API token is returned once and stored only as a hash."""
+    token = get_fw(request).users.add(actor, body.name, body.roles)
+    return {"name": body.name, "roles": body.roles, "token": token}
+
+
+@router.get("/notice", response_class=PlainTextResponse, tags=["public"])
+def notice(request: Request) -> str:
+    """The public notice (Markdown): who runs this system, why, and how to exercise rights."""
+    return get_fw(request).records.notice()

@@ -1,0 +1,121 @@
+"""The web console: server-rendered pages whose scripts call the JSON API.
+
+Log-in is by API token; the session cookie is signed, HTTP-only and SameSite=Strict, and
+every state-changing call carries the session's CSRF token (the log-in form one of its own).
+Which page a user sees in the menu follows the roles; what they may do is decided by the core.
+"""
+
+from __future__ import annotations
+
+import secrets
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from facewarden.core.actors import Actor
+from facewarden.core.errors import PermissionDenied
+from facewarden.web.auth import get_fw, start_session
+from facewarden.web.errors import ApiError
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(str(files("facewarden.web") / "templates")))
+
+PAGES = [
+    ("search", "Search", ("investigator", "reviewer")),
+    ("cases", "Cases", ("investigator", "reviewer", "admin", "auditor", "dpo")),
+    ("ingest", "Ingest", ("operator",)),
+    ("dpo", "Data protection", ("dpo",)),
+    ("audit", "Audit", ("auditor", "admin", "dpo")),
+]
+
+
+def session_actor(request: Request) -> Actor | None:
+    token_hash = request.session.get("th")
+    if not token_hash:
+        return None
+    try:
+        return get_fw(request).actor(token_hash=token_hash)
+    except PermissionDenied:
+        request.session.clear()
+        return None
+
+
+def pages_for(actor: Actor) -> list[tuple[str, str]]:
+    return [(slug, title) for slug, title, roles in PAGES if actor.has(*roles)]
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    actor = session_actor(request)
+    if actor is None:
+        return RedirectResponse("/login", 303)
+    pages = pages_for(actor)
+    return RedirectResponse(f"/{pages[0][0]}" if pages else "/account", 303)
+
+
+@router.get("/login")
+def login_form(request: Request, error: str | None = None) -> HTMLResponse:
+    request.session["login_csrf"] = secrets.token_urlsafe(32)
+    return templates.TemplateResponse(
+        request,
+        "login.html",
+        {"csrf": request.session["login_csrf"], "error": error},
+        status_code=401 if error else 200,
+    )
+
+
+@router.post("/login")
+def login(
+    request: Request, token: Annotated[str, Form()], csrf: Annotated[str, Form()]
+) -> Response:
+    expected = request.session.pop("login_csrf", "")
+    if not expected or not secrets.compare_digest(csrf, expected):
+        return login_form(request, "The form expired; please try again.")
+    try:
+        start_session(request, get_fw(request), token)
+    except ApiError:
+        return login_form(request, "Unknown or revoked API token.")
+    return RedirectResponse("/", 303)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Annotated[str, Form()]) -> Response:
+    expected = request.session.get("csrf", "")
+    if expected and secrets.compare_digest(csrf, expected):
+        actor = session_actor(request)
+        if actor is not None:
+            get_fw(request).audit.record(actor, "logout")
+        request.session.clear()
+    return RedirectResponse("/login", 303)
+
+
+def page(slug: str):
+    def render(request: Request) -> Response:
+        actor = session_actor(request)
+        if actor is None:
+            return RedirectResponse("/login", 303)
+        allowed = dict((s, roles) for s, _, roles in PAGES).get(slug)
+        return templates.TemplateResponse(
+            request,
+            f"{slug}.html",
+            {
+                "page": slug,
+                "user": actor.name,
+                "roles": sorted(actor.roles),
+                "pages": pages_for(actor),
+                "csrf": request.session.get("csrf", ""),
+                "allowed": allowed is None or actor.has(*allowed),
+                "threshold": get_fw(request).settings.threshold,
+            },
+        )
+
+    render.__name__ = f"page_{slug}"
+    return render
+
+
+for _slug in [p[0] for p in PAGES] + ["account"]:
+    router.add_api_route(f"/{_slug}", page(_slug), methods=["GET"], response_class=HTMLResponse)

@@ -1,0 +1,169 @@
+"""Background ingest jobs for uploads: one at a time, with progress and cancel.
+
+Uploaded files wait under ``<data_dir>/uploads/<job>/`` and are removed when the job ends.
+Ingest is idempotent per image (content hash), so a job cut short by a restart is resumed
+by uploading the same files again: what was stored is skipped as a duplicate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from facewarden.core.actors import Actor
+from facewarden.core.errors import FacewardenError, InvalidInput, NotFound
+from facewarden.services.app import Facewarden, utcnow
+
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+def safe_name(name: str, taken: set[str]) -> str:
+    """The upload's base name, without path parts or odd characters, unique in the job."""
+    base = SAFE_NAME.sub("_", Path(name.replace("\\", "/")).name).strip(" .") or "upload"
+    candidate, n = base[:120], 1
+    while candidate in taken:
+        stem, dot, ext = base.rpartition(".")
+        candidate = f"{stem or base}-{n}{dot}{ext if stem else ''}"[:120]
+        n += 1
+    taken.add(candidate)
+    return candidate
+
+
+@dataclass
+class Job:
+    id: str
+    user: str
+    source: str
+    files: list[str]
+    state: str = "queued"
+    """queued, running, done, cancelled or failed."""
+    done: int = 0
+    total: int | None = None
+    current: str = ""
+    created_at: str = field(default_factory=lambda: utcnow().isoformat())
+    finished_at: str | None = None
+    summary: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.id,
+            "user": self.user,
+            "source": self.source,
+            "files": self.files,
+            "state": self.state,
+            "done": self.done,
+            "total": self.total,
+            "current": self.current,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "summary": self.summary,
+            "error": self.error,
+        }
+
+
+class IngestJobs:
+    def __init__(self, fw: Facewarden, keep: int = 200) -> None:
+        self.fw = fw
+        self.root = fw.settings.upload_dir
+        self.keep = keep
+        self.jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ingest-job")
+        # Left-overs of a previous run (the server stopped mid-job) are not resumed here.
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def submit(self, actor: Actor, source: str, uploads: Iterable[tuple[str, IO[bytes]]]) -> Job:
+        """Check the rules, save the uploads and queue the job."""
+        fw = self.fw
+        fw.authorize(actor, "ingest", "operator", details={"source": source})
+        with fw.sessions() as session:
+            fw.sources.get(session, source)  # NotFound before anything is written
+        job = Job(secrets.token_hex(8), actor.name, source, [])
+        folder = self.root / job.id
+        folder.mkdir(parents=True, mode=0o700)
+        taken: set[str] = set()
+        try:
+            for name, stream in uploads:
+                target = folder / safe_name(name, taken)
+                with target.open("wb") as out:
+                    shutil.copyfileobj(stream, out, 1 << 20)
+                job.files.append(target.name)
+            if not job.files:
+                raise InvalidInput("no files uploaded")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        with self._lock:
+            self.jobs[job.id] = job
+            self._forget_old()
+        self._pool.submit(self._run, job, actor, folder)
+        return job
+
+    def _run(self, job: Job, actor: Actor, folder: Path) -> None:
+        prefix = str(folder) + os.sep
+
+        def progress(done: int, total: int, label: str) -> None:
+            job.done, job.total, job.current = done, total, label
+
+        job.state = "running"
+        try:
+            summary = self.fw.ingest.run(
+                actor,
+                [folder],
+                job.source,
+                workers=min(self.fw.settings.workers, max(1, len(job.files))),
+                progress=progress,
+                relabel=lambda p: f"upload/{job.id}/{p.removeprefix(prefix)}",
+                cancelled=job.cancel.is_set,
+            )
+            job.summary = summary.as_dict()
+            job.state = "cancelled" if summary.interrupted else "done"
+        except FacewardenError as exc:
+            job.state, job.error = "failed", {"code": exc.code, "message": exc.message}
+        except Exception as exc:  # a job must end with a state, not vanish
+            job.state = "failed"
+            job.error = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+        finally:
+            job.finished_at = utcnow().isoformat()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self.jobs.values() if j.finished_at]
+        for old in finished[: max(0, len(self.jobs) - self.keep)]:
+            del self.jobs[old.id]
+
+    def get(self, actor: Actor, job_id: str) -> Job:
+        """A job of the caller (admins see all); others' jobs do not exist for them."""
+        self.fw.authorize(actor, "ingest.status", "operator", "admin")
+        job = self.jobs.get(job_id)
+        if job is None or (job.user != actor.name and not actor.has("admin")):
+            raise NotFound(f"no ingest job {job_id!r}")
+        return job
+
+    def list(self, actor: Actor) -> list[Job]:
+        self.fw.authorize(actor, "ingest.status", "operator", "admin")
+        return [
+            j for j in reversed(self.jobs.values()) if j.user == actor.name or actor.has("admin")
+        ]
+
+    def cancel(self, actor: Actor, job_id: str) -> Job:
+        job = self.get(actor, job_id)
+        job.cancel.set()
+        if job.state == "queued":
+            job.state = "cancelled"
+        return job
+
+    def shutdown(self) -> None:
+        for job in self.jobs.values():
+            job.cancel.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,141 @@
+"""The HTTP server: API, console, health, metrics and docs in one FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.middleware.sessions import SessionMiddleware
+
+from facewarden import __version__
+from facewarden.config import Settings
+from facewarden.core.actors import Actor
+from facewarden.services.app import Facewarden
+from facewarden.web import api, console, errors
+from facewarden.web.auth import RateLimiter
+from facewarden.web.jobs import IngestJobs
+from facewarden.web.metrics import Metrics, MetricsMiddleware
+from facewarden.web.middleware import BodyLimit, SecurityHeaders
+
+log = logging.getLogger("facewarden.web")
+
+RETENTION_ACTOR = Actor("facewarden-server (scheduled retention)", frozenset({"dpo"}))
+
+
+def session_secret(settings: Settings) -> str:
+    """The console's cookie-signing key: a 0600 file in the data directory."""
+    path = settings.session_key_file
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+class RetentionTimer:
+    """Runs the retention purge every ``minutes`` in a daemon thread (logged like any run)."""
+
+    def __init__(self, fw: Facewarden, minutes: int) -> None:
+        self.fw, self.minutes = fw, minutes
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="retention", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.minutes * 60):
+            try:
+                receipt = self.fw.gallery.retention_run(RETENTION_ACTOR)
+                log.info("retention run: %s", receipt)
+            except Exception:  # keep the timer alive; the error is logged
+                log.exception("scheduled retention run failed")
+
+
+def create_app(settings: Settings | None = None, fw: Facewarden | None = None) -> FastAPI:
+    settings = settings or Settings()
+    fw = fw or Facewarden(settings)
+    timer = RetentionTimer(fw, settings.retention_interval_minutes)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        fw.index  # noqa: B018 - reconcile the index with the database before serving
+        if settings.retention_interval_minutes:
+            timer.thread.start()
+        yield
+        timer.stop.set()
+        app.state.jobs.shutdown()
+        fw.close()
+
+    app = FastAPI(
+        title="facewarden",
+        version=__version__,
+        summary="Accountable face search over lawfully held media.",
+        description=(
+            "Every call acts as a user (bearer API token or console session). Searches need "
+            "an open case the caller is assigned to; every call that touches personal data "
+            "is written to the tamper-evident audit log. Errors are "
+            '`{"error": {"code", "message"}}`.'
+        ),
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.fw = fw
+    app.state.jobs = IngestJobs(fw)
+    app.state.limiter = RateLimiter(settings.search_rate_limit)
+    app.state.metrics = Metrics(fw)
+    errors.install(app)
+
+    # Outermost first: size limit, security headers, metrics, then sessions.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret(settings),
+        session_cookie="facewarden_session",
+        max_age=int(settings.session_hours * 3600),
+        same_site="strict",
+        https_only=settings.secure_cookies,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+
+    app.include_router(api.router)
+    app.include_router(console.router)
+    static = Path(str(files("facewarden.web") / "static"))
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    docs_assets = Path(str(files("fastapi_offline") / "static"))
+    app.mount("/static-docs", StaticFiles(directory=docs_assets), name="static-docs")
+
+    @app.get("/healthz", tags=["public"])
+    def healthz() -> dict[str, object]:
+        """Liveness and readiness: the database answers and the index is loaded."""
+        with fw.sessions() as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok", "database": fw.engine.dialect.name, "index_size": len(fw.index)}
+
+    @app.get("/metrics", tags=["public"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus metrics (no personal data)."""
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="facewarden API",
+            swagger_js_url="/static-docs/swagger-ui-bundle.js",
+            swagger_css_url="/static-docs/swagger-ui.css",
+            swagger_favicon_url="/static-docs/favicon.png",
+        )
+
+    return app

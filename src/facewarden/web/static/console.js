@@ -1,0 +1,372 @@
+// facewarden console: every action is a call to the JSON API with the session's CSRF token.
+// All text from the server goes through textContent (never innerHTML).
+"use strict";
+
+const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "on") for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function flash(message, kind = "ok") {
+  const box = $("#flash");
+  box.replaceChildren(el("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : null }, message));
+}
+
+async function api(method, url, body) {
+  const opts = { method, headers: { "X-CSRF-Token": CSRF }, credentials: "same-origin" };
+  if (body instanceof FormData) opts.body = body;
+  else if (body !== undefined) {
+    opts.body = JSON.stringify(body);
+    opts.headers["Content-Type"] = "application/json";
+  }
+  const res = await fetch(url, opts);
+  const type = res.headers.get("content-type") || "";
+  const data = type.includes("json") ? await res.json() : await res.text();
+  if (!res.ok) {
+    const err = data && data.error ? data.error : { code: `http_${res.status}`, message: String(data) };
+    if (res.status === 401) window.location.href = "/login";
+    flash(`${err.message} (${err.code})`, "error");
+    throw Object.assign(new Error(err.message), err);
+  }
+  return data;
+}
+
+const quiet = (p) => p.catch(() => undefined);  // the error is already shown
+const date = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) : "");
+const rows = (tbody, list) => $(tbody).replaceChildren(...list);
+
+function download(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+// -- search --------------------------------------------------------------------------------
+async function initSearch() {
+  const cases = await quiet(api("GET", "/api/v1/cases")) || [];
+  const select = $("#case");
+  select.replaceChildren(...cases.filter((c) => c.status === "open")
+    .map((c) => el("option", { value: c.ref }, `${c.ref}: ${c.purpose}`)));
+  const input = $("#probe");
+  const drop = $("#drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    input.files = e.dataTransfer.files;
+  });
+  $("#search-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const file = input.files[0];
+    if (!file) return;
+    const form = new FormData();
+    form.append("image", file);
+    form.append("case", select.value);
+    $("#search-btn").disabled = true;
+    try {
+      const result = await api("POST", "/api/v1/search", form);
+      showResult(result, file);
+    } catch { /* flashed */ } finally {
+      $("#search-btn").disabled = false;
+    }
+  });
+}
+
+function showResult(result, file) {
+  $("#result").hidden = false;
+  $("#flash").replaceChildren();
+  const img = $("#probe-img");
+  img.src = URL.createObjectURL(file);
+  $("#search-meta").textContent = `Search ${result.search_id} under case ${result.case}: ` +
+    `${result.faces.length} face(s) in the probe, gallery of ${result.gallery_size}, ` +
+    `threshold ${result.threshold}. Logged as audit record ${result.audit_seq}.`;
+  const draw = () => {
+    const scale = img.clientWidth / img.naturalWidth;
+    $("#boxes").replaceChildren(...result.faces.map((face, i) => {
+      const [top, right, bottom, left] = face.box;
+      return el("button", {
+        type: "button", class: "box", "aria-label": `face ${i + 1}`, dataset: { face: i },
+        style: `left:${left * scale}px;top:${top * scale}px;` +
+          `width:${(right - left) * scale}px;height:${(bottom - top) * scale}px`,
+        on: { click: () => showFace(result, i) },
+      }, String(i + 1));
+    }));
+  };
+  img.onload = draw;
+  if (result.faces.length) showFace(result, 0);
+  else {
+    $("#face-title").textContent = "No face found in the probe.";
+    $("#candidates").replaceChildren();
+    $("#no-candidate").hidden = true;
+  }
+}
+
+function showFace(result, i) {
+  const face = result.faces[i];
+  document.querySelectorAll(".box").forEach((b) => b.classList.toggle("chosen", b.dataset.face == i));
+  $("#face-title").textContent = `Face ${i + 1}: ${face.candidates.length} candidate(s)`;
+  $("#no-candidate").hidden = face.candidates.length > 0;
+  $("#candidates").replaceChildren(...face.candidates.map((c) => candidateCard(result.search_id, c)));
+}
+
+function candidateCard(searchId, c) {
+  const status = el("span", { class: "status" }, "");
+  const decide = (decision) => async () => {
+    try {
+      const state = await api("POST", "/api/v1/confirmations",
+        { search_id: searchId, face_id: c.face_id, decision });
+      status.textContent = state.status;
+      flash(`Face ${c.face_id}: ${decision}ed; state is now ${state.status}.`);
+    } catch { /* flashed */ }
+  };
+  return el("figure", { class: "card candidate", dataset: { faceId: c.face_id } },
+    el("img", { src: c.crop_url, alt: `candidate ${c.rank}`, width: 150, height: 150 }),
+    el("figcaption", {},
+      el("strong", {}, `#${c.rank}`), ` distance ${c.distance.toFixed(3)} · score ${c.score.toFixed(2)}`,
+      el("br"), el("span", { class: "path" }, c.media_path),
+      el("br"), `${c.source} (${c.jurisdiction}) · ${date(c.ingested_at)}`,
+      el("br"), `face ${c.face_id} `, status),
+    el("div", { class: "actions" },
+      el("button", { type: "button", class: "confirm", on: { click: decide("confirm") } }, "Confirm"),
+      el("button", { type: "button", class: "reject", on: { click: decide("reject") } }, "Reject")));
+}
+
+// -- cases ---------------------------------------------------------------------------------
+async function initCases() {
+  const load = async () => {
+    const cases = await quiet(api("GET", "/api/v1/cases")) || [];
+    rows("#cases-table tbody", cases.map((c) => el("tr", { dataset: { ref: c.ref } },
+      el("td", {}, el("a", { href: "#", on: { click: (e) => { e.preventDefault(); showCase(c.ref); } } }, c.ref)),
+      el("td", {}, c.status), el("td", {}, c.purpose), el("td", {}, c.legal_basis),
+      el("td", {}, (c.investigators || []).join(", ")), el("td", {}, c.searches),
+      el("td", {}, date(c.expires_at)),
+      el("td", {}, c.status === "open" ? el("button", {
+        type: "button", class: "close-case",
+        on: { click: async () => { await quiet(api("POST", `/api/v1/cases/${encodeURIComponent(c.ref)}/close`)); load(); } },
+      }, "Close") : ""))));
+  };
+  $("#open-case").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(e.target));
+    f.investigators = f.investigators ? f.investigators.split(",").map((s) => s.trim()).filter(Boolean) : [];
+    if (!f.offence) delete f.offence;
+    try {
+      await api("POST", "/api/v1/cases", f);
+      flash(`Case ${f.ref} opened.`);
+      e.target.reset();
+      load();
+    } catch { /* flashed */ }
+  });
+  await load();
+}
+
+async function showCase(ref) {
+  const enc = encodeURIComponent(ref);
+  $("#case-detail").hidden = false;
+  $("#case-title").textContent = `Case ${ref}`;
+  const searches = await quiet(api("GET", `/api/v1/cases/${enc}/searches`)) || [];
+  rows("#searches-table tbody", searches.map((s) => el("tr", {},
+    el("td", {}, s.search_id), el("td", {}, date(s.searched_at)), el("td", {}, s.searched_by),
+    el("td", {}, s.probe),
+    el("td", {}, s.candidates.map((c) => `${c.face_id}: ${c.distance.toFixed(3)}, ${c.status}`).join("; ")))));
+  const decided = await quiet(api("GET", `/api/v1/cases/${enc}/candidates`)) || [];
+  rows("#decisions-table tbody", decided.map((d) => el("tr", {},
+    el("td", {}, d.search_id), el("td", {}, d.face_id), el("td", { class: `state-${d.status}` }, d.status),
+    el("td", {}, d.decisions.map((x) => `${x.user} ${x.decision}ed ${date(x.at)}`).join("; ")))));
+}
+
+// -- ingest --------------------------------------------------------------------------------
+async function initIngest() {
+  const loadSources = async () => {
+    const sources = await quiet(api("GET", "/api/v1/sources")) || [];
+    $("#source").replaceChildren(...sources.map((s) =>
+      el("option", { value: s.name }, `${s.name} (${s.jurisdiction}, ${s.media} media)`)));
+  };
+  $("#source-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api("POST", "/api/v1/sources", Object.fromEntries(new FormData(e.target)));
+      flash("Source registered.");
+      e.target.reset();
+      loadSources();
+    } catch { /* flashed */ }
+  });
+  $("#ingest-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const form = new FormData();
+    form.append("source", $("#source").value);
+    for (const f of $("#files").files) form.append("files", f);
+    try {
+      const job = await api("POST", "/api/v1/ingest", form);
+      watchJob(job.job_id);
+    } catch { /* flashed */ }
+  });
+  await loadSources();
+}
+
+async function watchJob(id) {
+  $("#job").hidden = false;
+  for (;;) {
+    const job = await quiet(api("GET", `/api/v1/jobs/${id}`));
+    if (!job) return;
+    const bar = $("#job-progress");
+    bar.max = job.total || 1;
+    bar.value = job.done;
+    $("#job-state").textContent = `${job.state}: ${job.done}/${job.total ?? "?"} ${job.current || ""}`;
+    if (["done", "failed", "cancelled"].includes(job.state)) {
+      const s = job.summary || {};
+      rows("#job-summary tbody", ["images", "faces", "duplicates", "faces_rejected", "faces_suppressed"]
+        .map((k) => el("tr", {}, el("th", {}, k.replace("_", " ")), el("td", { "data-key": k }, s[k] ?? 0))));
+      rows("#skipped tbody", (s.skipped || []).map((x) =>
+        el("tr", {}, el("td", {}, x.path), el("td", {}, x.reason), el("td", {}, x.code))));
+      if (job.error) flash(`${job.error.message} (${job.error.code})`, "error");
+      else flash(`Ingest ${job.state}: ${s.images} image(s), ${s.faces} face(s).`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 400));
+  }
+}
+
+// -- data protection -----------------------------------------------------------------------
+function faceTable(matches, withCheckbox) {
+  return matches.map((m) => el("figure", { class: "card", dataset: { faceId: m.face_id } },
+    el("img", { src: `/api/v1/faces/${m.face_id}/crop`, alt: `face ${m.face_id}`, width: 120, height: 120 }),
+    el("figcaption", {},
+      withCheckbox ? el("label", {}, el("input", { type: "checkbox", class: "erase-pick", value: m.face_id, checked: true }), ` face ${m.face_id}`) : `face ${m.face_id}`,
+      el("br"), `distance ${Number(m.distance).toFixed(3)}`,
+      el("br"), el("span", { class: "path" }, m.media_path || ""),
+      el("br"), `${m.source || ""} ${m.jurisdiction ? `(${m.jurisdiction})` : ""}`)));
+}
+
+async function initDpo() {
+  let lastFormat = "json";
+  $("#access-form").addEventListener("click", (e) => { if (e.target.name === "format") lastFormat = e.target.value; });
+  $("#access-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const form = new FormData(e.target);
+    form.set("format", lastFormat);
+    try {
+      const report = await api("POST", "/api/v1/subjects/access", form);
+      if (lastFormat === "html") {
+        download("subject-access-report.html", report, "text/html");
+        flash("HTML report produced and downloaded; the request is logged.");
+        return;
+      }
+      $("#access-result").replaceChildren(
+        el("p", {}, `Request ${report.request_id}: ${report.matches.length} face(s) held at threshold ${report.threshold}. `,
+          el("a", { href: "#", on: { click: (ev) => { ev.preventDefault(); download("subject-access.json", JSON.stringify(report, null, 2), "application/json"); } } }, "Download JSON")),
+        el("p", { class: "hint" }, report.review_note),
+        el("div", { class: "grid" }, faceTable(report.matches, false)));
+      loadRequests();
+    } catch { /* flashed */ }
+  });
+  let selfieForm = null;
+  $("#erase-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    selfieForm = new FormData(e.target);
+    const preview = new FormData();
+    preview.append("selfie", selfieForm.get("selfie"));
+    try {
+      const matches = await api("POST", "/api/v1/subjects/erase/preview", preview);
+      $("#erase-preview").hidden = false;
+      $("#erase-receipt").hidden = true;
+      $("#erase-candidates").replaceChildren(...faceTable(matches, true));
+      if (!matches.length) flash("No face of this person is held.");
+    } catch { /* flashed */ }
+  });
+  $("#erase-btn").addEventListener("click", async () => {
+    if (!$("#erase-reviewed").checked) { flash("Tick the review box first: erasure cannot be undone.", "error"); return; }
+    const ids = [...document.querySelectorAll(".erase-pick:checked")].map((c) => c.value);
+    if (!ids.length) { flash("No face selected.", "error"); return; }
+    const form = new FormData();
+    form.append("selfie", selfieForm.get("selfie"));
+    form.append("reference", selfieForm.get("reference") || "");
+    form.append("confirm", "true");
+    ids.forEach((id) => form.append("face_ids", id));
+    try {
+      const receipt = await api("POST", "/api/v1/subjects/erase", form);
+      $("#erase-preview").hidden = true;
+      const pre = $("#erase-receipt");
+      pre.hidden = false;
+      pre.textContent = JSON.stringify(receipt, null, 2);
+      flash(`Erased ${receipt.faces} face(s); receipt ${receipt.receipt_sha256 || ""}`);
+      loadRequests();
+    } catch { /* flashed */ }
+  });
+  const showReceipt = (r) => { const pre = $("#purge-receipt"); pre.hidden = false; pre.textContent = JSON.stringify(r, null, 2); };
+  $("#purge-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(e.target));
+    if (f.confirm !== "PURGE") { flash("Type PURGE to confirm.", "error"); return; }
+    const body = {};
+    if (f.jurisdiction) body.jurisdiction = f.jurisdiction.toUpperCase();
+    if (f.source) body.source = f.source;
+    try { showReceipt(await api("POST", "/api/v1/purge", body)); flash("Purged."); } catch { /* flashed */ }
+  });
+  $("#retention-btn").addEventListener("click", async () => {
+    try { showReceipt(await api("POST", "/api/v1/retention/run")); flash("Retention run done."); } catch { /* flashed */ }
+  });
+  const loadRequests = async () => {
+    const list = await quiet(api("GET", "/api/v1/subjects/requests")) || [];
+    rows("#requests-table tbody", list.map((r) => el("tr", {},
+      el("td", {}, r.id), el("td", {}, r.kind), el("td", {}, r.reference || ""),
+      el("td", {}, date(r.received_at)), el("td", {}, date(r.completed_at)), el("td", {}, r.handled_by),
+      el("td", {}, JSON.stringify(r.receipt || {})))));
+  };
+  await loadRequests();
+}
+
+// -- audit ---------------------------------------------------------------------------------
+async function initAudit() {
+  let oldest = null;
+  let filters = {};
+  const load = async (more) => {
+    const q = new URLSearchParams({ limit: "50", ...filters });
+    if (more && oldest) q.set("before_seq", oldest);
+    const events = await quiet(api("GET", `/api/v1/audit/events?${q}`)) || [];
+    const trs = events.map((ev) => el("tr", { class: `outcome-${ev.outcome}` },
+      el("td", {}, ev.seq), el("td", {}, date(ev.ts)), el("td", {}, ev.actor), el("td", {}, ev.role),
+      el("td", {}, ev.action), el("td", {}, ev.case_ref || ""), el("td", {}, ev.outcome),
+      el("td", { class: "details" }, ev.error || JSON.stringify(ev.details))));
+    if (more) $("#audit-table tbody").append(...trs); else rows("#audit-table tbody", trs);
+    if (events.length) oldest = events[events.length - 1].seq;
+    $("#older").hidden = events.length < 50;
+  };
+  $("#audit-filter").addEventListener("submit", (e) => {
+    e.preventDefault();
+    filters = Object.fromEntries([...new FormData(e.target)].filter(([, v]) => v));
+    load(false);
+  });
+  $("#older").addEventListener("click", () => load(true));
+  const chain = await quiet(api("POST", "/api/v1/audit/verify", {}));
+  if (chain) {
+    const box = $("#chain");
+    box.classList.add(chain.ok ? "ok" : "error");
+    box.textContent = chain.ok
+      ? `Hash chain intact: ${chain.records} records.`
+      : `Hash chain BROKEN at record ${chain.first_bad_seq}: ${chain.reason}`;
+  }
+  await load(false);
+}
+
+const PAGES = { search: initSearch, cases: initCases, ingest: initIngest, dpo: initDpo, audit: initAudit };
+document.addEventListener("DOMContentLoaded", () => {
+  const init = PAGES[document.body.dataset.page];
+  if (init) init().then(() => document.body.setAttribute("data-ready", "1"));
+});
