@@ -10,8 +10,9 @@ import time
 import zipfile
 
 import pytest
-from conftest import GALLERY, PROBES, REFERENCE, UNKNOWN, identity_of
 from webserver import running_server
+
+from conftest import GALLERY, PROBES, REFERENCE, UNKNOWN, identity_of
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,11 @@ e.g. a made-up id gives 404). A test also checks that no endpoint is missing her
 from __future__ import annotations
 
 import pytest
-from conftest import GALLERY
 from webserver import ROLE_USERS, running_server
 
 from facewarden.core.actors import ROLES
+
+from conftest import GALLERY
 
 pytestmark = pytest.mark.slow
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from conftest import GALLERY, PG_ADMIN_URL, _pg_database, add_source, make_settings, open_case
 
 from facewarden.core.actors import ROLES
 from facewarden.services.app import Facewarden
+
+from conftest import GALLERY, PG_ADMIN_URL, _pg_database, add_source, make_settings, open_case
 
 ROLE_USERS = {role: f"only-{role}" for role in ROLES}
 """One user per role, holding just that role."""

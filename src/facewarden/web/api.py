@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
@@ -22,6 +22,9 @@ from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
 
 router = APIRouter(prefix="/api/v1")
 Json = dict[str, Any]
+MAX_ID = 2**63 - 1
+"""Database ids are signed 64-bit: anything larger is a 422, not a database error."""
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def read_upload(upload: UploadFile, request: Request, what: str = "image") -> bytes:
@@ -172,7 +175,9 @@ def verify(
     responses={200: {"content": {"image/jpeg": {}}}},
     tags=["search"],
 )
-def search_crop(search_id: int, face_id: int, request: Request, actor: CurrentActor) -> Response:
+def search_crop(
+    search_id: IdPath, face_id: IdPath, request: Request, actor: CurrentActor
+) -> Response:
     """The face crop of a candidate that this search returned."""
     data = get_fw(request).gallery.crop(actor, face_id, search_id=search_id)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
@@ -184,7 +189,7 @@ def search_crop(search_id: int, face_id: int, request: Request, actor: CurrentAc
     responses={200: {"content": {"image/jpeg": {}}}},
     tags=["subjects"],
 )
-def face_crop(face_id: int, request: Request, actor: CurrentActor) -> Response:
+def face_crop(face_id: IdPath, request: Request, actor: CurrentActor) -> Response:
     """Any held face's crop (data-protection officer: access and erasure review)."""
     data = get_fw(request).gallery.crop(actor, face_id)
     return Response(data, media_type="image/jpeg")
@@ -199,7 +204,7 @@ class CaseIn(BaseModel):
     offence: str | None = None
     expires: str = "30d"
     investigators: list[str] = []
-    quota: int | None = Field(None, ge=1)
+    quota: int | None = Field(None, ge=1, le=1_000_000)
     keep_probe_templates: bool = False
 
 
@@ -209,8 +214,8 @@ class MemberIn(BaseModel):
 
 
 class DecisionIn(BaseModel):
-    search_id: int
-    face_id: int
+    search_id: int = Field(ge=1, le=MAX_ID)
+    face_id: int = Field(ge=1, le=MAX_ID)
     decision: Literal["confirm", "reject"]
     note: str | None = None
 
@@ -275,8 +280,8 @@ def case_export(
     ref: str,
     request: Request,
     actor: CurrentActor,
-    search_id: int | None = None,
-    face_id: int | None = None,
+    search_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    face_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[Json]:
     """Identifications (two-person confirmed) of the case with provenance."""
     return get_fw(request).confirmations.export(actor, ref, search_id=search_id, face_id=face_id)
@@ -336,7 +341,10 @@ def erase(
     confirm: Annotated[bool, Form(description="Must be true: erasure cannot be undone.")],
     reference: Annotated[str | None, Form()] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
-    face_ids: Annotated[list[int] | None, Form(description="Only these reviewed faces.")] = None,
+    face_ids: Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
+        Form(description="Only these reviewed faces."),
+    ] = None,
 ) -> Json:
     """Erase the person's faces and put them on the suppression list; returns the receipt."""
     if not confirm:
@@ -378,14 +386,14 @@ class RestrictIn(BaseModel):
 
 
 @router.post("/media/{media_id}/restrict", tags=["gallery"])
-def restrict(media_id: int, body: RestrictIn, request: Request, actor: CurrentActor) -> Json:
+def restrict(media_id: IdPath, body: RestrictIn, request: Request, actor: CurrentActor) -> Json:
     """Restrict a media from search (or lift the restriction), e.g. while a claim is checked."""
     get_fw(request).gallery.restrict(actor, media_id, restricted=body.restricted)
     return {"media_id": media_id, "restricted": body.restricted}
 
 
 @router.delete("/media/{media_id}", tags=["gallery"])
-def delete_media(media_id: int, request: Request, actor: CurrentActor) -> Json:
+def delete_media(media_id: IdPath, request: Request, actor: CurrentActor) -> Json:
     """Delete one media with its faces, templates, crops and index entries."""
     return get_fw(request).gallery.delete_media(actor, [media_id])
 
@@ -406,7 +414,7 @@ def audit_events(
     case: str | None = None,
     outcome: str | None = None,
     since: datetime | None = None,
-    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    before_seq: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[Json]:
     """Audit records, newest first, filtered; page with ``before_seq``."""
@@ -456,7 +464,7 @@ def audit_export(
 
 
 class AnchorIn(BaseModel):
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_ID)
     hash: str = Field(min_length=64, max_length=64)
 
 
