@@ -11,6 +11,7 @@ function el(tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "on") for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
     else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "style") Object.assign(node.style, v);  // CSSOM: allowed by the CSP
     else node.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {
@@ -102,8 +103,10 @@ function showResult(result, file) {
       const [top, right, bottom, left] = face.box;
       return el("button", {
         type: "button", class: "box", "aria-label": `face ${i + 1}`, dataset: { face: i },
-        style: `left:${left * scale}px;top:${top * scale}px;` +
-          `width:${(right - left) * scale}px;height:${(bottom - top) * scale}px`,
+        style: {
+          left: `${left * scale}px`, top: `${top * scale}px`,
+          width: `${(right - left) * scale}px`, height: `${(bottom - top) * scale}px`,
+        },
         on: { click: () => showFace(result, i) },
       }, String(i + 1));
     }));
@@ -181,14 +184,31 @@ async function showCase(ref) {
   $("#case-detail").hidden = false;
   $("#case-title").textContent = `Case ${ref}`;
   const searches = await quiet(api("GET", `/api/v1/cases/${enc}/searches`)) || [];
-  rows("#searches-table tbody", searches.map((s) => el("tr", {},
+  rows("#searches-table tbody", searches.map((s) => el("tr", { dataset: { searchId: s.search_id } },
     el("td", {}, s.search_id), el("td", {}, date(s.searched_at)), el("td", {}, s.searched_by),
     el("td", {}, s.probe),
-    el("td", {}, s.candidates.map((c) => `${c.face_id}: ${c.distance.toFixed(3)}, ${c.status}`).join("; ")))));
+    el("td", {}, el("div", { class: "grid" }, s.candidates.map((c) => reviewCard(s.search_id, c)))))));
   const decided = await quiet(api("GET", `/api/v1/cases/${enc}/candidates`)) || [];
   rows("#decisions-table tbody", decided.map((d) => el("tr", {},
     el("td", {}, d.search_id), el("td", {}, d.face_id), el("td", { class: `state-${d.status}` }, d.status),
     el("td", {}, d.decisions.map((x) => `${x.user} ${x.decision}ed ${date(x.at)}`).join("; ")))));
+}
+
+function reviewCard(searchId, c) {
+  const status = el("span", { class: "status" }, c.status);
+  const decide = (decision) => async () => {
+    try {
+      const state = await api("POST", "/api/v1/confirmations", { search_id: searchId, face_id: c.face_id, decision });
+      status.textContent = state.status;
+      flash(`Face ${c.face_id} of search ${searchId}: ${decision}ed; state is now ${state.status}.`);
+    } catch { /* flashed */ }
+  };
+  return el("figure", { class: "card review", dataset: { faceId: c.face_id } },
+    el("img", { src: `/api/v1/searches/${searchId}/faces/${c.face_id}/crop`, alt: `candidate ${c.rank}`, width: 100, height: 100 }),
+    el("figcaption", {}, `#${c.rank} face ${c.face_id} · ${c.distance.toFixed(3)} · `, status),
+    c.status === "pending" ? el("div", { class: "actions" },
+      el("button", { type: "button", class: "confirm", on: { click: decide("confirm") } }, "Confirm"),
+      el("button", { type: "button", class: "reject", on: { click: decide("reject") } }, "Reject")) : "");
 }
 
 // -- ingest --------------------------------------------------------------------------------

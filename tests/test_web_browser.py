@@ -1,0 +1,187 @@
+"""The web console in a real headless Chromium (Debian's /usr/bin/chromium, driven by
+Playwright) against a real server: log in, search, two-person confirmation, ingest, erasure,
+audit. Screenshots go to ``test-artefacts/`` (or ``$FACEWARDEN_TEST_ARTEFACTS``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from webserver import running_server
+
+from conftest import PROBES, REFERENCE
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("FACEWARDEN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTEFACTS = Path(
+    os.environ.get("FACEWARDEN_TEST_ARTEFACTS")
+    or Path(__file__).resolve().parents[1] / "test-artefacts"
+)
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"browser tests need Chromium at {CHROMIUM} (.ci/run installs it)")
+    pytest.skip("no Chromium installed (apt install chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, pipeline):
+    with running_server(tmp_path_factory.mktemp("browser"), pipeline) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def login(server, browser, request):
+    """Open a fresh browser context logged in as a user; screenshot it at the end."""
+    contexts = []
+
+    def as_user(user: str):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        contexts.append((user, context))
+        page = context.new_page()
+        page.goto(server.url + "/login")
+        page.fill("#token", server.tokens[user])
+        page.click("#login-form button[type=submit]")
+        page.wait_for_url(lambda url: "/login" not in url)
+        return page
+
+    yield as_user
+    ARTEFACTS.mkdir(exist_ok=True)
+    for user, context in contexts:
+        for n, page in enumerate(context.pages):
+            page.screenshot(path=ARTEFACTS / f"{request.node.name}-{user}-{n}.png", full_page=True)
+        context.close()
+
+
+def ready(page, path: str) -> None:
+    page.goto(page.url.split("/", 3)[0] + "//" + page.url.split("/", 3)[2] + path)
+    page.wait_for_selector("body[data-ready]")
+
+
+def run_search(page, probe: Path):
+    ready(page, "/search")
+    page.select_option("#case", "CASE-1")
+    page.set_input_files("#probe", str(probe))
+    page.click("#search-btn")
+    page.wait_for_selector("#search-meta:has-text('Search ')")
+
+
+def test_login_is_required_and_wrong_tokens_are_refused(server, browser):
+    page = browser.new_page()
+    page.goto(server.url + "/search")
+    assert page.url.endswith("/login")
+    page.fill("#token", "not-a-token")
+    page.click("#login-form button[type=submit]")
+    assert "Unknown or revoked" in page.inner_text("#login-error")
+    page.close()
+
+
+def test_search_shows_boxes_and_the_right_candidate_first(login):
+    page = login("ines")
+    run_search(page, PROBES / "obama_and_biden.jpg")
+    boxes = page.locator(".box")
+    assert boxes.count() >= 2
+    top = set()
+    for i in range(boxes.count()):
+        boxes.nth(i).click()
+        assert "chosen" in boxes.nth(i).get_attribute("class")
+        first = page.locator(".candidate").first
+        if first.count():
+            assert first.locator("strong").inner_text() == "#1"
+            top.add(Path(first.locator(".path").inner_text()).stem)
+    assert {"obama", "biden"} <= top
+    # The crop image really loaded (served with the session cookie).
+    boxes.first.click()
+    page.wait_for_function("document.querySelector('.candidate img')?.complete")
+    width = page.locator(".candidate img").first.evaluate("img => img.naturalWidth")
+    assert width == 150
+
+
+def test_no_candidate_is_said_plainly(login):
+    page = login("ines")
+    run_search(page, next((PROBES.parent / "unknown").iterdir()))
+    assert page.locator("#no-candidate").is_visible()
+    assert page.locator(".candidate").count() == 0
+
+
+def test_two_person_confirmation_in_two_browsers(login):
+    investigator = login("ines")
+    run_search(investigator, PROBES / "obama1.jpg")
+    card = investigator.locator(".candidate").first
+    assert Path(card.locator(".path").inner_text()).stem == "obama"
+    face_id = card.get_attribute("data-face-id")
+    card.locator("button.confirm").click()
+    investigator.wait_for_selector("#flash:has-text('state is now pending')")
+    search_id = investigator.inner_text("#search-meta").split()[1]
+
+    reviewer = login("rita")
+    ready(reviewer, "/cases")
+    reviewer.click("#cases-table a:text('CASE-1')")
+    row = reviewer.locator(f"#searches-table tr[data-search-id='{search_id}']")
+    row.wait_for()
+    row.locator(f".review[data-face-id='{face_id}'] button.confirm").click()
+    reviewer.wait_for_selector("#flash:has-text('state is now identified')")
+    reviewer.click("#cases-table a:text('CASE-1')")
+    reviewer.wait_for_selector("#decisions-table td.state-identified")
+
+
+def test_ingest_upload_shows_progress_and_skips(login, tmp_path):
+    page = login("only-operator")
+    ready(page, "/ingest")
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"this is not a photo")
+    page.select_option("#source", "press")
+    page.set_input_files("#files", [str(REFERENCE / "obama2.jpg"), str(bad)])
+    page.click("#ingest-form button[type=submit]")
+    page.wait_for_selector("#flash:has-text('Ingest done')", timeout=120_000)
+    assert page.inner_text("#job-summary td[data-key=images]") == "1"
+    assert "notes.jpg" in page.inner_text("#skipped")
+
+
+def test_erasure_then_the_face_is_gone_from_search(login):
+    dpo = login("dora")
+    ready(dpo, "/dpo")
+    dpo.set_input_files("#erase-form input[name=selfie]", str(PROBES / "alex_lacamoire1.jpg"))
+    dpo.fill("#erase-form input[name=reference]", "REQ-7")
+    dpo.click("#erase-form button[type=submit]")
+    dpo.wait_for_selector("#erase-candidates .card")
+    assert "alex_lacamoire" in dpo.inner_text("#erase-candidates")
+    dpo.click("#erase-btn")  # without the review tick: refused in the page
+    dpo.wait_for_selector("#flash:has-text('Tick the review box')")
+    dpo.check("#erase-reviewed")
+    dpo.click("#erase-btn")
+    dpo.wait_for_selector("#erase-receipt:visible")
+    assert '"faces": 1' in dpo.inner_text("#erase-receipt")
+
+    investigator = login("ines")
+    run_search(investigator, PROBES / "alex_lacamoire1.jpg")
+    assert investigator.locator("#no-candidate").is_visible()
+
+
+def test_auditor_sees_the_verified_chain_and_filters(login):
+    page = login("only-auditor")
+    ready(page, "/audit")
+    assert "Hash chain intact" in page.inner_text("#chain")
+    page.fill("#audit-filter input[name=action]", "search")
+    page.click("#audit-filter button[type=submit]")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#audit-table tbody tr td:nth-child(5)')]"
+        ".every(td => td.textContent === 'search') && "
+        "document.querySelectorAll('#audit-table tbody tr').length > 0"
+    )
+    # A page outside the role is shown with a plain refusal, and its API calls are refused.
+    ready(page, "/dpo")
+    assert "do not include this page" in page.inner_text("main")
