@@ -40,6 +40,7 @@ MATRIX = [
     ("GET", "/api/v1/stats", {}, ALL),
     ("GET", "/api/v1/sources", {}, ALL),
     ("POST", "/api/v1/sources", lambda r: {"json": body_for(r)["source"]}, ("operator", "admin")),
+    ("DELETE", "/api/v1/sources/{name}", {}, ("operator", "dpo")),
     (
         "POST",
         "/api/v1/ingest",
@@ -109,6 +110,7 @@ PATH_VALUES = {
     "face_id": "1",
     "ref": "CASE-1",
     "media_id": "999999",
+    "name": "no-such-source",
 }
 # Closing a real case would end the other tests' searches: close one that does not exist.
 CLOSE_REF = "NO-SUCH-CASE"

@@ -89,6 +89,12 @@ def add_source(body: SourceIn, request: Request, actor: CurrentActor) -> Json:
     return vars(info)
 
 
+@router.delete("/sources/{name}", tags=["sources"])
+def delete_source(name: str, request: Request, actor: CurrentActor) -> Json:
+    """Delete a source with all its media, faces, templates, crops and index entries."""
+    return get_fw(request).gallery.delete_source(actor, name)
+
+
 @router.post("/ingest", status_code=202, tags=["ingest"])
 def ingest(
     request: Request,
