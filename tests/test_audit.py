@@ -6,16 +6,16 @@ import json
 import pytest
 from sqlalchemy import text
 
-from facewarden.core.errors import AuditFailure
+from facewarden.core.errors import AuditFailure, Refused
 from facewarden.services.audit import GENESIS, record_hash
 
-from conftest import PROBES
+from conftest import PROBES, last_event, probe
 
 
 @pytest.fixture
 def logged(gallery_fw, admin):
-    for probe in ("obama1.jpg", "kit_with_rose.jpg", "alex_lacamoire1.jpg"):
-        gallery_fw.search.search(admin, (PROBES / probe).read_bytes(), case="CASE-1")
+    for name in ("obama1.jpg", "kit_with_rose.jpg", "alex_lacamoire1.jpg"):
+        gallery_fw.search.search(admin, (PROBES / name).read_bytes(), case="CASE-1")
     report = gallery_fw.audit.verify()
     assert report.ok and report.records >= 8
     return gallery_fw
@@ -131,3 +131,16 @@ def test_search_fails_when_audit_cannot_be_written(logged, admin):
         )
     with pytest.raises(AuditFailure, match="audit"):
         logged.search.search(admin, (PROBES / "obama1.jpg").read_bytes(), case="CASE-1")
+
+
+def test_an_overlong_case_reference_is_refused_and_still_audited(gallery_fw, admin):
+    """A refused request naming a reference wider than the column (PostgreSQL enforces
+    varchar(100)) must not turn into an audit failure."""
+    ref = "X" * 300
+    with pytest.raises(Refused) as exc:
+        gallery_fw.search.search(admin, probe("obama1.jpg"), case=ref)
+    assert exc.value.code == "case_required"
+    ev = last_event(gallery_fw)
+    assert ev.outcome == "refused" and ev.case_ref.startswith("X" * 99) and len(ev.case_ref) == 100
+    assert json.loads(ev.details)["case_ref_full"] == ref
+    assert gallery_fw.audit.verify().ok

@@ -46,6 +46,10 @@ def record_hash(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical({k: fields[k] for k in HASHED_FIELDS}).encode()).hexdigest()
 
 
+CASE_REF_LENGTH = 100
+"""Width of the audit log's (and the cases table's) case reference column."""
+
+
 @dataclass
 class ChainReport:
     ok: bool
@@ -78,6 +82,12 @@ class AuditLog:
             ).first()
             name = actor.name if isinstance(actor, Actor) else actor
             role = actor.role_label if isinstance(actor, Actor) else None
+            ref = fields.get("case_ref")
+            if isinstance(ref, str) and len(ref) > CASE_REF_LENGTH:
+                # A refused request may name a case reference no case can have: keep it
+                # whole in the details so the record is written (and faithful) anyway.
+                details = (details or {}) | {"case_ref_full": ref}
+                fields["case_ref"] = ref[: CASE_REF_LENGTH - 1] + "…"
             row: dict[str, Any] = {
                 "seq": (last.seq + 1) if last else 1,
                 "ts": datetime.now(UTC).isoformat(timespec="microseconds"),

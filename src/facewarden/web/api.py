@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from facewarden.core.errors import InvalidInput
 from facewarden.services.subjects import render_report_html
@@ -22,8 +22,19 @@ from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
 
 router = APIRouter(prefix="/api/v1")
 Json = dict[str, Any]
-MAX_ID = 2**63 - 1
-"""Database ids are signed 64-bit: anything larger is a 422, not a database error."""
+MAX_ID = 2**31 - 1
+"""Ids are INTEGER columns (32-bit on PostgreSQL): anything larger is a 422, not a
+database error."""
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""Every text input: PostgreSQL cannot store NUL, so it is refused at the door (422)."""
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
@@ -60,12 +71,12 @@ def stats(request: Request, actor: CurrentActor) -> Json:
 
 # -- sources and ingest ---------------------------------------------------------------------
 class SourceIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    lawful_basis: str = Field(min_length=1)
-    purpose: str = Field(min_length=1)
-    jurisdiction: str = Field(min_length=2, max_length=2, examples=["DE"])
-    retention: str = Field(examples=["365d"])
-    note: str | None = None
+    name: Text = Field(min_length=1, max_length=100)
+    lawful_basis: Text = Field(min_length=1)
+    purpose: Text = Field(min_length=1)
+    jurisdiction: Text = Field(min_length=2, max_length=2, examples=["DE"])
+    retention: Text = Field(examples=["365d"])
+    note: Text | None = None
 
 
 @router.get("/sources", tags=["sources"])
@@ -90,7 +101,7 @@ def add_source(body: SourceIn, request: Request, actor: CurrentActor) -> Json:
 
 
 @router.delete("/sources/{name}", tags=["sources"])
-def delete_source(name: str, request: Request, actor: CurrentActor) -> Json:
+def delete_source(name: Text, request: Request, actor: CurrentActor) -> Json:
     """Delete a source with all its media, faces, templates, crops and index entries."""
     return get_fw(request).gallery.delete_source(actor, name)
 
@@ -99,7 +110,7 @@ def delete_source(name: str, request: Request, actor: CurrentActor) -> Json:
 def ingest(
     request: Request,
     actor: CurrentActor,
-    source: Annotated[str, Form(min_length=1)],
+    source: Annotated[Text, Form(min_length=1)],
     files: Annotated[list[UploadFile], File(description="Images or .zip archives.")],
 ) -> Json:
     """Upload images or zip archives into a source; ingest runs as a background job."""
@@ -116,13 +127,13 @@ def list_jobs(request: Request, actor: CurrentActor) -> list[Json]:
 
 
 @router.get("/jobs/{job_id}", tags=["ingest"])
-def get_job(job_id: str, request: Request, actor: CurrentActor) -> Json:
+def get_job(job_id: Text, request: Request, actor: CurrentActor) -> Json:
     """Progress and, when finished, the summary with skipped files and reasons."""
     return request.app.state.jobs.get(actor, job_id).as_dict()
 
 
 @router.post("/jobs/{job_id}/cancel", tags=["ingest"])
-def cancel_job(job_id: str, request: Request, actor: CurrentActor) -> Json:
+def cancel_job(job_id: Text, request: Request, actor: CurrentActor) -> Json:
     """Stop a job after the image in progress (stored images stay complete)."""
     return request.app.state.jobs.cancel(actor, job_id).as_dict()
 
@@ -133,7 +144,7 @@ def search(
     request: Request,
     actor: LimitedActor,
     image: Annotated[UploadFile, File(description="Probe photo.")],
-    case: Annotated[str, Form(description="Case reference (required).")],
+    case: Annotated[Text, Form(description="Case reference (required).")],
     top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
 ) -> Json:
@@ -161,7 +172,7 @@ def verify(
     actor: LimitedActor,
     a: Annotated[UploadFile, File()],
     b: Annotated[UploadFile, File()],
-    case: Annotated[str | None, Form()] = None,
+    case: Annotated[Text | None, Form()] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
 ) -> Json:
     """1:1: are the largest faces of two images the same person?"""
@@ -203,19 +214,19 @@ def face_crop(face_id: IdPath, request: Request, actor: CurrentActor) -> Respons
 
 # -- cases and confirmations ----------------------------------------------------------------
 class CaseIn(BaseModel):
-    ref: str = Field(min_length=1, max_length=100)
-    purpose: str = Field(min_length=1)
-    legal_basis: str = Field(min_length=1)
-    authorisation: str = Field(min_length=1)
-    offence: str | None = None
-    expires: str = "30d"
-    investigators: list[str] = []
+    ref: Text = Field(min_length=1, max_length=100)
+    purpose: Text = Field(min_length=1)
+    legal_basis: Text = Field(min_length=1)
+    authorisation: Text = Field(min_length=1)
+    offence: Text | None = None
+    expires: Text = "30d"
+    investigators: list[Text] = []
     quota: int | None = Field(None, ge=1, le=1_000_000)
     keep_probe_templates: bool = False
 
 
 class MemberIn(BaseModel):
-    user: str = Field(min_length=1)
+    user: Text = Field(min_length=1)
     remove: bool = False
 
 
@@ -223,7 +234,7 @@ class DecisionIn(BaseModel):
     search_id: int = Field(ge=1, le=MAX_ID)
     face_id: int = Field(ge=1, le=MAX_ID)
     decision: Literal["confirm", "reject"]
-    note: str | None = None
+    note: Text | None = None
 
 
 @router.get("/cases", tags=["cases"])
@@ -253,37 +264,37 @@ def open_case(body: CaseIn, request: Request, actor: CurrentActor) -> Json:
 
 
 @router.get("/cases/{ref}", tags=["cases"])
-def show_case(ref: str, request: Request, actor: CurrentActor) -> Json:
+def show_case(ref: Text, request: Request, actor: CurrentActor) -> Json:
     return get_fw(request).cases.show(actor, ref).as_dict()
 
 
 @router.post("/cases/{ref}/close", tags=["cases"])
-def close_case(ref: str, request: Request, actor: CurrentActor) -> Json:
+def close_case(ref: Text, request: Request, actor: CurrentActor) -> Json:
     """Close a case: no more searches; its kept probe templates are wiped."""
     return get_fw(request).cases.close(actor, ref).as_dict()
 
 
 @router.post("/cases/{ref}/members", tags=["cases"])
-def assign(ref: str, body: MemberIn, request: Request, actor: CurrentActor) -> Json:
+def assign(ref: Text, body: MemberIn, request: Request, actor: CurrentActor) -> Json:
     """Assign an investigator to the case (or remove one)."""
     return get_fw(request).cases.assign(actor, ref, body.user, remove=body.remove).as_dict()
 
 
 @router.get("/cases/{ref}/searches", tags=["cases"])
-def case_searches(ref: str, request: Request, actor: CurrentActor) -> list[Json]:
+def case_searches(ref: Text, request: Request, actor: CurrentActor) -> list[Json]:
     """The case's searches with their candidates and each candidate's state."""
     return get_fw(request).confirmations.searches(actor, ref)
 
 
 @router.get("/cases/{ref}/candidates", tags=["cases"])
-def case_candidates(ref: str, request: Request, actor: CurrentActor) -> list[Json]:
+def case_candidates(ref: Text, request: Request, actor: CurrentActor) -> list[Json]:
     """Decided candidates with every decision (pending, identified, rejected)."""
     return [s.as_dict() for s in get_fw(request).confirmations.candidates(actor, ref)]
 
 
 @router.get("/cases/{ref}/export", tags=["cases"])
 def case_export(
-    ref: str,
+    ref: Text,
     request: Request,
     actor: CurrentActor,
     search_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -313,7 +324,7 @@ def subject_access(
     request: Request,
     actor: LimitedActor,
     selfie: Annotated[UploadFile, File()],
-    reference: Annotated[str | None, Form()] = None,
+    reference: Annotated[Text | None, Form()] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
     format: Annotated[Literal["json", "html"], Form()] = "json",
 ) -> Any:
@@ -345,7 +356,7 @@ def erase(
     actor: LimitedActor,
     selfie: Annotated[UploadFile, File()],
     confirm: Annotated[bool, Form(description="Must be true: erasure cannot be undone.")],
-    reference: Annotated[str | None, Form()] = None,
+    reference: Annotated[Text | None, Form()] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
     face_ids: Annotated[
         list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
@@ -371,8 +382,8 @@ def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
 
 
 class PurgeIn(BaseModel):
-    jurisdiction: str | None = Field(None, min_length=2, max_length=2)
-    source: str | None = None
+    jurisdiction: Text | None = Field(None, min_length=2, max_length=2)
+    source: Text | None = None
 
 
 @router.post("/purge", tags=["gallery"])
@@ -415,10 +426,10 @@ def rebuild_index(request: Request, actor: CurrentActor) -> Json:
 def audit_events(
     request: Request,
     actor: CurrentActor,
-    action: str | None = None,
-    user: str | None = None,
-    case: str | None = None,
-    outcome: str | None = None,
+    action: Text | None = None,
+    user: Text | None = None,
+    case: Text | None = None,
+    outcome: Text | None = None,
     since: datetime | None = None,
     before_seq: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -447,13 +458,13 @@ def audit_export(
     request: Request,
     actor: CurrentActor,
     format: Literal["jsonl", "csv"] = "jsonl",
-    case: str | None = None,
+    case: Text | None = None,
     since: datetime | None = None,
 ) -> Response:
     """The whole (or filtered) log as JSON lines or CSV, oldest first."""
     rows = get_fw(request).oversight.events(actor, case_ref=case, since=since)
     if format == "jsonl":
-        body = "".join(json.dumps(r, default=str) + "\n" for r in rows)
+        body = "".join(json.dumps(r, default=Text) + "\n" for r in rows)
         media = "application/x-ndjson"
     else:
         buf = io.StringIO()
@@ -471,7 +482,7 @@ def audit_export(
 
 class AnchorIn(BaseModel):
     seq: int = Field(ge=0, le=MAX_ID)
-    hash: str = Field(min_length=64, max_length=64)
+    hash: Text = Field(min_length=64, max_length=64)
 
 
 class VerifyAuditIn(BaseModel):
@@ -499,8 +510,8 @@ def report(request: Request, actor: CurrentActor) -> Json:
 
 # -- users ----------------------------------------------------------------------------------
 class UserIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    roles: list[str] = Field(min_length=1)
+    name: Text = Field(min_length=1, max_length=100)
+    roles: list[Text] = Field(min_length=1)
 
 
 @router.get("/users", tags=["users"])
