@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from datetime import datetime
@@ -459,25 +458,12 @@ def audit_export(
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
 ) -> None:
     """Export audit events to stdout."""
-    import json
-
     fw, actor = open_app()
     if since is not None and since.tzinfo is None:
         from datetime import UTC
 
         since = since.replace(tzinfo=UTC)
-    rows = fw.oversight.events(actor, case_ref=case, since=since)
-    if fmt == "jsonl":
-        for r in rows:
-            print(json.dumps(r, default=str))
-    elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        if rows:
-            writer.writerow(rows[0].keys())
-        for r in rows:
-            writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in r.values()])
-    else:
-        raise InvalidInput("--format must be jsonl or csv")
+    sys.stdout.write(fw.oversight.export(actor, fmt, case_ref=case, since=since))
 
 
 @user_app.command("add")

@@ -6,15 +6,20 @@ the CLI, the HTTP API and the console, with the role check and a record of the a
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from facewarden.core.actors import Actor
+from facewarden.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
 
 AUDIT_READERS = ("auditor", "admin", "dpo")
+EXPORT_FORMATS = ("jsonl", "csv")
 
 
 class OversightService:
@@ -58,6 +63,28 @@ class OversightService:
         )
         self.app.audit.record(actor, "audit.read", details=filters | {"records": len(rows)})
         return rows
+
+    def export(
+        self,
+        actor: Actor,
+        fmt: str = "jsonl",
+        *,
+        case_ref: str | None = None,
+        since: datetime | None = None,
+    ) -> str:
+        """The whole (or filtered) log, oldest first, as JSON lines or CSV (details as JSON)."""
+        if fmt not in EXPORT_FORMATS:
+            raise InvalidInput(f"export format must be one of {', '.join(EXPORT_FORMATS)}")
+        rows = self.events(actor, case_ref=case_ref, since=since)
+        if fmt == "jsonl":
+            return "".join(json.dumps(r, default=str) + "\n" for r in rows)
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        if rows:
+            writer.writerow(rows[0].keys())
+        for r in rows:
+            writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in r.values()])
+        return buf.getvalue()
 
     def verify(self, actor: Actor, anchors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Walk the hash chain (and check anchors); the result is logged."""

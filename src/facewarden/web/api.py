@@ -6,9 +6,6 @@ what the actor may do, log it and enforce the rules. Nothing here checks a role 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,7 +13,7 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, Response, Uploa
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import AfterValidator, BaseModel, Field
 
-from facewarden.core.errors import InvalidInput
+from facewarden.core.errors import InvalidInput, Refused
 from facewarden.services.subjects import render_report_html
 from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
 
@@ -160,7 +157,7 @@ def search(
             threshold=threshold,
         )
     except Exception as exc:
-        metrics.searches.labels("refused" if getattr(exc, "exit_code", 0) == 3 else "error").inc()
+        metrics.searches.labels("refused" if isinstance(exc, Refused) else "error").inc()
         raise
     metrics.searches.labels("ok").inc()
     return with_crop_urls(result.as_dict())
@@ -462,18 +459,8 @@ def audit_export(
     since: datetime | None = None,
 ) -> Response:
     """The whole (or filtered) log as JSON lines or CSV, oldest first."""
-    rows = get_fw(request).oversight.events(actor, case_ref=case, since=since)
-    if format == "jsonl":
-        body = "".join(json.dumps(r, default=Text) + "\n" for r in rows)
-        media = "application/x-ndjson"
-    else:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        if rows:
-            writer.writerow(rows[0].keys())
-        for r in rows:
-            writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in r.values()])
-        body, media = buf.getvalue(), "text/csv"
+    body = get_fw(request).oversight.export(actor, format, case_ref=case, since=since)
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
     name = f"facewarden-audit.{format}"
     return Response(
         body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
