@@ -3,6 +3,7 @@ investigator and a different person holding the reviewer role both confirm it.""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
 
 DECISIONS = ("confirm", "reject")
+CASE_RECORD_READERS = ("investigator", "reviewer", "auditor", "admin")
+"""Who may read a case's searches, candidates and decisions."""
 
 
 @dataclass
@@ -189,54 +192,61 @@ class ConfirmationService:
 
     def candidates(self, actor: Actor, ref: str) -> list[CandidateState]:
         """Every candidate of a case that someone has decided on, with its state."""
-        self.app.authorize(
-            actor, "case.candidates", "investigator", "reviewer", "auditor", "admin", case_ref=ref
-        )
+        self.app.authorize(actor, "case.candidates", *CASE_RECORD_READERS, case_ref=ref)
         return self.states(ref)
 
     def searches(self, actor: Actor, ref: str) -> list[dict[str, Any]]:
         """The searches of a case, newest first, each with its candidates and their state."""
         from facewarden.services.app import as_utc
 
-        self.app.authorize(
-            actor, "case.searches", "investigator", "reviewer", "auditor", "admin", case_ref=ref
-        )
+        self.app.authorize(actor, "case.searches", *CASE_RECORD_READERS, case_ref=ref)
         with self.app.sessions() as session:
             case = self.app.cases._get(session, ref)
-            members = [m.user_name for m in case.members]
-            out = []
-            for s in session.scalars(
-                select(CaseSearch)
-                .where(CaseSearch.case_id == case.id)
-                .order_by(CaseSearch.id.desc())
+            members = {m.user_name for m in case.members}
+            searches = list(
+                session.scalars(
+                    select(CaseSearch)
+                    .where(CaseSearch.case_id == case.id)
+                    .order_by(CaseSearch.id.desc())
+                )
+            )
+            ids = [s.id for s in searches]
+            hits: dict[int, list[SearchHit]] = defaultdict(list)
+            for h in session.scalars(
+                select(SearchHit)
+                .where(SearchHit.search_id.in_(ids))
+                .order_by(SearchHit.probe_face, SearchHit.rank)
             ):
-                hits = session.scalars(
-                    select(SearchHit)
-                    .where(SearchHit.search_id == s.id)
-                    .order_by(SearchHit.probe_face, SearchHit.rank)
-                )
-                out.append(
-                    {
-                        "search_id": s.id,
-                        "probe": s.probe_name,
-                        "probe_sha256": s.probe_sha256,
-                        "searched_by": s.searched_by,
-                        "searched_at": as_utc(s.searched_at).isoformat(),
-                        "audit_seq": s.audit_seq,
-                        "faces": s.faces,
-                        "candidates": [
-                            {
-                                "probe_face": h.probe_face,
-                                "face_id": h.face_id,
-                                "rank": h.rank,
-                                "distance": h.distance,
-                                "status": self._state(session, s.id, h.face_id, members).status,
-                            }
-                            for h in hits
-                        ],
-                    }
-                )
-            return out
+                hits[h.search_id].append(h)
+            decided: dict[tuple[int, int], list[Confirmation]] = defaultdict(list)
+            for d in session.scalars(
+                select(Confirmation)
+                .where(Confirmation.search_id.in_(ids))
+                .order_by(Confirmation.id)
+            ):
+                decided[(d.search_id, d.face_id)].append(d)
+            return [
+                {
+                    "search_id": s.id,
+                    "probe": s.probe_name,
+                    "probe_sha256": s.probe_sha256,
+                    "searched_by": s.searched_by,
+                    "searched_at": as_utc(s.searched_at).isoformat(),
+                    "audit_seq": s.audit_seq,
+                    "faces": s.faces,
+                    "candidates": [
+                        {
+                            "probe_face": h.probe_face,
+                            "face_id": h.face_id,
+                            "rank": h.rank,
+                            "distance": h.distance,
+                            "status": status_of(decided[(s.id, h.face_id)], members),
+                        }
+                        for h in hits[s.id]
+                    ],
+                }
+                for s in searches
+            ]
 
     def states(self, ref: str) -> list[CandidateState]:
         """Decided candidates of a case (internal: callers have authorised already)."""

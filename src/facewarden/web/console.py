@@ -32,6 +32,8 @@ PAGES = [
     ("audit", "Audit", ("auditor", "admin", "dpo")),
 ]
 
+PAGE_ROLES = {slug: roles for slug, _, roles in PAGES}
+
 
 def session_actor(request: Request) -> Actor | None:
     token_hash = request.session.get("th")
@@ -98,7 +100,7 @@ def page(slug: str):
         actor = session_actor(request)
         if actor is None:
             return RedirectResponse("/login", 303)
-        allowed = dict((s, roles) for s, _, roles in PAGES).get(slug)
+        allowed = PAGE_ROLES.get(slug)
         return templates.TemplateResponse(
             request,
             f"{slug}.html",

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None, fw: Facewarden | None = None) -
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/docs", include_in_schema=False)
-    def docs(request: Request) -> HTMLResponse:
+    def docs() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="facewarden API",
