@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     max_archive_ratio: int = Field(200, ge=2)
     """Largest allowed uncompressed/compressed ratio of an archive member (zip bombs)."""
+    max_video_bytes: int = Field(4 * 1024**3, ge=1024)
+    video_fps: float = Field(5.0, gt=0, le=60)
+    """Frames per second of video sampled for detection (search, ingest, redaction)."""
+    video_faces_per_track: int = Field(3, ge=1, le=50)
+    """Ingest keeps at most this many distinct, best-quality faces of each video track."""
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     store_crops: bool = True
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from facewarden.adapters.imaging import IMAGE_SUFFIXES
+from facewarden.adapters.video import is_video_path
 from facewarden.core.errors import MediaError
 
 
@@ -23,12 +24,15 @@ class InputItem:
     path: str
     read: Callable[[], bytes] | None
     error: MediaError | None = None
+    video: Path | None = None
+    """Set for a video file: it is decoded as a stream from disk, never read whole."""
 
 
 @dataclass
 class InputLimits:
     max_file_bytes: int
     max_archive_ratio: int
+    max_video_bytes: int = 4 * 1024**3
 
 
 def _read_file(path: Path, limit: int) -> Callable[[], bytes]:
@@ -65,6 +69,16 @@ def _zip_items(archive: Path, limits: InputLimits) -> Iterator[InputItem]:
             problem = _unsafe_member(info.filename)
             if problem:
                 yield InputItem(label, None, MediaError(problem, code="unsafe_archive_path"))
+                continue
+            if is_video_path(info.filename):
+                yield InputItem(
+                    label,
+                    None,
+                    MediaError(
+                        "videos inside archives are not ingested; extract them first",
+                        code="video_in_archive",
+                    ),
+                )
                 continue
             if Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
                 yield InputItem(label, None, MediaError("not an image file", code="not_an_image"))
@@ -105,8 +119,17 @@ def _zip_reader(archive: Path, member: str, limit: int) -> Callable[[], bytes]:
     return read
 
 
+def _video_item(path: Path, limit: int) -> InputItem:
+    size = path.stat().st_size
+    if size > limit:
+        error = MediaError(f"video too large: {size} bytes exceeds {limit}", code="too_large")
+        return InputItem(str(path), None, error)
+    return InputItem(str(path), None, video=path)
+
+
 def iter_inputs(paths: list[Path], limits: InputLimits) -> Iterator[InputItem]:
-    """Files, folders (recursive, sorted) and .zip archives, in a stable order."""
+    """Files, folders (recursive, sorted) and .zip archives, in a stable order. Videos
+    are recognised by their suffix."""
     for root in paths:
         if not root.exists():
             yield InputItem(str(root), None, MediaError("no such file or folder", code="missing"))
@@ -119,6 +142,8 @@ def iter_inputs(paths: list[Path], limits: InputLimits) -> Iterator[InputItem]:
                 )
             elif path.suffix.lower() == ".zip":
                 yield from _zip_items(path, limits)
+            elif is_video_path(path):
+                yield _video_item(path, limits.max_video_bytes)
             elif path.suffix.lower() in IMAGE_SUFFIXES or root == path:
                 yield InputItem(str(path), _read_file(path, limits.max_file_bytes))
             else:

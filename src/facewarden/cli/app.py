@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from facewarden.adapters.video import is_video_path
 from facewarden.cli import output
 from facewarden.cli.evaluate import eval_app
 from facewarden.config import Settings
@@ -151,6 +152,18 @@ def source_list(as_json: JsonOpt = False) -> None:
         )
 
 
+def _progress(quiet: bool) -> Progress:
+    """A progress bar on stderr (off with --json and in non-interactive CI)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=output.err,
+        disable=quiet or (not output.err.is_terminal and "CI" in os.environ),
+    )
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files, folders and .zip archives.")],
@@ -162,14 +175,7 @@ def ingest(
 ) -> None:
     """Detect, align, embed and store every face of the given local media."""
     fw, actor = open_app()
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=output.err,
-        disable=as_json or (not output.err.is_terminal and "CI" in os.environ),
-    ) as bar:
+    with _progress(as_json) as bar:
         task = bar.add_task("ingesting", total=None)
 
         def progress(done: int, total: int, label: str) -> None:
@@ -189,16 +195,39 @@ def ingest(
 
 @app.command()
 def search(
-    probe: Annotated[Path, typer.Argument(help="Probe image.")],
+    probe: Annotated[Path, typer.Argument(help="Probe image or video.")],
     case: Annotated[str, typer.Option(help="Case reference (required).")] = "",
     top: Annotated[int | None, typer.Option(help="Candidates per face.")] = None,
     threshold: Annotated[
         float | None, typer.Option(help="Max Euclidean distance (default 0.6).")
     ] = None,
+    fps: Annotated[
+        float | None, typer.Option(help="Video: frames sampled per second (default 5).")
+    ] = None,
+    thumbnails: Annotated[
+        Path | None, typer.Option(help="Video: write each track's best face crop here.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search every face of a probe image against the gallery, within a case."""
+    """Search every face of a probe image, or every face track of a video, within a case."""
     fw, actor = open_app()
+    if is_video_path(probe):
+        with _progress(as_json) as bar:
+            task = bar.add_task(f"scanning {probe.name[:30]}", total=None)
+            result = fw.video.search(
+                actor,
+                probe,
+                case=case or None,
+                fps=fps,
+                top_k=top,
+                threshold=threshold,
+                progress=lambda t, d: bar.update(task, completed=t, total=d),
+            )
+        fw.close()
+        if thumbnails is not None:
+            output.write_thumbnails(result, thumbnails)
+        output.emit_json(result.as_dict()) if as_json else output.show_video_search(result)
+        return
     result = fw.search.search(
         actor,
         read_bytes(probe),
@@ -209,6 +238,42 @@ def search(
     )
     fw.close()
     output.emit_json(result.as_dict()) if as_json else output.show_search(result)
+
+
+@app.command()
+def redact(
+    source: Annotated[Path, typer.Argument(help="Image or video to redact.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the redacted copy.")],
+    keep: Annotated[
+        list[int] | None,
+        typer.Option("--keep", help="Gallery face id whose matches stay visible (repeatable)."),
+    ] = None,
+    case: Annotated[str | None, typer.Option(help="Case reference to log with.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Blur every face except those matching the kept gallery faces (for disclosure)."""
+    fw, actor = open_app()
+    with _progress(as_json or not is_video_path(source)) as bar:
+        task = bar.add_task(f"redacting {source.name[:30]}", total=None)
+        report = fw.redaction.redact(
+            actor,
+            source,
+            keep or [],
+            out,
+            case=case,
+            progress=lambda t, d: bar.update(task, completed=t, total=d),
+        )
+    fw.close()
+    if as_json:
+        output.emit_json(report.as_dict())
+        return
+    output.out.print(
+        f"Wrote {report.output}: {report.faces_blurred} "
+        f"{'tracks' if report.kind == 'video' else 'faces'} blurred, {report.faces_kept} kept"
+        + (f", {report.frames} frames" if report.kind == "video" else "")
+    )
+    if report.partial:
+        output.out.print(f"[yellow]Partial:[/] {escape(report.partial)}")
 
 
 @app.command()

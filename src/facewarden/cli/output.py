@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from facewarden.core.schemas import IngestSummary, SearchResult
+from facewarden.core.schemas import IngestSummary, SearchResult, VideoSearchResult
 
 out = Console()
 err = Console(stderr=True)
@@ -55,11 +57,73 @@ def show_search(result: SearchResult) -> None:
     out.print("\n[dim]Candidates are leads for human review, not identifications.[/]")
 
 
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}:{secs:04.1f}"
+
+
+def show_video_search(result: VideoSearchResult) -> None:
+    v = result.video
+    out.print(
+        f"[bold]Video[/] {result.probe}  case [bold]{result.case}[/]  "
+        f"search [bold]{result.search_id}[/]  audit #{result.audit_seq}\n"
+        f"  {v['width']}x{v['height']}, {v['duration_s'] or 0:.1f} s, {v['codec']}; "
+        f"{v['frames_sampled']} frames sampled at {v['sample_fps']}/s, "
+        f"{v['detections']} detections in {v['tracks']} tracks; "
+        f"threshold {result.threshold}, gallery {result.gallery_size} faces"
+    )
+    if result.partial:
+        out.print(f"[yellow]Partial result:[/] {escape(result.partial)}")
+    if not result.timeline:
+        out.print(f"[yellow]No candidate within threshold {result.threshold} in any track.[/]")
+    else:
+        table = Table(title="Timeline: who appears when", show_edge=False)
+        for col in ("face", "best distance", "score", "appears at", "tracks", "source"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("path", overflow="fold")
+        for e in result.timeline:
+            table.add_row(
+                str(e.face_id),
+                f"{e.best_distance:.4f}",
+                f"{e.score:.3f}",
+                ", ".join(f"{_clock(a)}-{_clock(b)}" for a, b in e.ranges),
+                ", ".join(map(str, e.track_ids)),
+                f"{e.source} ({e.jurisdiction})",
+                e.media_path,
+            )
+        out.print(table)
+    tracks = Table(title="Tracks", show_edge=False)
+    for col in ("track", "from", "to", "best frame", "faces", "box", "top candidate"):
+        tracks.add_column(col, no_wrap=True)
+    for t in result.tracks:
+        top = t.candidates[0] if t.candidates else None
+        tracks.add_row(
+            str(t.track_id),
+            _clock(t.start_s),
+            _clock(t.end_s),
+            _clock(t.best_frame_s),
+            str(t.detections),
+            str(t.box),
+            f"face {top.face_id} ({top.distance:.3f})" if top else "[dim]none[/]",
+        )
+    out.print(tracks)
+    out.print("\n[dim]Candidates are leads for human review, not identifications.[/]")
+
+
+def write_thumbnails(result: VideoSearchResult, folder: Path) -> None:
+    """Each track's best face crop as ``track-N.jpg``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in result.tracks:
+        if t.thumbnail_jpeg:
+            (folder / f"track-{t.track_id}.jpg").write_bytes(t.thumbnail_jpeg)
+
+
 def show_ingest(summary: IngestSummary) -> None:
     status = "[yellow]interrupted[/] (re-run to resume)" if summary.interrupted else "done"
     out.print(f"Ingest into [bold]{summary.source}[/]: {status}")
     out.print(
-        f"  images stored {summary.images}, faces enrolled {summary.faces}, "
+        f"  images stored {summary.images}, videos stored {summary.videos}, "
+        f"faces enrolled {summary.faces}, "
         f"already ingested {summary.duplicates}, faces too small {summary.faces_rejected}, "
         f"suppressed (erased people) {summary.faces_suppressed}, "
         f"skipped {len(summary.skipped)}"
@@ -71,6 +135,8 @@ def show_ingest(summary: IngestSummary) -> None:
         for s in summary.skipped:
             table.add_row(s.path, f"{s.reason} [dim]({s.code})[/]")
         out.print(table)
+    for p in summary.partial:
+        out.print(f"[yellow]Partly stored[/] {p.path}: {p.reason}")
 
 
 def show_mapping(title: str, data: dict[str, Any]) -> None:

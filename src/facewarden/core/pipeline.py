@@ -11,7 +11,7 @@ from PIL import Image
 
 from facewarden.adapters.models.base import FaceAligner, FaceDetector, FaceEmbedder
 from facewarden.core.quality import assess
-from facewarden.core.schemas import FaceTemplate
+from facewarden.core.schemas import Detection, FaceTemplate
 
 
 @dataclass
@@ -53,6 +53,11 @@ class FacePipeline:
         """All faces of an RGB image. With ``enrol``, faces under the size floor are rejected."""
         with self._lock:
             return self._process(image, enrol)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Face boxes only (redaction covers every face, whatever its quality)."""
+        with self._lock:
+            return self.detector.detect(image)
 
     def _process(self, image: np.ndarray, enrol: bool) -> PipelineOutput:
         detections = self.detector.detect(image)

@@ -79,6 +79,11 @@ class Candidate:
     ingested_at: str = ""
     media_sha256: str = ""
     face_index: int = 0
+    time_s: float | None = None
+    """For a face from a gallery video: where in the video it was taken."""
+    track: int | None = None
+    """For a face from a gallery video: its face track there (faces of one track are one
+    person)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +108,17 @@ class FaceMatches:
         }
 
 
+SEARCH_HEADER = (
+    "search_id", "probe", "probe_sha256", "case", "threshold", "gallery_size", "model",
+    "audit_seq",
+)  # fmt: skip
+
+
+def search_header(result: SearchResult | VideoSearchResult) -> dict[str, Any]:
+    """The fields every search result starts with (image or video)."""
+    return {name: getattr(result, name) for name in SEARCH_HEADER}
+
+
 @dataclass
 class SearchResult:
     probe: str
@@ -117,17 +133,7 @@ class SearchResult:
     """The case's record of this search; confirmations name it."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "search_id": self.search_id,
-            "probe": self.probe,
-            "probe_sha256": self.probe_sha256,
-            "case": self.case,
-            "threshold": self.threshold,
-            "gallery_size": self.gallery_size,
-            "model": self.model,
-            "audit_seq": self.audit_seq,
-            "faces": [f.as_dict() for f in self.faces],
-        }
+        return search_header(self) | {"faces": [f.as_dict() for f in self.faces]}
 
 
 @dataclass
@@ -159,6 +165,9 @@ class IngestSummary:
     faces_suppressed: int = 0
     """Faces of people on the erasure suppression list: not stored."""
     skipped: list[Skipped] = field(default_factory=list)
+    partial: list[Skipped] = field(default_factory=list)
+    """Damaged videos stored with the faces decoded before the damage."""
+    videos: int = 0
     interrupted: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -169,6 +178,93 @@ class IngestSummary:
             "duplicates": self.duplicates,
             "faces_rejected": self.faces_rejected,
             "faces_suppressed": self.faces_suppressed,
+            "videos": self.videos,
             "skipped": [asdict(s) for s in self.skipped],
+            "partial": [asdict(s) for s in self.partial],
             "interrupted": self.interrupted,
+        }
+
+
+@dataclass
+class TrackMatches:
+    """One face track of a probe video and the candidates found for it."""
+
+    track_id: int
+    start_s: float
+    end_s: float
+    best_frame_s: float
+    box: list[int]
+    """Box of the best frame (top, right, bottom, left) in upright video pixels."""
+    quality: dict[str, Any]
+    detections: int
+    candidates: list[Candidate] = field(default_factory=list)
+    thumbnail_jpeg: bytes | None = None
+    """Aligned crop of the track's best frame (not serialised; see ``as_dict``)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "track_id": self.track_id,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "best_frame_s": self.best_frame_s,
+            "box": self.box,
+            "quality": self.quality,
+            "detections": self.detections,
+            "candidates": [c.as_dict() for c in self.candidates],
+            "no_candidate_within_threshold": not self.candidates,
+        }
+
+
+@dataclass
+class TimelineEntry:
+    """Where one gallery identity appears in a probe video: merged time ranges of its tracks.
+
+    An identity is one gallery face, or all faces of one track of a gallery video."""
+
+    face_id: int
+    """The identity's closest face."""
+    face_ids: list[int]
+    media_id: int
+    media_path: str
+    source: str
+    jurisdiction: str
+    best_distance: float
+    score: float
+    ranges: list[list[float]]
+    track_ids: list[int]
+    best_track_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class VideoSearchResult:
+    probe: str
+    probe_sha256: str
+    case: str
+    threshold: float
+    gallery_size: int
+    model: str
+    video: dict[str, Any]
+    """Container facts (size, duration, frame rate, codec, rotation) and sampling counts."""
+    tracks: list[TrackMatches]
+    timeline: list[TimelineEntry]
+    partial: str | None = None
+    """Why only part of the video was searched (damaged or truncated file), if so."""
+    audit_seq: int | None = None
+    search_id: int | None = None
+
+    @property
+    def unmatched_tracks(self) -> list[int]:
+        return [t.track_id for t in self.tracks if not t.candidates]
+
+    def as_dict(self) -> dict[str, Any]:
+        return search_header(self) | {
+            "video": self.video,
+            "partial": self.partial is not None,
+            "partial_reason": self.partial,
+            "tracks": [t.as_dict() for t in self.tracks],
+            "timeline": [e.as_dict() for e in self.timeline],
+            "unmatched_tracks": self.unmatched_tracks,
         }

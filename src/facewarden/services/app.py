@@ -66,15 +66,19 @@ class Facewarden:
         from facewarden.services.ingest import IngestService
         from facewarden.services.oversight import OversightService
         from facewarden.services.records import RecordsService
+        from facewarden.services.redaction import RedactionService
         from facewarden.services.search import SearchService
         from facewarden.services.sources import SourceService
         from facewarden.services.subjects import SubjectService
         from facewarden.services.users import UserService
+        from facewarden.services.video import VideoSearchService
 
         self.sources = SourceService(self)
         self.cases = CaseService(self)
         self.ingest = IngestService(self)
         self.search = SearchService(self)
+        self.video = VideoSearchService(self)
+        self.redaction = RedactionService(self)
         self.gallery = GalleryService(self)
         self.users = UserService(self)
         self.confirmations = ConfirmationService(self)

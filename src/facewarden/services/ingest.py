@@ -23,10 +23,12 @@ from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.inputs import InputItem, InputLimits, iter_inputs
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media
+from facewarden.adapters.video import file_sha256
 from facewarden.core.actors import Actor
 from facewarden.core.errors import MediaError
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import IngestSummary, Skipped
+from facewarden.services.video import VideoScan, scan_video
 from facewarden.services.workers import WORKER, pipeline_pool
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[int, int, str], None]
 SAVE_INDEX_EVERY = 500
+DEDUP_DISTANCE = 0.15
+"""Faces of one video track closer than this to a kept face add nothing: not stored."""
 
 
 @dataclass
@@ -46,6 +50,26 @@ class Processed:
     rejected: int = 0
     error_code: str | None = None
     error: str | None = None
+    kind: str = "image"
+
+
+def video_processed(scan: VideoScan, per_track: int) -> Processed:
+    """The faces a video contributes: each track's best few, near-duplicates dropped."""
+    faces = [
+        {
+            "box": obs.box.as_list(),
+            "quality": obs.face.quality.as_dict(),
+            "descriptor": obs.face.descriptor.astype("<f4").tobytes(),
+            "chip": obs.face.chip_jpeg,
+            "time_s": obs.time_s,
+            "track": track.track_id,
+        }
+        for track in scan.tracks
+        for obs in sorted(
+            track.best(per_track, min_distance=DEDUP_DISTANCE), key=lambda o: o.time_s
+        )
+    ]
+    return Processed(scan.info.width, scan.info.height, faces, scan.rejected, kind="video")
 
 
 def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Processed:
@@ -100,7 +124,9 @@ class IngestService:
             retention = timedelta(days=src.retention_days)
             source_id, basis, purpose = src.id, src.lawful_basis, src.purpose
         settings = app.settings
-        limits = InputLimits(settings.max_file_bytes, settings.max_archive_ratio)
+        limits = InputLimits(
+            settings.max_file_bytes, settings.max_archive_ratio, settings.max_video_bytes
+        )
         items = list(iter_inputs(paths, limits))
         summary = IngestSummary(source=source)
         self._suppressed = app.subjects.suppression_list()
@@ -132,6 +158,8 @@ class IngestService:
 
         def pending() -> Iterator[tuple[str, str, bytes]]:
             for item in items:
+                if item.video is not None:
+                    continue
                 if cancelled is not None and cancelled():
                     raise KeyboardInterrupt
                 loaded = self._load(item, seen)
@@ -152,6 +180,40 @@ class IngestService:
             if summary.images % SAVE_INDEX_EVERY == 0:
                 app.index.save()
 
+        def ingest_video(item: InputItem) -> None:
+            assert item.video is not None
+            try:
+                sha = file_sha256(item.video)
+            except OSError as exc:
+                skip(item.path, MediaError(f"cannot read file: {exc}", code="unreadable"))
+                return
+            if not self._is_new(sha, seen):
+                summary.duplicates += 1
+                tick(item.path)
+                return
+
+            def video_progress(t: float, duration: float | None) -> None:
+                if progress:
+                    where = f"{t:.0f}/{duration:.0f} s" if duration else f"{t:.0f} s"
+                    progress(done, len(items), f"{label(item.path)} {where}")
+
+            try:
+                scan = scan_video(
+                    item.video,
+                    app.pipeline,
+                    settings,
+                    workers=n_workers,
+                    enrol=True,
+                    progress=video_progress,
+                    cancelled=cancelled,
+                )
+            except MediaError as exc:
+                skip(item.path, exc)
+                return
+            if scan.partial:
+                summary.partial.append(Skipped(label(item.path), scan.partial, "partial"))
+            store(item.path, sha, video_processed(scan, settings.video_faces_per_track))
+
         n_workers = workers or settings.workers
         try:
             if n_workers <= 1:
@@ -159,6 +221,11 @@ class IngestService:
                     store(path, sha, process_image(app.pipeline, data, settings.max_image_pixels))
             else:
                 self._run_pool(n_workers, pending(), store)
+            for item in items:
+                if item.video is not None:
+                    if cancelled is not None and cancelled():
+                        raise KeyboardInterrupt
+                    ingest_video(item)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -216,13 +283,15 @@ class IngestService:
         except OSError as exc:
             return MediaError(f"cannot read file: {exc}", code="unreadable")
         sha = hashlib.sha256(data).hexdigest()
+        return (sha, data) if self._is_new(sha, seen) else None
+
+    def _is_new(self, sha: str, seen: set[str]) -> bool:
+        """False when this content was met earlier in the run or is already stored."""
         if sha in seen:
-            return None
+            return False
         seen.add(sha)
         with self.app.sessions() as session:
-            if session.scalar(select(Media.id).where(Media.sha256 == sha)) is not None:
-                return None
-        return sha, data
+            return session.scalar(select(Media.id).where(Media.sha256 == sha)) is None
 
     def _not_suppressed(self, faces: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
         """(position, face) of each face that is not on the erasure suppression list."""
@@ -262,7 +331,7 @@ class IngestService:
                     source_id=source_id,
                     sha256=sha,
                     path=path,
-                    kind="image",
+                    kind=result.kind,
                     width=result.width,
                     height=result.height,
                     ingested_at=now,
@@ -286,6 +355,8 @@ class IngestService:
                         model_id=app.model_id,
                         key_id=cipher.key_id,
                         template=cipher.encrypt_template(vec, template_aad(sha, i)),
+                        time_s=face.get("time_s"),
+                        track=face.get("track"),
                     )
                     session.add(row)
                     new_faces.append((row, vec))
@@ -302,7 +373,10 @@ class IngestService:
             # Another ingest stored the same content meanwhile: idempotent, not an error.
             summary.duplicates += 1
             return
-        summary.images += 1
+        if result.kind == "video":
+            summary.videos += 1
+        else:
+            summary.images += 1
         summary.faces += len(new_faces)
         summary.faces_suppressed += len(result.faces) - len(kept)
         summary.faces_rejected += result.rejected

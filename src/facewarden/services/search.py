@@ -69,14 +69,14 @@ class SearchService:
         except FacewardenError as exc:
             app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
-        search_id, size, seq = self._record(
+        search_id, size, seq = self.record(
             actor, info.ref, probe_name, probe_hash, faces, matches, top_k, audit
         )
         return SearchResult(
             probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, seq, search_id
         )
 
-    def _record(
+    def record(
         self,
         actor: Actor,
         ref: str,
@@ -86,6 +86,7 @@ class SearchService:
         matches: list[FaceMatches],
         top_k: int,
         audit: dict,
+        extra: dict | None = None,
     ) -> tuple[int, int, int]:
         """Log the search and keep its record with the case: hits, probe hash and (if the
         case asks) the probe's templates. The quota is re-checked under the write lock."""
@@ -121,7 +122,8 @@ class SearchService:
                             }
                             for m in matches
                         ],
-                    },
+                    }
+                    | (extra or {}),
                     **audit,
                 )
                 templates = None
@@ -222,6 +224,8 @@ class SearchService:
                 ingested_at=as_utc(media.ingested_at).astimezone(UTC).isoformat(),
                 media_sha256=media.sha256,
                 face_index=f.face_index,
+                time_s=f.time_s,
+                track=f.track,
             )
             for rank, (dist, f, media, source, jurisdiction) in enumerate(scored[:top_k], 1)
         ]

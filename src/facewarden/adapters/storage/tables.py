@@ -95,6 +95,10 @@ class Face(Base):
     key_id: Mapped[str] = mapped_column(String(16))
     template: Mapped[bytes] = mapped_column(LargeBinary)
     """AES-256-GCM: 12-byte nonce + ciphertext + tag of the float32 descriptor."""
+    time_s: Mapped[float | None] = mapped_column(Float)
+    """For a face from a video: its time in the video, seconds."""
+    track: Mapped[int | None] = mapped_column(Integer)
+    """For a face from a video: the face track it was chosen from."""
     media: Mapped[Media] = relationship(back_populates="faces")
 
 

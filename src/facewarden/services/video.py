@@ -1,0 +1,242 @@
+"""Video: sample frames, detect and embed faces, link them into tracks; search by track.
+
+Decoding streams frame by frame (PyAV); the sampled frames go through the face pipeline in
+this process or, with ``workers > 1``, in worker processes (a bounded number in flight, so
+memory stays flat however long the video). Tracks, not frames, are searched: the best few
+faces of each track, merged per gallery face.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facewarden.adapters.video import VideoFrame, VideoInfo, VideoReader, file_sha256
+from facewarden.config import Settings
+from facewarden.core.actors import Actor
+from facewarden.core.errors import FacewardenError, InvalidInput
+from facewarden.core.pipeline import FacePipeline, PipelineOutput
+from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
+from facewarden.core.tracking import FaceTracker, Track, build_timeline
+from facewarden.services.workers import WORKER, pipeline_pool
+
+if TYPE_CHECKING:
+    from facewarden.services.app import Facewarden
+
+VideoProgress = Callable[[float, float | None], None]
+"""Called with (seconds of video processed, declared duration or None)."""
+
+FRAMES_PER_TRACK_SEARCH = 3
+"""A track is searched with its best few faces; more adds time, rarely a candidate."""
+
+
+@dataclass
+class VideoScan:
+    info: VideoInfo
+    sample_fps: float
+    frames_sampled: int
+    frames_decoded: int
+    detections: int
+    rejected: int
+    """Detections below the enrolment size floor (``enrol=True``), counted per frame."""
+    tracks: list[Track]
+    partial: str | None
+    gap_s: float
+
+    def summary(self) -> dict[str, Any]:
+        return self.info.as_dict() | {
+            "sample_fps": self.sample_fps,
+            "frames_decoded": self.frames_decoded,
+            "frames_sampled": self.frames_sampled,
+            "detections": self.detections,
+            "tracks": len(self.tracks),
+        }
+
+
+def _worker_frame(image: np.ndarray, enrol: bool) -> PipelineOutput:
+    return WORKER["pipeline"].process(image, enrol=enrol)
+
+
+def _processed(
+    frames: Iterator[VideoFrame],
+    pipeline: FacePipeline,
+    settings: Settings,
+    workers: int,
+    enrol: bool,
+) -> Iterator[tuple[VideoFrame, PipelineOutput]]:
+    """Each frame with its faces, in order; in worker processes when ``workers > 1``."""
+    if workers <= 1:
+        for frame in frames:
+            yield frame, pipeline.process(frame.image, enrol=enrol)
+        return
+    with pipeline_pool(workers, settings) as pool:
+        in_flight: deque[tuple[VideoFrame, Future]] = deque()
+        try:
+            for frame in frames:
+                in_flight.append((frame, pool.submit(_worker_frame, frame.image, enrol)))
+                if len(in_flight) >= 2 * workers:
+                    done, fut = in_flight.popleft()
+                    yield done, fut.result()
+            while in_flight:
+                done, fut = in_flight.popleft()
+                yield done, fut.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def scan_video(
+    path: Path,
+    pipeline: FacePipeline,
+    settings: Settings,
+    *,
+    fps: float | None = None,
+    workers: int | None = None,
+    enrol: bool = False,
+    progress: VideoProgress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> VideoScan:
+    """Faces of a video linked into tracks. Raises :class:`MediaError` for files that
+    cannot be read at all; a damaged file returns what came before the damage (``partial``)."""
+    fps = fps or settings.video_fps
+    gap = max(1.0, 2.5 / fps)
+    tracker = FaceTracker(max_gap_s=gap)
+    sampled = rejected = 0
+    with VideoReader(path, max_pixels=settings.max_image_pixels) as reader:
+        duration = reader.info.duration_s
+        frames = reader.frames(fps)
+        for frame, out in _processed(
+            frames, pipeline, settings, workers or settings.workers, enrol
+        ):
+            if cancelled is not None and cancelled():
+                raise KeyboardInterrupt
+            tracker.update(round(frame.time_s, 3), out.faces)
+            sampled += 1
+            rejected += out.rejected
+            if progress:
+                progress(frame.time_s, duration)
+        if progress:
+            progress(reader.last_time_s, duration)
+        return VideoScan(
+            reader.info,
+            fps,
+            sampled,
+            reader.decoded,
+            tracker.detections,
+            rejected,
+            tracker.tracks,
+            reader.partial,
+            gap,
+        )
+
+
+class VideoSearchService:
+    """``search`` for videos: one logged search per video, one probe face per track."""
+
+    def __init__(self, app: Facewarden) -> None:
+        self.app = app
+
+    def search(
+        self,
+        actor: Actor,
+        path: Path,
+        *,
+        case: str | None,
+        probe_name: str | None = None,
+        fps: float | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        workers: int | None = None,
+        progress: VideoProgress | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> VideoSearchResult:
+        app = self.app
+        top_k = top_k or app.settings.top_k
+        threshold = app.settings.threshold if threshold is None else threshold
+        if not 0 < threshold <= 2 or top_k < 1:
+            raise InvalidInput("threshold must be in (0, 2] and top-k at least 1")
+        if fps is not None and not 0 < fps <= 60:
+            raise InvalidInput("fps must be in (0, 60]")
+        try:
+            probe_hash = file_sha256(path)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+        probe_name = probe_name or str(path)
+        audit = {"probe_hash": probe_hash, "threshold": threshold, "model_id": app.model_id}
+        app.authorize(actor, "search", "investigator", case_ref=case, **audit)
+        info = app.cases.require_usable(actor, case, "search", **audit)
+        audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
+        try:
+            scan = scan_video(
+                path,
+                app.pipeline,
+                app.settings,
+                fps=fps,
+                workers=workers,
+                progress=progress,
+                cancelled=cancelled,
+            )
+            tracks = [self._search_track(t, top_k, threshold) for t in scan.tracks]
+        except FacewardenError as exc:
+            app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
+            raise
+        except KeyboardInterrupt:
+            app.audit.record(actor, "search", outcome="error", error="cancelled", **audit)
+            raise
+        matches = [FaceMatches(t.box, t.quality, t.candidates) for t in tracks]
+        templates = [max(t.observations, key=lambda o: o.score).face for t in scan.tracks]
+        extra = {
+            "video": scan.summary(),
+            "partial": scan.partial,
+            "tracks": [
+                {"track_id": t.track_id, "start_s": t.start_s, "end_s": t.end_s} for t in tracks
+            ],
+        }
+        search_id, size, seq = app.search.record(
+            actor, info.ref, probe_name, probe_hash, templates, matches, top_k, audit, extra
+        )
+        return VideoSearchResult(
+            probe=probe_name,
+            probe_sha256=probe_hash,
+            case=info.ref,
+            threshold=threshold,
+            gallery_size=size,
+            model=app.model_id,
+            video=scan.summary(),
+            tracks=tracks,
+            timeline=build_timeline(tracks, scan.gap_s),
+            partial=scan.partial,
+            audit_seq=seq,
+            search_id=search_id,
+        )
+
+    def _search_track(self, track: Track, top_k: int, threshold: float) -> TrackMatches:
+        """Search the track's best faces; each gallery face keeps its smallest distance."""
+        best = track.best(FRAMES_PER_TRACK_SEARCH, min_distance=0.05)
+        merged: dict[int, Candidate] = {}
+        for obs in best:
+            for cand in self.app.search.match(obs.face, top_k, threshold).candidates:
+                known = merged.get(cand.face_id)
+                if known is None or cand.distance < known.distance:
+                    merged[cand.face_id] = cand
+        ranked = sorted(merged.values(), key=lambda c: (c.distance, c.face_id))[:top_k]
+        for rank, cand in enumerate(ranked, 1):
+            cand.rank = rank
+        top = best[0]
+        return TrackMatches(
+            track_id=track.track_id,
+            start_s=track.start_s,
+            end_s=track.end_s,
+            best_frame_s=top.time_s,
+            box=top.box.as_list(),
+            quality=top.face.quality.as_dict(),
+            detections=len(track.observations),
+            candidates=ranked,
+            thumbnail_jpeg=top.face.chip_jpeg,
+        )
