@@ -3,6 +3,7 @@ limits, sessions with CSRF, headers, metrics."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -15,6 +16,7 @@ from webserver import running_server
 from conftest import GALLERY, PROBES, REFERENCE, UNKNOWN, identity_of
 
 pytestmark = pytest.mark.slow
+CLIP = GALLERY.parent.parent / "video" / "short_hamilton_clip.mp4"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,41 @@ def test_search_returns_the_right_candidate_with_crop_and_provenance(server):
     # The crop of a face this search did not return is not served.
     other = inv.get(f"/api/v1/searches/{result['search_id']}/faces/{top['face_id'] + 1000}/crop")
     assert other.status_code == 404 and error_of(other) == "not_found"
+
+
+def test_video_search_returns_tracks_timeline_and_thumbnails(server):
+    inv = server.client("ines")
+    data = CLIP.read_bytes()
+    r = inv.post(
+        "/api/v1/search/video",
+        files={"video": ("clip.mp4", data, "video/mp4")},
+        data={"case": "CASE-1", "fps": "2"},
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["video"]["frames_sampled"] == 19 and result["partial"] is False
+    assert result["tracks"] and len(result["tracks"]) < result["video"]["detections"]
+    for track in result["tracks"]:
+        assert track["end_s"] >= track["start_s"] and len(track["box"]) == 4
+        assert base64.b64decode(track["thumbnail_jpeg"])[:2] == b"\xff\xd8"
+        for c in track["candidates"]:
+            assert inv.get(c["crop_url"]).status_code == 200
+    assert set(result["unmatched_tracks"]) <= {t["track_id"] for t in result["tracks"]}
+    # No probe video stays on the server.
+    assert not list((server.data_dir / "uploads").glob("probe-*"))
+    cut = inv.post(
+        "/api/v1/search/video",
+        files={"video": ("cut.mp4", data[: len(data) * 6 // 10], "video/mp4")},
+        data={"case": "CASE-1", "fps": "1"},
+    )
+    assert cut.status_code == 200 and cut.json()["partial"] is True
+    assert "truncated" in cut.json()["partial_reason"]
+    junk = inv.post(
+        "/api/v1/search/video",
+        files={"video": ("x.mp4", b"not a video at all", "video/mp4")},
+        data={"case": "CASE-1"},
+    )
+    assert junk.status_code == 422 and error_of(junk) == "not_a_video"
 
 
 def test_unknown_face_has_no_candidate_within_threshold(server):

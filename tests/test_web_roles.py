@@ -56,6 +56,12 @@ MATRIX = [
         {"data": {"case": "CASE-1"}, "files": {"image": JUNK}},
         ("investigator",),
     ),
+    (
+        "POST",
+        "/api/v1/search/video",
+        {"data": {"case": "CASE-1"}, "files": {"video": ("x.mp4", b"not a video", "video/mp4")}},
+        ("investigator",),
+    ),
     ("POST", "/api/v1/verify", {"files": {"a": JUNK, "b": JUNK}}, ("investigator",)),
     (
         "GET",

@@ -6,7 +6,13 @@ what the actor may do, log it and enforce the rules. Nothing here checks a role 
 
 from __future__ import annotations
 
+import base64
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
@@ -43,6 +49,28 @@ def read_upload(upload: UploadFile, request: Request, what: str = "image") -> by
     if not data:
         raise InvalidInput(f"{what} is empty")
     return data
+
+
+@contextmanager
+def upload_to_file(upload: UploadFile, folder: FsPath, limit: int) -> Iterator[FsPath]:
+    """Stream an upload to a private temporary file (videos are never read whole into
+    memory); the file is removed afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, prefix="probe-", suffix=".video")
+    path = FsPath(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            size = 0
+            while chunk := upload.file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise InvalidInput(f"video is over the limit of {limit} bytes")
+                out.write(chunk)
+        if size == 0:
+            raise InvalidInput("video is empty")
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def with_crop_urls(result: Json) -> Json:
@@ -161,6 +189,44 @@ def search(
         raise
     metrics.searches.labels("ok").inc()
     return with_crop_urls(result.as_dict())
+
+
+@router.post("/search/video", tags=["search"])
+def search_video(
+    request: Request,
+    actor: LimitedActor,
+    video: Annotated[UploadFile, File(description="Probe video (streamed to a temporary file).")],
+    case: Annotated[Text, Form(description="Case reference (required).")],
+    fps: Annotated[float | None, Form(gt=0, le=60)] = None,
+    top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
+    threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+) -> Json:
+    """Face tracks of a probe video, each with its candidates, and a timeline of who appears
+    when. Each track's best face crop comes as base64 JPEG (``thumbnail_jpeg``)."""
+    fw = get_fw(request)
+    metrics = request.app.state.metrics
+    try:
+        with upload_to_file(video, fw.settings.upload_dir, fw.settings.max_video_bytes) as path:
+            result = fw.video.search(
+                actor,
+                path,
+                case=case,
+                probe_name=video.filename or "video",
+                fps=fps,
+                top_k=top_k,
+                threshold=threshold,
+            )
+    except Exception as exc:
+        metrics.searches.labels("refused" if isinstance(exc, Refused) else "error").inc()
+        raise
+    metrics.searches.labels("ok").inc()
+    data = result.as_dict()
+    for track, out in zip(result.tracks, data["tracks"], strict=True):
+        thumb = track.thumbnail_jpeg
+        out["thumbnail_jpeg"] = base64.b64encode(thumb).decode() if thumb else None
+        for c in out["candidates"]:
+            c["crop_url"] = f"/api/v1/searches/{result.search_id}/faces/{c['face_id']}/crop"
+    return data
 
 
 @router.post("/verify", tags=["search"])
