@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from webserver import running_server
 from conftest import PROBES, REFERENCE
 
 pytestmark = pytest.mark.slow
+VIDEO = Path(__file__).parent / "fixtures" / "video"
 
 CHROMIUM = os.environ.get("FACEWARDEN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTEFACTS = Path(
@@ -115,6 +117,38 @@ def test_no_candidate_is_said_plainly(login):
     run_search(page, next((PROBES.parent / "unknown").iterdir()))
     assert page.locator("#no-candidate").is_visible()
     assert page.locator(".candidate").count() == 0
+
+
+def test_video_search_shows_who_appears_when(login, server):
+    # Add Lin-Manuel Miranda's reference photo to the gallery through the API.
+    op = server.client("only-operator")
+    job = op.post(
+        "/api/v1/ingest",
+        data={"source": "press"},
+        files=[("files", ("lin_manuel_miranda.jpg", (VIDEO / "lin_manuel_miranda.jpg").read_bytes(),
+                          "image/jpeg"))],
+    ).json()  # fmt: skip
+    deadline = time.monotonic() + 120
+    while job["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+        job = op.get(f"/api/v1/jobs/{job['job_id']}").json()
+    assert job["summary"]["faces"] == 1, job
+    page = login("ines")
+    ready(page, "/search")
+    page.select_option("#case", "CASE-1")
+    page.set_input_files("#probe", str(VIDEO / "short_hamilton_clip.mp4"))
+    page.click("#search-btn")
+    page.wait_for_selector("#video-meta:has-text('tracks')", timeout=180_000)
+    assert page.locator("#result").is_hidden()
+    row = page.locator("#timeline-table tbody tr", has_text="lin_manuel_miranda")
+    assert row.count() == 1
+    assert "0:03" in row.inner_text() or "0:04" in row.inner_text()  # the close shot
+    tracks = page.locator("#tracks .track")
+    assert tracks.count() >= 2
+    page.wait_for_function("[...document.querySelectorAll('#tracks img')].every(i => i.complete)")
+    assert page.locator("#tracks .track img").first.evaluate("img => img.naturalWidth") == 150
+    assert page.locator("#tracks .candidate").count() >= 1
 
 
 def test_two_person_confirmation_in_two_browsers(login):

@@ -76,20 +76,57 @@ async function initSearch() {
     e.preventDefault();
     const file = input.files[0];
     if (!file) return;
+    const video = file.type.startsWith("video/") || VIDEO_NAME.test(file.name);
     const form = new FormData();
-    form.append("image", file);
+    form.append(video ? "video" : "image", file);
     form.append("case", select.value);
     $("#search-btn").disabled = true;
+    if (video) flash("Scanning the video: this takes about as long as the video itself.");
     try {
-      const result = await api("POST", "/api/v1/search", form);
-      showResult(result, file);
+      if (video) showVideoResult(await api("POST", "/api/v1/search/video", form));
+      else showResult(await api("POST", "/api/v1/search", form), file);
     } catch { /* flashed */ } finally {
       $("#search-btn").disabled = false;
     }
   });
 }
 
+const VIDEO_NAME = /\.(mp4|m4v|mov|mkv|webm|avi|mpe?g|ts|3gp|wmv)$/i;
+
+function clock(seconds) {
+  const m = Math.floor(seconds / 60);
+  return `${m}:${(seconds - 60 * m).toFixed(1).padStart(4, "0")}`;
+}
+
+function showVideoResult(result) {
+  $("#result").hidden = true;
+  $("#video-result").hidden = false;
+  $("#flash").replaceChildren();
+  const v = result.video;
+  $("#video-meta").textContent = `Search ${result.search_id} under case ${result.case}: ` +
+    `${v.width}x${v.height}, ${(v.duration_s || 0).toFixed(1)} s; ${v.frames_sampled} frames ` +
+    `sampled, ${v.detections} detections in ${v.tracks} tracks; gallery of ` +
+    `${result.gallery_size}, threshold ${result.threshold}. Logged as audit record ${result.audit_seq}.`;
+  $("#video-partial").hidden = !result.partial;
+  $("#video-partial").textContent = result.partial ? `Partial result: ${result.partial_reason}` : "";
+  $("#video-none").hidden = result.timeline.length > 0;
+  rows("#timeline-table tbody", result.timeline.map((e) => el("tr", { dataset: { faceId: e.face_id } },
+    el("td", {}, e.face_id), el("td", {}, e.best_distance.toFixed(3)),
+    el("td", {}, e.ranges.map(([a, b]) => `${clock(a)}-${clock(b)}`).join(", ")),
+    el("td", {}, e.track_ids.join(", ")), el("td", {}, `${e.source} (${e.jurisdiction})`),
+    el("td", { class: "path" }, e.media_path))));
+  $("#tracks").replaceChildren(...result.tracks.map((t) => el("section", { class: "track", dataset: { track: t.track_id } },
+    el("h3", {}, `Track ${t.track_id}: ${clock(t.start_s)}-${clock(t.end_s)} · ${t.detections} detections`),
+    el("div", { class: "grid" },
+      el("figure", { class: "card" },
+        t.thumbnail_jpeg ? el("img", { src: `data:image/jpeg;base64,${t.thumbnail_jpeg}`, alt: `track ${t.track_id}`, width: 150, height: 150 }) : "",
+        el("figcaption", {}, `best frame at ${clock(t.best_frame_s)}`)),
+      t.candidates.length ? t.candidates.map((c) => candidateCard(result.search_id, c))
+        : el("p", { class: "notice" }, "No candidate within threshold.")))));
+}
+
 function showResult(result, file) {
+  $("#video-result").hidden = true;
   $("#result").hidden = false;
   $("#flash").replaceChildren();
   const img = $("#probe-img");
