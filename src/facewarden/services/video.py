@@ -191,8 +191,9 @@ class VideoSearchService:
             raise
         matches = [FaceMatches(t.box, t.quality, t.candidates) for t in tracks]
         templates = [max(t.observations, key=lambda o: o.score).face for t in scan.tracks]
+        summary = scan.summary()
         extra = {
-            "video": scan.summary(),
+            "video": summary,
             "partial": scan.partial,
             "tracks": [
                 {"track_id": t.track_id, "start_s": t.start_s, "end_s": t.end_s} for t in tracks
@@ -208,7 +209,7 @@ class VideoSearchService:
             threshold=threshold,
             gallery_size=size,
             model=app.model_id,
-            video=scan.summary(),
+            video=summary,
             tracks=tracks,
             timeline=build_timeline(tracks, scan.gap_s),
             partial=scan.partial,

@@ -73,10 +73,23 @@ def upload_to_file(upload: UploadFile, folder: FsPath, limit: int) -> Iterator[F
         path.unlink(missing_ok=True)
 
 
+@contextmanager
+def counted_search(request: Request) -> Iterator[None]:
+    """Count one search (photo or video) in the metrics as ok, refused or error."""
+    searches = request.app.state.metrics.searches
+    try:
+        yield
+    except Exception as exc:
+        searches.labels("refused" if isinstance(exc, Refused) else "error").inc()
+        raise
+    searches.labels("ok").inc()
+
+
 def with_crop_urls(result: Json) -> Json:
+    """Add each candidate's crop URL: per probe face (photo) or per track (video)."""
     sid = result.get("search_id")
-    for face in result.get("faces", []):
-        for c in face["candidates"]:
+    for probe_face in result.get("faces", []) + result.get("tracks", []):
+        for c in probe_face["candidates"]:
             c["crop_url"] = f"/api/v1/searches/{sid}/faces/{c['face_id']}/crop"
     return result
 
@@ -174,8 +187,7 @@ def search(
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
 ) -> Json:
     """Ranked candidates for every face of the probe, with provenance and crop URLs."""
-    metrics = request.app.state.metrics
-    try:
+    with counted_search(request):
         result = get_fw(request).search.search(
             actor,
             read_upload(image, request),
@@ -184,10 +196,6 @@ def search(
             top_k=top_k,
             threshold=threshold,
         )
-    except Exception as exc:
-        metrics.searches.labels("refused" if isinstance(exc, Refused) else "error").inc()
-        raise
-    metrics.searches.labels("ok").inc()
     return with_crop_urls(result.as_dict())
 
 
@@ -204,28 +212,21 @@ def search_video(
     """Face tracks of a probe video, each with its candidates, and a timeline of who appears
     when. Each track's best face crop comes as base64 JPEG (``thumbnail_jpeg``)."""
     fw = get_fw(request)
-    metrics = request.app.state.metrics
-    try:
-        with upload_to_file(video, fw.settings.upload_dir, fw.settings.max_video_bytes) as path:
-            result = fw.video.search(
-                actor,
-                path,
-                case=case,
-                probe_name=video.filename or "video",
-                fps=fps,
-                top_k=top_k,
-                threshold=threshold,
-            )
-    except Exception as exc:
-        metrics.searches.labels("refused" if isinstance(exc, Refused) else "error").inc()
-        raise
-    metrics.searches.labels("ok").inc()
-    data = result.as_dict()
+    limit = fw.settings.max_video_bytes
+    with counted_search(request), upload_to_file(video, fw.settings.upload_dir, limit) as path:
+        result = fw.video.search(
+            actor,
+            path,
+            case=case,
+            probe_name=video.filename or "video",
+            fps=fps,
+            top_k=top_k,
+            threshold=threshold,
+        )
+    data = with_crop_urls(result.as_dict())
     for track, out in zip(result.tracks, data["tracks"], strict=True):
         thumb = track.thumbnail_jpeg
         out["thumbnail_jpeg"] = base64.b64encode(thumb).decode() if thumb else None
-        for c in out["candidates"]:
-            c["crop_url"] = f"/api/v1/searches/{result.search_id}/faces/{c['face_id']}/crop"
     return data
 
 
