@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,10 @@ PROBES = FIXTURES / "probes"
 REFERENCE = FIXTURES / "reference"
 UNKNOWN = FIXTURES / "unknown"
 PG_ADMIN_URL = os.environ.get("FACEWARDEN_TEST_PG_URL")
+# Converted ONNX models are cached by their source's checksum: every test (and the servers and
+# CLI runs they start) shares one conversion instead of redoing it per data directory.
+MODEL_CACHE = Path(tempfile.gettempdir()) / "facewarden-test-models"
+os.environ.setdefault("FACEWARDEN_MODEL_CACHE", str(MODEL_CACHE))
 
 # Identities in each probe (from ../shared/data/faces-small/labels.csv).
 PROBE_LABELS = {

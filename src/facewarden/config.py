@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     top_k: int = Field(10, ge=1, le=1000)
     detector: Literal["hog", "cnn"] = "hog"
     upsample: int = Field(1, ge=0, le=4)
+    runtime: Literal["auto", "onnx", "dlib"] = "auto"
+    """Where the networks run: ``onnx`` (ONNX Runtime, converted once from dlib's model files,
+    CUDA when present), ``dlib``, or ``auto`` (ONNX when it loads, else dlib)."""
+    model_cache: Path | None = None
+    """Where converted models are kept; default ``<data_dir>/models`` (may be shared)."""
+    model_threads: int = Field(0, ge=0, le=256)
+    """ONNX Runtime threads per process (0: the cores shared among the worker processes)."""
     min_face_size: int = Field(20, ge=8)
     """Faces whose box is smaller than this (pixels, shorter side) are not enrolled."""
     max_image_pixels: int = Field(50_000_000, ge=10_000)
@@ -84,6 +91,11 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def model_dir(self) -> Path:
+        """Converted (ONNX) models, cached by the checksum of their source file."""
+        return self.model_cache or self.data_dir / "models"
 
     @property
     def upload_dir(self) -> Path:

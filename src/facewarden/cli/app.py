@@ -37,6 +37,7 @@ def _group(name: str, help: str) -> typer.Typer:
 source_app = _group("source", "Register and list media sources.")
 case_app = _group("case", "Open, close and inspect cases.")
 index_app = _group("index", "Maintain the derived vector index.")
+models_app = _group("models", "Convert dlib's networks to ONNX and show which runtime runs.")
 audit_app = _group("audit", "Verify and export the audit log.")
 user_app = _group("user", "Manage users and their API tokens.")
 media_app = _group("media", "Restrict media from search.")
@@ -326,6 +327,44 @@ def index_rebuild() -> None:
     fw, actor = open_app()
     res = fw.gallery.rebuild_index(actor)
     output.out.print(f"index rebuilt: {res['faces']} faces")
+
+
+@models_app.command("convert")
+def models_convert(as_json: JsonOpt = False) -> None:
+    """Convert the descriptor and MMOD detector to ONNX now (else done at first use)."""
+    from facewarden.adapters.models.onnx_models import MMOD, RESNET, converted_path
+
+    model_dir = settings().model_dir
+    rows = []
+    for model in (RESNET, MMOD):
+        try:
+            path = converted_path(model, model_dir)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), code="model_conversion_failed") from None
+        rows.append({"model": model, "onnx": str(path), "bytes": path.stat().st_size})
+    if as_json:
+        output.emit_json(rows)
+        return
+    for row in rows:
+        output.out.print(f"{row['model']}: {escape(row['onnx'])} ({row['bytes'] / 1e6:.1f} MB)")
+
+
+@models_app.command("info")
+def models_info(as_json: JsonOpt = False) -> None:
+    """Which runtime, detector and execution providers the pipeline uses."""
+    from facewarden.adapters.models.onnx_models import providers
+    from facewarden.services.app import build_pipeline
+
+    config = settings()
+    pipeline = build_pipeline(config)
+    data = {
+        "runtime setting": config.runtime,
+        "detector": f"{pipeline.detector.model_id} ({pipeline.detector.runtime})",
+        "embedder": f"{pipeline.embedder.model_id} ({pipeline.embedder.runtime})",
+        "template space": pipeline.model_id,
+        "onnx providers": ", ".join(providers()),
+    }
+    output.emit_json(data) if as_json else output.show_mapping("models", data)
 
 
 @app.command()

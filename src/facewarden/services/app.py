@@ -298,13 +298,16 @@ def crop_aad(sha256: str, face_index: int) -> bytes:
     return f"crop:{sha256}:{face_index}".encode()
 
 
-def build_pipeline(settings: Settings) -> FacePipeline:
+def build_pipeline(settings: Settings, threads: int | None = None) -> FacePipeline:
+    """The configured pipeline; ``threads``: ONNX Runtime threads (default: the setting)."""
     from facewarden.adapters.models.registry import build_aligner, build_detector, build_embedder
 
+    threads = settings.model_threads if threads is None else threads
+    runtime, model_dir = settings.runtime, settings.model_dir
     return FacePipeline(
-        build_detector(settings.detector, settings.upsample),
+        build_detector(settings.detector, settings.upsample, runtime, model_dir, threads),
         build_aligner(),
-        build_embedder(),
+        build_embedder(runtime, model_dir, threads),
         min_face_size=settings.min_face_size,
         keep_chips=settings.store_crops,
     )

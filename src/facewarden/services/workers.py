@@ -7,6 +7,7 @@ the settings and ignores Ctrl-C, which the parent handles.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -22,7 +23,9 @@ def worker_init(settings_json: str) -> None:
     from facewarden.services.app import build_pipeline
 
     settings = Settings.model_validate_json(settings_json)
-    WORKER["pipeline"] = build_pipeline(settings)
+    # The workers share the cores: ONNX Runtime gets its share in each, not all of them.
+    share = max(1, (os.cpu_count() or 1) // max(1, settings.workers))
+    WORKER["pipeline"] = build_pipeline(settings, settings.model_threads or share)
     WORKER["max_pixels"] = settings.max_image_pixels
 
 

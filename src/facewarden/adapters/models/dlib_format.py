@@ -346,12 +346,14 @@ def _read_loss(r: DlibReader) -> tuple[str, MmodOptions | None]:
     return "mmod", MmodOptions([(width, height)], nms_iou, nms_covered)
 
 
-def read_network(data: bytes, spec: list[Spec]) -> Network:
-    """Parses a serialized ``add_loss_layer`` whose layers follow ``spec`` (top first)."""
+def read_network(data: bytes, spec: list[Spec], loss: str) -> Network:
+    """Parses a serialized ``add_loss_layer`` (``loss``: metric or mmod) following ``spec``."""
     r = DlibReader(data)
     if r.int() != 1:
         raise ModelFormatError("not a dlib network (bad loss-layer version)")
-    loss, mmod = _read_loss(r)
+    found, mmod = _read_loss(r)
+    if found != loss:
+        raise ModelFormatError(f"a {found} network where {loss} was expected: another model")
     versions = [r.int() for _ in spec]
     for s, v in zip(spec[:-1], versions[:-1], strict=True):
         allowed = (1,) if s.kind in ("tag", "skip") else (2,)
@@ -376,4 +378,4 @@ def read_network(data: bytes, spec: list[Spec]) -> Network:
             r.int()  # sample expansion factor
     if not r.at_end:
         raise ModelFormatError(f"{len(data) - r.pos} unexpected bytes after the network")
-    return Network(net_input, layers, loss, mmod)
+    return Network(net_input, layers, found, mmod)

@@ -39,6 +39,8 @@ def _clip_box(rect: dlib.rectangle, shape: tuple[int, ...]) -> Box:
 class HogDetector:
     """dlib's HOG + linear SVM frontal face detector (fast, CPU)."""
 
+    runtime = "dlib"
+
     def __init__(self, upsample: int = 1) -> None:
         self.upsample = upsample
         self.model_id = f"dlib-hog-up{upsample}"
@@ -55,6 +57,8 @@ class HogDetector:
 
 class CnnDetector:
     """dlib's MMOD CNN face detector (more accurate, slow on CPU)."""
+
+    runtime = "dlib"
 
     def __init__(self, upsample: int = 1) -> None:
         self.upsample = upsample
@@ -95,6 +99,7 @@ class ResnetEmbedder:
 
     model_id = "dlib_face_recognition_resnet_model_v1"
     dimension = 128
+    runtime = "dlib"
 
     def __init__(self) -> None:
         self._net = dlib.face_recognition_model_v1(

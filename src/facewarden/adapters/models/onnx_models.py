@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 CONVERTER_VERSION = 1
 RESNET = "dlib_face_recognition_resnet_model_v1"
 MMOD = "mmod_human_face_detector"
-_SPECS = {RESNET: resnet_spec, MMOD: mmod_spec}
+_SPECS = {RESNET: (resnet_spec, "metric"), MMOD: (mmod_spec, "mmod")}
 _LOCK = threading.Lock()
 
 
@@ -53,10 +53,11 @@ def convert(source: Path, model: str) -> bytes:
     data = source.read_bytes()
     if not data:
         raise ModelFormatError(f"{source} is empty")
+    spec, loss = _SPECS[model]
     try:
-        network = read_network(data, _SPECS[model]())
+        network = read_network(data, spec(), loss)
     except ModelFormatError as exc:
-        raise ModelFormatError(f"{source}: {exc}") from None
+        raise ModelFormatError(f"{source} is not a usable {model} file: {exc}") from None
     return to_onnx(network, model).SerializeToString()
 
 
@@ -156,7 +157,7 @@ class OnnxMmodDetector:
         self.model_id = f"dlib-mmod-up{upsample}"
         source = model_path(f"{MMOD}.dat")
         self._session = _session(converted_path(MMOD, model_dir, source), threads)
-        network = read_network(source.read_bytes(), mmod_spec())
+        network = read_network(source.read_bytes(), mmod_spec(), "mmod")
         assert network.mmod is not None
         self.options, self._mean = network.mmod, network.input.mean
         self._pyr = dlib.pyramid_down(6)

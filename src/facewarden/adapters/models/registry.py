@@ -1,17 +1,56 @@
-"""Builds the configured model set; adding an implementation is adding an entry here."""
+"""Builds the configured model set; adding an implementation is adding an entry here.
+
+``runtime`` picks where the networks run: ``onnx`` (ONNX Runtime), ``dlib``, or ``auto``:
+ONNX when onnxruntime imports and the conversion succeeds, else dlib with a warning. Both
+produce the same templates (same template space), so a gallery never depends on the runtime.
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from facewarden.adapters.models.base import FaceAligner, FaceDetector, FaceEmbedder
 
+log = logging.getLogger(__name__)
+DETECTORS = ("hog", "cnn")
+RUNTIMES = ("auto", "onnx", "dlib")
 
-def build_detector(kind: str, upsample: int) -> FaceDetector:
+
+def _onnx_or_dlib(runtime: str, build_onnx, build_dlib, what: str):
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {list(RUNTIMES)}")
+    if runtime == "dlib":
+        return build_dlib()
+    try:
+        return build_onnx()
+    except Exception as exc:  # noqa: BLE001 - any failure to load falls back under auto
+        if runtime == "onnx":
+            raise
+        log.warning("ONNX %s unavailable (%s); using dlib", what, exc)
+        return build_dlib()
+
+
+def build_detector(
+    kind: str,
+    upsample: int,
+    runtime: str = "dlib",
+    model_dir: Path | None = None,
+    threads: int = 0,
+) -> FaceDetector:
     from facewarden.adapters.models import dlib_models
 
-    detectors = {"hog": dlib_models.HogDetector, "cnn": dlib_models.CnnDetector}
-    if kind not in detectors:
-        raise ValueError(f"unknown detector {kind!r}; choose one of {sorted(detectors)}")
-    return detectors[kind](upsample)
+    if kind not in DETECTORS:
+        raise ValueError(f"unknown detector {kind!r}; choose one of {list(DETECTORS)}")
+    if kind == "hog":  # HOG has no network: dlib's own implementation in every runtime
+        return dlib_models.HogDetector(upsample)
+
+    def onnx() -> FaceDetector:
+        from facewarden.adapters.models.onnx_models import OnnxMmodDetector
+
+        return OnnxMmodDetector(_required(model_dir), upsample, threads)
+
+    return _onnx_or_dlib(runtime, onnx, lambda: dlib_models.CnnDetector(upsample), "detector")
 
 
 def build_aligner() -> FaceAligner:
@@ -20,7 +59,20 @@ def build_aligner() -> FaceAligner:
     return FivePointAligner()
 
 
-def build_embedder() -> FaceEmbedder:
+def build_embedder(
+    runtime: str = "dlib", model_dir: Path | None = None, threads: int = 0
+) -> FaceEmbedder:
     from facewarden.adapters.models.dlib_models import ResnetEmbedder
 
-    return ResnetEmbedder()
+    def onnx() -> FaceEmbedder:
+        from facewarden.adapters.models.onnx_models import OnnxEmbedder
+
+        return OnnxEmbedder(_required(model_dir), threads)
+
+    return _onnx_or_dlib(runtime, onnx, ResnetEmbedder, "embedder")
+
+
+def _required(model_dir: Path | None) -> Path:
+    if model_dir is None:
+        raise ValueError("the ONNX runtime needs a model directory for its converted models")
+    return model_dir
