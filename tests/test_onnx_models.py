@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GALLERY, MODEL_CACHE, PROBES
 from PIL import Image
 
 from facewarden.adapters.models import dlib_models, onnx_models
 from facewarden.adapters.models.dlib_format import ModelFormatError
 from facewarden.adapters.models.registry import build_detector, build_embedder
+
+from conftest import GALLERY, MODEL_CACHE, PROBES
 
 
 def _rgb(path: Path) -> np.ndarray:

@@ -24,7 +24,7 @@ def _onnx_or_dlib(runtime: str, build_onnx, build_dlib, what: str):
         return build_dlib()
     try:
         return build_onnx()
-    except Exception as exc:  # noqa: BLE001 - any failure to load falls back under auto
+    except Exception as exc:
         if runtime == "onnx":
             raise
         log.warning("ONNX %s unavailable (%s); using dlib", what, exc)
