@@ -3,8 +3,10 @@
     .venv/bin/python bench/ingest_search.py --data ../shared/data/lfw --limit 600
 
 Ingest: images/s and faces/s through the whole pipeline (decode, HOG detect, align, embed,
-encrypt, store, index). Search: end-to-end latency of ``SearchService.search`` (decode,
-detect, embed, index, database re-check, audit write) for probes drawn from the gallery.
+encrypt, store, index), per model runtime (dlib, onnx) and worker count. Stages: time per
+image of decode, detect, align and embed in one process, the rest (encrypt, store, index,
+audit) being the difference to the one-worker ingest. Search: end-to-end latency of
+``SearchService.search`` (decode, detect, embed, index, database re-check, audit write).
 """
 
 from __future__ import annotations
@@ -29,9 +31,33 @@ def images(data: Path, limit: int) -> list[Path]:
     return found[:limit]
 
 
-def run(files: list[Path], workers: int, probes: int) -> dict[str, object]:
+def stages(files: list[Path], runtime: str) -> dict[str, float]:
+    """Milliseconds per image of each model stage, in one process (1 worker's view)."""
+    from facewarden.adapters.imaging import decode_image
+    from facewarden.services.app import build_pipeline
+
     with tempfile.TemporaryDirectory() as tmp:
-        s = Settings(data_dir=Path(tmp) / "fw", database_url=None, workers=workers)
+        settings = Settings(data_dir=Path(tmp), runtime=runtime, workers=1)
+        pipe = build_pipeline(settings, threads=1)
+        totals = dict.fromkeys(("decode", "detect", "align", "embed"), 0.0)
+        for path in files:
+            t = time.perf_counter()
+            image = decode_image(path.read_bytes(), max_pixels=settings.max_image_pixels)
+            t1 = time.perf_counter()
+            boxes = pipe.detector.detect(image)
+            t2 = time.perf_counter()
+            chips = [pipe.aligner.align(image, d.box)[0] for d in boxes]
+            t3 = time.perf_counter()
+            pipe.embedder.embed(chips)
+            t4 = time.perf_counter()
+            for key, span in zip(totals, (t1 - t, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                totals[key] += span
+    return {f"{k}_ms": round(1000 * v / len(files), 2) for k, v in totals.items()}
+
+
+def run(files: list[Path], workers: int, probes: int, runtime: str) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Settings(data_dir=Path(tmp) / "fw", database_url=None, workers=workers, runtime=runtime)
         fw, _ = Facewarden.init(s, admin_name="bench")
         actor = fw.actor(name="bench")
         fw.sources.add(
@@ -46,6 +72,7 @@ def run(files: list[Path], workers: int, probes: int) -> dict[str, object]:
         summary = fw.ingest.run(actor, files, "bench", workers=workers)
         elapsed = time.perf_counter() - t0
         result: dict[str, object] = {
+            "runtime": runtime,
             "workers": workers,
             "images": summary.images,
             "faces": summary.faces,
@@ -84,13 +111,24 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=600)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--probes", type=int, default=100)
+    ap.add_argument("--runtimes", nargs="+", default=["dlib", "onnx"])
     ap.add_argument("--out", type=Path, default=Path("bench/results/ingest_search.json"))
     args = ap.parse_args()
     files = images(args.data, args.limit)
     if not files:
         sys.exit(f"no images under {args.data}")
-    runs = [run(files, w, args.probes if w == args.workers[-1] else 0) for w in args.workers]
-    write_result(args.out, {"dataset": str(args.data), "limit": args.limit, "runs": runs})
+    runs, per_stage = [], {}
+    for runtime in args.runtimes:
+        per_stage[runtime] = stages(files, runtime)
+        for w in args.workers:
+            runs.append(run(files, w, args.probes if w == args.workers[-1] else 0, runtime))
+        one = next(r for r in runs if r["runtime"] == runtime and r["workers"] == args.workers[0])
+        models_ms = sum(per_stage[runtime].values())
+        per_stage[runtime]["rest_ms"] = round(1000 * one["seconds"] / one["images"] - models_ms, 2)
+    write_result(
+        args.out,
+        {"dataset": str(args.data), "limit": args.limit, "stages": per_stage, "runs": runs},
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ def test_ingest_search_bench_runs_on_tiny_input(tmp_path, database_url):
             "3",
             "--workers",
             "1",
-            "2",
+            "--runtimes",
+            "dlib",
+            "onnx",
             "--probes",
             "2",
             "--out",
@@ -35,8 +37,50 @@ def test_ingest_search_bench_runs_on_tiny_input(tmp_path, database_url):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["machine"]["cores"] >= 1 and "command" in result
-    assert [r["images"] for r in result["runs"]] == [3, 3]
-    assert result["runs"][-1]["search"]["probes"] == 2
+    assert [(r["runtime"], r["images"]) for r in result["runs"]] == [("dlib", 3), ("onnx", 3)]
+    assert all(r["search"]["probes"] == 2 for r in result["runs"])
+    # Same images, same faces: the runtimes differ in speed only.
+    assert result["runs"][0]["faces"] == result["runs"][1]["faces"] > 0
+    assert set(result["stages"]["onnx"]) == {
+        "decode_ms",
+        "detect_ms",
+        "align_ms",
+        "embed_ms",
+        "rest_ms",
+    }
+
+
+def test_models_bench_runs_on_tiny_input(tmp_path):
+    out = tmp_path / "m.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "models.py"),
+            "--data",
+            str(GALLERY),
+            "--photos",
+            str(GALLERY),
+            "--faces",
+            "2",
+            "--photo-count",
+            "1",
+            "--seconds",
+            "0.01",
+            "--sizes",
+            "250x250",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["descriptor"]["faces"] == 2
+    assert result["descriptor"]["max_abs_difference"] <= 1e-4
+    assert set(result["detector_ms_per_image_upsample0"]) == {"250x250"}
+    assert 0.4 < result["descriptor_gflop_per_face"] < 0.7
 
 
 def test_video_bench_runs_on_tiny_input(tmp_path):

@@ -122,7 +122,11 @@ def evaluate_identification(
     for p, e in zip(paths, embedded, strict=True):
         fingerprint.update(f"{p.relative_to(data)}:{e.sha256}\n".encode())
     result |= {
-        "settings": {"detector": settings.detector, "upsample": settings.upsample},
+        "settings": {
+            "detector": settings.detector,
+            "upsample": settings.upsample,
+            "runtime": settings.runtime,
+        },
         "software": software_versions(),
         "machine": machine(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -146,6 +146,7 @@ def evaluate_lfw(
         "settings": {
             "detector": settings.detector,
             "upsample": settings.upsample,
+            "runtime": settings.runtime,
             "workers": workers,
         },
         "model": (pipeline.model_id if pipeline else None) or _model_id(),
