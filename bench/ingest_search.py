@@ -31,13 +31,13 @@ def images(data: Path, limit: int) -> list[Path]:
     return found[:limit]
 
 
-def stages(files: list[Path], runtime: str) -> dict[str, float]:
+def stages(files: list[Path], runtime: str, upsample: int) -> dict[str, float]:
     """Milliseconds per image of each model stage, in one process (1 worker's view)."""
     from facewarden.adapters.imaging import decode_image
     from facewarden.services.app import build_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), runtime=runtime, workers=1)
+        settings = Settings(data_dir=Path(tmp), runtime=runtime, workers=1, upsample=upsample)
         pipe = build_pipeline(settings, threads=1)
         totals = dict.fromkeys(("decode", "detect", "align", "embed"), 0.0)
         for path in files:
@@ -55,9 +55,17 @@ def stages(files: list[Path], runtime: str) -> dict[str, float]:
     return {f"{k}_ms": round(1000 * v / len(files), 2) for k, v in totals.items()}
 
 
-def run(files: list[Path], workers: int, probes: int, runtime: str) -> dict[str, object]:
+def run(
+    files: list[Path], workers: int, probes: int, runtime: str, upsample: int
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
-        s = Settings(data_dir=Path(tmp) / "fw", database_url=None, workers=workers, runtime=runtime)
+        s = Settings(
+            data_dir=Path(tmp) / "fw",
+            database_url=None,
+            workers=workers,
+            runtime=runtime,
+            upsample=upsample,
+        )
         fw, _ = Facewarden.init(s, admin_name="bench")
         actor = fw.actor(name="bench")
         fw.sources.add(
@@ -73,6 +81,7 @@ def run(files: list[Path], workers: int, probes: int, runtime: str) -> dict[str,
         elapsed = time.perf_counter() - t0
         result: dict[str, object] = {
             "runtime": runtime,
+            "upsample": upsample,
             "workers": workers,
             "images": summary.images,
             "faces": summary.faces,
@@ -112,6 +121,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--runtimes", nargs="+", default=["dlib", "onnx"])
+    ap.add_argument("--upsample", type=int, default=1, help="HOG detector upsampling")
     ap.add_argument("--out", type=Path, default=Path("bench/results/ingest_search.json"))
     args = ap.parse_args()
     files = images(args.data, args.limit)
@@ -119,15 +129,22 @@ def main() -> None:
         sys.exit(f"no images under {args.data}")
     runs, per_stage = [], {}
     for runtime in args.runtimes:
-        per_stage[runtime] = stages(files, runtime)
+        per_stage[runtime] = stages(files, runtime, args.upsample)
         for w in args.workers:
-            runs.append(run(files, w, args.probes if w == args.workers[-1] else 0, runtime))
+            probes = args.probes if w == args.workers[-1] else 0
+            runs.append(run(files, w, probes, runtime, args.upsample))
         one = next(r for r in runs if r["runtime"] == runtime and r["workers"] == args.workers[0])
         models_ms = sum(per_stage[runtime].values())
         per_stage[runtime]["rest_ms"] = round(1000 * one["seconds"] / one["images"] - models_ms, 2)
     write_result(
         args.out,
-        {"dataset": str(args.data), "limit": args.limit, "stages": per_stage, "runs": runs},
+        {
+            "dataset": str(args.data),
+            "limit": args.limit,
+            "upsample": args.upsample,
+            "stages": per_stage,
+            "runs": runs,
+        },
     )
 
 

