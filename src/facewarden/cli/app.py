@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.video import is_video_path
 from facewarden.cli import output
 from facewarden.cli.evaluate import eval_app
@@ -208,11 +209,28 @@ def search(
     thumbnails: Annotated[
         Path | None, typer.Option(help="Video: write each track's best face crop here.")
     ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option(help="Only candidates from this source (repeatable).")
+    ] = None,
+    jurisdiction: Annotated[
+        list[str] | None,
+        typer.Option(help="Only candidates of this jurisdiction (repeatable)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search every face of a probe image, or every face track of a video, within a case."""
     fw, actor = open_app()
+    where = (
+        IndexFilter(
+            frozenset(source) if source else None,
+            frozenset(j.upper() for j in jurisdiction) if jurisdiction else None,
+        )
+        if source or jurisdiction
+        else None
+    )
     if is_video_path(probe):
+        if where is not None:
+            raise InvalidInput("--source and --jurisdiction filter photo searches only")
         with _progress(as_json) as bar:
             task = bar.add_task(f"scanning {probe.name[:30]}", total=None)
             result = fw.video.search(
@@ -236,6 +254,7 @@ def search(
         probe_name=str(probe),
         top_k=top,
         threshold=threshold,
+        where=where,
     )
     fw.close()
     output.emit_json(result.as_dict()) if as_json else output.show_search(result)
@@ -327,6 +346,53 @@ def index_rebuild() -> None:
     fw, actor = open_app()
     res = fw.gallery.rebuild_index(actor)
     output.out.print(f"index rebuilt: {res['faces']} faces")
+
+
+@index_app.command("info")
+def index_info(as_json: JsonOpt = False) -> None:
+    """The configured index backend, its mode and size."""
+    fw, _ = open_app()
+    info = fw.index.describe()
+    fw.close()
+    if as_json:
+        output.emit_json(info)
+    else:
+        for key, value in info.items():
+            output.out.print(f"{key}: {value}")
+
+
+@index_app.command("purge")
+def index_purge(as_json: JsonOpt = False) -> None:
+    """Physically erase removed vectors (FAISS: fsync and compact; pgvector: VACUUM FULL;
+    Qdrant: vacuum); logged as ``index.purge``."""
+    fw, actor = open_app()
+    report = fw.gallery.purge_index(actor)
+    fw.close()
+    if as_json:
+        output.emit_json(report)
+    else:
+        output.out.print(
+            f"purged {report['removed_since_last_purge']} removed vectors at "
+            f"{report['purged_at']}: " + "; ".join(report["actions"])
+        )
+
+
+@index_app.command("migrate")
+def index_migrate(
+    to: Annotated[str, typer.Option("--to", help="faiss, pgvector or qdrant.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the gallery's templates into another index backend (no re-embedding)."""
+    fw, actor = open_app()
+    res = fw.gallery.migrate_index(actor, to)
+    fw.close()
+    if as_json:
+        output.emit_json(res)
+    else:
+        output.out.print(
+            f"{res['faces']} faces copied into {res['to']}; "
+            f"set FACEWARDEN_INDEX={res['to']} to use it"
+        )
 
 
 @models_app.command("convert")

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from facewarden.adapters.index.faiss_flat import FaissFlatIndex
+from facewarden.adapters.index.base import FaceLabel
+from facewarden.adapters.index.faiss_index import FaissIndex
 from facewarden.config import Settings
 from facewarden.core.errors import InvalidInput
 from facewarden.core.pipeline import FacePipeline
@@ -87,8 +88,11 @@ def evaluate_identification(
     if distractors:
         gallery_vecs = np.concatenate([gallery_vecs, synthetic_distractors(vecs, distractors)])
 
-    index = FaissFlatIndex(Path("/nonexistent/eval.faiss"))  # in memory, never saved
-    index.add(np.arange(len(gallery_vecs), dtype=np.int64), gallery_vecs)
+    index = FaissIndex(None, ivf_threshold=2**62)  # in memory, exact: the model is measured
+    label = FaceLabel("eval", "eval")
+    index.add(
+        np.arange(len(gallery_vecs), dtype=np.int64), gallery_vecs, [label] * len(gallery_vecs)
+    )
     k = 10
     md, mi = index.search(mated_vecs, k)
     nd, _ = index.search(nonmated_vecs, 1)

@@ -12,7 +12,8 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import OperationalError
 
 from facewarden.adapters.crypto import TemplateCipher, create_key_file, load_key
-from facewarden.adapters.index.faiss_flat import FaissFlatIndex
+from facewarden.adapters.index.base import FaceLabel, VectorIndex
+from facewarden.adapters.index.registry import build_index
 from facewarden.adapters.storage import db
 from facewarden.adapters.storage.tables import Face, Media, Source, User
 from facewarden.config import Settings
@@ -128,6 +129,10 @@ class Facewarden:
     def close(self) -> None:
         if self._index_synced:
             self.index.save()
+        if "_index" in self.__dict__:
+            self._index.close()
+            del self.__dict__["_index"]
+            self._index_synced = False
         self.engine.dispose()
 
     # -- users and roles ---------------------------------------------------------------
@@ -179,11 +184,11 @@ class Facewarden:
         return template_space_id(ResnetEmbedder.model_id, FivePointAligner.model_id)
 
     @cached_property
-    def _index(self) -> FaissFlatIndex:
-        return FaissFlatIndex(self.settings.index_dir / "faces.faiss")
+    def _index(self) -> VectorIndex:
+        return build_index(self.settings, self.engine)
 
     @property
-    def index(self) -> FaissFlatIndex:
+    def index(self) -> VectorIndex:
         """The vector index, reconciled with the database once per process on first use."""
         if not self._index_synced:
             self._index_synced = True
@@ -221,15 +226,32 @@ class Facewarden:
 
     def _fill_index(self, face_ids: list[int], batch: int = 5000) -> None:
         for start in range(0, len(face_ids), batch):
-            self._index.add(*self.load_templates(face_ids[start : start + batch]))
+            self._index.add(*self.labelled_templates(face_ids[start : start + batch]))
 
     def load_templates(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(face ids, decrypted descriptors) of the faces that exist."""
+        ids, vecs, _ = self.labelled_templates(face_ids)
+        return ids, vecs
+
+    def labelled_templates(
+        self, face_ids: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, list[FaceLabel]]:
+        """As ``load_templates``, with each face's source and jurisdiction (index filters)."""
         with self.sessions() as session:
             rows = session.execute(
-                select(Face.id, Face.template, Face.face_index, Media.sha256)
+                select(
+                    Face.id,
+                    Face.template,
+                    Face.face_index,
+                    Media.sha256,
+                    Source.name,
+                    Source.jurisdiction,
+                )
                 .join(Media, Media.id == Face.media_id)
+                .join(Source, Source.id == Media.source_id)
                 .where(Face.id.in_(face_ids))
             ).all()
+        labels = [FaceLabel(r.name, r.jurisdiction) for r in rows]
         ids = np.array([r.id for r in rows], dtype=np.int64)
         vecs = (
             np.stack(
@@ -241,7 +263,7 @@ class Facewarden:
             if rows
             else np.zeros((0, 128), np.float32)
         )
-        return ids, vecs
+        return ids, vecs, labels
 
     def gallery_size(self, session) -> int:
         return (

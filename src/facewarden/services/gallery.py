@@ -210,6 +210,49 @@ class GalleryService:
             self.app.index.remove(np.array(face_ids, dtype=np.int64))
             self.app.index.save()
 
+    def purge_index(self, actor: Actor) -> dict[str, object]:
+        """Physically erase removed vectors from the index backend; logged, so that the
+        ``index.purge`` event after an erasure says when its bytes were gone."""
+        self.app.authorize(actor, "index.purge", "operator", "admin")
+        report = self.app.index.purge().as_dict()
+        event = self.app.audit.record(actor, "index.purge", details=report)
+        return report | {"purged_at": event.ts, "audit_seq": event.seq}
+
+    def migrate_index(self, actor: Actor, backend: str) -> dict[str, object]:
+        """Fill ``backend`` from the database's templates (no re-embedding); switch to it by
+        setting ``FACEWARDEN_INDEX``."""
+        from facewarden.adapters.index.registry import BACKENDS, build_index
+
+        app = self.app
+        app.authorize(actor, "index.migrate", "admin", details={"to": backend})
+        if backend == app.settings.index:
+            raise InvalidInput(f"the index is already {backend}")
+        if backend not in BACKENDS:
+            raise InvalidInput(f"unknown index backend {backend!r}: faiss, pgvector or qdrant")
+        target = build_index(app.settings, app.engine, backend)
+        try:
+            target.reset()
+            with app.sessions() as session:
+                ids = list(
+                    session.scalars(
+                        select(Face.id).where(Face.model_id == app.model_id).order_by(Face.id)
+                    )
+                )
+            for start in range(0, len(ids), 5000):
+                target.add(*app.labelled_templates(ids[start : start + 5000]))
+            target.save()
+            moved = len(target)
+        finally:
+            target.close()
+        app.audit.record(
+            actor,
+            "index.migrate",
+            model_id=app.model_id,
+            gallery_size=moved,
+            details={"from": app.settings.index, "to": backend, "faces": moved},
+        )
+        return {"from": app.settings.index, "to": backend, "faces": moved}
+
     def rebuild_index(self, actor: Actor) -> dict[str, int]:
         self.app.authorize(actor, "index.rebuild", "operator", "admin")
         faces = self.app.rebuild_index()

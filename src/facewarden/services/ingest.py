@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from facewarden.adapters.imaging import decode_image
+from facewarden.adapters.index.base import FaceLabel
 from facewarden.adapters.inputs import InputItem, InputLimits, iter_inputs
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media
@@ -123,6 +124,7 @@ class IngestService:
             src = app.sources.get(session, source)
             retention = timedelta(days=src.retention_days)
             source_id, basis, purpose = src.id, src.lawful_basis, src.purpose
+            index_label = FaceLabel(src.name, src.jurisdiction)
         settings = app.settings
         limits = InputLimits(
             settings.max_file_bytes, settings.max_archive_ratio, settings.max_video_bytes
@@ -175,7 +177,7 @@ class IngestService:
             if result.error_code:
                 skip(path, MediaError(result.error or "unreadable", code=result.error_code))
                 return
-            self._store(source_id, retention, label(path), sha, result, summary)
+            self._store(source_id, index_label, retention, label(path), sha, result, summary)
             tick(path)
             if summary.images % SAVE_INDEX_EVERY == 0:
                 app.index.save()
@@ -309,6 +311,7 @@ class IngestService:
     def _store(
         self,
         source_id: int,
+        index_label: FaceLabel,
         retention: timedelta,
         path: str,
         sha: str,
@@ -384,4 +387,5 @@ class IngestService:
             app.index.add(
                 np.array([r.id for r, _ in new_faces], dtype=np.int64),
                 np.stack([v for _, v in new_faces]),
+                [index_label] * len(new_faces),
             )

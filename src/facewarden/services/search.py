@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import select
 
 from facewarden.adapters.imaging import decode_image
+from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit, Source
 from facewarden.core.actors import Actor
@@ -46,7 +47,10 @@ class SearchService:
         probe_name: str = "probe",
         top_k: int | None = None,
         threshold: float | None = None,
+        where: IndexFilter | None = None,
     ) -> SearchResult:
+        """Search every face of ``probe``; ``where`` limits candidates to some sources or
+        jurisdictions (the filter is recorded in the audit log)."""
         app = self.app
         top_k = top_k or app.settings.top_k
         threshold = app.settings.threshold if threshold is None else threshold
@@ -65,12 +69,20 @@ class SearchService:
         try:
             image = decode_image(probe, max_pixels=app.settings.max_image_pixels)
             faces = app.pipeline.process(image, enrol=False).faces
-            matches = [self.match(f, top_k, threshold) for f in faces]
+            matches = [self.match(f, top_k, threshold, where=where) for f in faces]
         except FacewardenError as exc:
             app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
         search_id, size, seq = self.record(
-            actor, info.ref, probe_name, probe_hash, faces, matches, top_k, audit
+            actor,
+            info.ref,
+            probe_name,
+            probe_hash,
+            faces,
+            matches,
+            top_k,
+            audit,
+            extra={"filter": filter_dict(where)} if where is not None else None,
         )
         return SearchResult(
             probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, seq, search_id
@@ -163,7 +175,13 @@ class SearchService:
         return record.id, size, event.seq
 
     def match(
-        self, face: FaceTemplate, top_k: int, threshold: float, *, searchable_only: bool = True
+        self,
+        face: FaceTemplate,
+        top_k: int,
+        threshold: float,
+        *,
+        searchable_only: bool = True,
+        where: IndexFilter | None = None,
     ) -> FaceMatches:
         """Index proposes, the database disposes: every hit is re-checked and re-scored.
 
@@ -175,7 +193,7 @@ class SearchService:
         index = app.index
         fetch = min(max(4 * top_k, 32), max(len(index), 1))
         while True:
-            dists, ids = index.search(face.descriptor[None, :], fetch)
+            dists, ids = index.search(face.descriptor[None, :], fetch, where)
             hit_ids = [
                 int(i)
                 for i, d in zip(ids[0], dists[0], strict=True)
@@ -189,6 +207,7 @@ class SearchService:
                     .where(
                         Face.id.in_(hit_ids),
                         Face.model_id == app.model_id,
+                        *filter_clauses(where),
                         *(
                             (Media.expires_at > utcnow(), Media.restricted.is_(False))
                             if searchable_only
@@ -284,3 +303,21 @@ class SearchService:
             **audit,
         )
         return result
+
+
+def filter_dict(where: IndexFilter) -> dict[str, list[str] | None]:
+    """A search filter as recorded in the audit log."""
+    return {
+        "sources": sorted(where.sources) if where.sources is not None else None,
+        "jurisdictions": sorted(where.jurisdictions) if where.jurisdictions is not None else None,
+    }
+
+
+def filter_clauses(where: IndexFilter | None) -> list:
+    """The same filter for the database re-check (the database has the last word)."""
+    clauses = []
+    if where is not None and where.sources is not None:
+        clauses.append(Source.name.in_(sorted(where.sources)))
+    if where is not None and where.jurisdictions is not None:
+        clauses.append(Source.jurisdiction.in_(sorted(where.jurisdictions)))
+    return clauses

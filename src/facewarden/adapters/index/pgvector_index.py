@@ -1,0 +1,168 @@
+"""pgvector inside PostgreSQL: an HNSW index beside the system of record.
+
+When the vectors live in the same database as the ``faces`` table, each vector row references
+its face with ``ON DELETE CASCADE``: erasing a face removes its vector in the same
+transaction. Filtered searches run with pgvector's iterative index scans, so a narrow filter
+still returns ``k`` rows instead of the few that survive one HNSW pass; when a filter is very
+selective PostgreSQL's planner may scan the filtered rows exactly instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import Engine
+
+from facewarden.adapters.index.base import (
+    FaceLabel,
+    IndexFilter,
+    PurgeReport,
+    empty_result,
+    pad_result,
+)
+
+TABLE = "face_vectors"
+
+
+def _literal(vec: np.ndarray) -> str:
+    return "[" + ",".join(f"{float(x):.9g}" for x in vec) + "]"
+
+
+class PgvectorIndex:
+    name = "pgvector"
+
+    def __init__(
+        self,
+        url_or_engine: str | Engine,
+        dimension: int = 128,
+        *,
+        ef_search: int = 100,
+    ) -> None:
+        self.engine = (
+            create_engine(url_or_engine, pool_pre_ping=True)
+            if isinstance(url_or_engine, str)
+            else url_or_engine
+        )
+        if self.engine.dialect.name != "postgresql":
+            raise ValueError("the pgvector index needs a PostgreSQL database URL")
+        self.dimension = dimension
+        self.ef_search = ef_search
+        self._removed_since_purge = 0
+        self._ensure()
+
+    def _ensure(self) -> None:
+        with self.engine.begin() as con:
+            con.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+            if inspect(con).has_table(TABLE):
+                return
+            references = (
+                " REFERENCES faces(id) ON DELETE CASCADE" if inspect(con).has_table("faces") else ""
+            )
+            con.execute(
+                text(
+                    f"CREATE TABLE {TABLE} (face_id bigint PRIMARY KEY{references}, "
+                    "source text NOT NULL, jurisdiction text NOT NULL, "
+                    f"embedding vector({self.dimension}) NOT NULL)"
+                )
+            )
+            con.execute(
+                text(f"CREATE INDEX {TABLE}_hnsw ON {TABLE} USING hnsw (embedding vector_l2_ops)")
+            )
+            for column in ("source", "jurisdiction"):
+                con.execute(text(f"CREATE INDEX {TABLE}_{column} ON {TABLE} ({column})"))
+
+    def __len__(self) -> int:
+        with self.engine.connect() as con:
+            return int(con.scalar(text(f"SELECT count(*) FROM {TABLE}")))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, labels: Sequence[FaceLabel]) -> None:
+        if len(ids) == 0:
+            return
+        vectors = np.asarray(vectors, np.float32).reshape(-1, self.dimension)
+        if len(labels) != len(ids) or len(vectors) != len(ids):
+            raise ValueError("ids, vectors and labels differ in length")
+        rows = [
+            {"id": int(i), "s": lab.source, "j": lab.jurisdiction, "v": _literal(v)}
+            for i, v, lab in zip(ids, vectors, labels, strict=True)
+        ]
+        with self.engine.begin() as con:
+            con.execute(
+                text(
+                    f"INSERT INTO {TABLE} (face_id, source, jurisdiction, embedding) "
+                    "VALUES (:id, :s, :j, CAST(:v AS vector)) ON CONFLICT (face_id) DO UPDATE "
+                    "SET source = excluded.source, jurisdiction = excluded.jurisdiction, "
+                    "embedding = excluded.embedding"
+                ),
+                rows,
+            )
+
+    def remove(self, ids: np.ndarray) -> int:
+        if len(ids) == 0:
+            return 0
+        with self.engine.begin() as con:
+            removed = con.execute(
+                text(f"DELETE FROM {TABLE} WHERE face_id = ANY(:ids)"),
+                {"ids": [int(i) for i in ids]},
+            ).rowcount
+        self._removed_since_purge += removed
+        return removed
+
+    def search(
+        self, queries: np.ndarray, k: int, where: IndexFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.asarray(queries, np.float32).reshape(-1, self.dimension)
+        if where is not None and where.empty:
+            return empty_result(len(queries), k)
+        constraints = where.constraints() if where is not None else []
+        clauses = [f"{name} = ANY(:{name})" for name, _ in constraints]
+        params: dict[str, object] = {"k": k} | dict(constraints)
+        sql = text(
+            f"SELECT face_id, embedding <-> CAST(:q AS vector) AS d FROM {TABLE} "
+            + (f"WHERE {' AND '.join(clauses)} " if clauses else "")
+            + "ORDER BY embedding <-> CAST(:q AS vector) LIMIT :k"
+        )
+        rows = []
+        with self.engine.begin() as con:
+            con.execute(text(f"SET LOCAL hnsw.ef_search = {max(int(self.ef_search), k)}"))
+            con.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+            for q in queries:
+                found = con.execute(sql, params | {"q": _literal(q)}).all()
+                rows.append([(float(d), int(face_id)) for face_id, d in found])
+        return pad_result(rows, k)
+
+    def ids(self) -> np.ndarray:
+        with self.engine.connect() as con:
+            found = con.scalars(text(f"SELECT face_id FROM {TABLE} ORDER BY face_id")).all()
+        return np.array(found, dtype=np.int64)
+
+    def reset(self) -> None:
+        with self.engine.begin() as con:
+            self._removed_since_purge += int(con.scalar(text(f"SELECT count(*) FROM {TABLE}")))
+            con.execute(text(f"TRUNCATE {TABLE}"))
+
+    def save(self) -> None:
+        """PostgreSQL persists every committed write itself."""
+
+    def purge(self) -> PurgeReport:
+        """``VACUUM FULL`` rewrites the table and its indexes into new files without the dead
+        rows and drops the old files (an exclusive lock for the duration)."""
+        report = PurgeReport(self.name, self._removed_since_purge)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as con:
+            con.execute(text(f"VACUUM FULL {TABLE}"))
+        report.actions.append(f"VACUUM FULL {TABLE} (table and HNSW index rewritten)")
+        self._removed_since_purge = 0
+        return report
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "backend": self.name,
+            "index": "hnsw",
+            "ef_search": self.ef_search,
+            "iterative_scan": "strict_order",
+            "faces": len(self),
+        }
+
+    def close(self) -> None:
+        self.engine.dispose()

