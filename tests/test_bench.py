@@ -95,3 +95,31 @@ def test_video_bench_runs_on_tiny_input(tmp_path):
     run = result["runs"][0]
     assert run["frames_sampled"] == 10 and run["video"]["width"] == 640
     assert run["search"]["timeline_entries"] >= 1 and run["ingest"]["faces_stored"] >= 1
+
+
+def test_index_bench_runs_on_tiny_input(tmp_path):
+    result = _bench(
+        "index.py",
+        tmp_path / "i.json",
+        "--data",
+        str(GALLERY.parent),
+        "--templates",
+        str(tmp_path / "templates.npz"),
+        "--sizes",
+        "400",
+        "--backends",
+        "faiss-flat",
+        "qdrant-local",
+        "--queries",
+        "3",
+        "--workdir",
+        str(tmp_path),
+    )
+    assert [(r["backend"], r["gallery"]) for r in result["runs"]] == [
+        ("faiss-flat", 400),
+        ("qdrant-local", 400),
+    ]
+    # Both are exact at this size: recall against exact search is 1.
+    assert all(r["filter_none"]["recall_at_10"] == 1.0 for r in result["runs"])
+    assert all(r["filter_narrow"]["recall_at_1"] == 1.0 for r in result["runs"])
+    assert (tmp_path / "templates.npz").is_file()

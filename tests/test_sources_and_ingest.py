@@ -152,6 +152,9 @@ def _start_ingest_and_wait(data_dir: Path, batch: Path, workers: str) -> subproc
     proc = subprocess.Popen(
         [*CLI, "ingest", str(batch), "--source", "press", "--json"],
         env=_env(data_dir, workers) | {"FACEWARDEN_RUNTIME": "dlib"},
+        # A shell without job control starts background jobs with SIGINT ignored, and Python
+        # then installs no KeyboardInterrupt handler: give the CLI the default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
