@@ -79,7 +79,7 @@ def gallery(
     extra = size - len(base)
     if extra > 0:
         mean, cov = real.mean(axis=0), np.cov(real, rowvar=False)
-        synth = rng.multivariate_normal(mean, cov, size=extra, method="cholesky")
+        synth = rng.multivariate_normal(mean, cov, size=extra, method="eigh")
         base = np.vstack([base, synth.astype(np.float32)])
     roll = rng.random(size)
     labels_j = np.where(roll < 0.005, "LU", np.where(roll < 0.505, "FR", "DE"))
