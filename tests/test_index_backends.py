@@ -254,3 +254,15 @@ def test_a_damaged_faiss_state_file_is_an_empty_index_to_rebuild(tmp_path):
     index.save()
     (tmp_path / "f" / "state.npz").write_bytes(b"garbage")
     assert len(FaissIndex(tmp_path / "f")) == 0
+
+
+def test_medium_filter_finds_admitted_faces_themselves(filled):
+    """~7% admitted: FAISS IVF-PQ takes its ID-selector path here (between exact and broad)."""
+    index, ids, vectors = filled
+    labels = _labels(N)
+    where = IndexFilter(sources=frozenset({"src1"}), jurisdictions=frozenset({"FR"}))
+    admitted = [i for i, lab in enumerate(labels) if where.admits(lab)][:5]
+    _, found = index.search(vectors[admitted], 5, where)
+    assert found[:, 0].tolist() == ids[admitted].tolist()
+    by_id = dict(zip(ids.tolist(), labels, strict=True))
+    assert all(where.admits(by_id[i]) for i in found.ravel().tolist() if i >= 0)

@@ -7,7 +7,9 @@ stays near 40 MB per million faces. The coarse quantiser is retrained automatica
 the gallery has grown fourfold since the last training.
 
 A filter planner serves narrow filters (few faces admitted) by an exact scan of just the
-admitted faces' raw vectors; broad filters go through the index with a FAISS ID selector.
+admitted faces' raw vectors; broad filters (10% of faces or more) by an unfiltered search for
+proportionally more candidates, filtered before the re-rank; those in between go through the
+index with a FAISS ID selector.
 
 Removal is logical and physical at once: the face leaves the index and its raw vector is
 overwritten with zeros in the mapped file; ``purge`` flushes and fsyncs the file and rewrites
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 PQ_BYTES = 32  # 32 sub-quantisers of 8 bits: 32 bytes per face
+BROAD_SHARE = 0.1  # filters admitting at least this share of faces post-filter the index
 
 
 def _locked(method):
@@ -275,6 +278,14 @@ class FaissIndex:
                 return empty_result(len(queries), k)
             if admitted <= self.exact_subset or not self._trained_on:
                 return self._exact_subset(queries, k, np.flatnonzero(mask))
+            share = admitted / self._live
+            if share >= BROAD_SHARE:
+                # Broad filter: search unfiltered for proportionally more candidates and
+                # drop the others (faster than an ID selector inside the IVF scan).
+                fetch = int(np.ceil(max(self.rerank, k) / share))
+                _, slots = self._index.search(queries, fetch, params=self._params(None))
+                admitted_slots = (slots >= 0) & mask[np.maximum(slots, 0)]
+                return self._rerank(queries, np.where(admitted_slots, slots, -1), k)
         if not self._trained_on:
             sq, slots = self._index.search(queries, k, params=self._params(mask))
             return self._to_ids(np.sqrt(np.maximum(sq, 0)), slots)
