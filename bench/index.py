@@ -36,8 +36,10 @@ NARROW, BROAD = (
 
 
 def rss_mb() -> float:
+    """Anonymous resident memory (pages of memory-mapped files are the OS's cache, not RAM
+    the index needs)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -184,7 +186,7 @@ def run(backend: str, size: int, real, people, args, pg_uri) -> dict[str, object
             "gallery": size,
             "real_templates": int(min(size, len(real) - len(queries))),
             "build_s": round(build_s, 1),
-            "rss_added_mb": round(rss_mb() - rss0, 1),
+            "ram_added_mb": round(rss_mb() - rss0, 1),
             "disk_mb": round(disk_mb(index, workdir), 1),
             "describe": index.describe(),
         }

@@ -118,6 +118,8 @@ class FaissIndex:
         self.exact_subset = exact_subset
         self._lock = threading.RLock()
         self._removed_since_purge = 0
+        self._version = 0  # bumped by every change; keys the filter-mask cache
+        self._masks: dict[IndexFilter, tuple[int, np.ndarray]] = {}
         if not self._load():
             self._clear()
 
@@ -129,6 +131,7 @@ class FaissIndex:
         self._labels = _Labels()
         self._live = 0
         self._trained_on = 0
+        self._version = getattr(self, "_version", 0) + 1
         self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatL2(self.dimension))
         self._open_raw(0, truncate=True)
 
@@ -216,6 +219,7 @@ class FaissIndex:
         self._jur = np.concatenate([self._jur, jur])
         self._index.add_with_ids(vectors, slots)
         self._live += len(ids)
+        self._version += 1
         if self._should_train():
             self._train()
 
@@ -245,7 +249,7 @@ class FaissIndex:
         if not self._trained_on:
             return 0
         nlist = self._index.nlist
-        return min(nlist, self.nprobe_setting or max(16, nlist // 32))
+        return min(nlist, self.nprobe_setting or max(16, nlist // 16))
 
     @_locked
     def remove(self, ids: np.ndarray) -> int:
@@ -260,6 +264,7 @@ class FaissIndex:
         self._index.remove_ids(slots.astype(np.int64))
         self._raw[slots] = 0.0  # the bytes go with the face, not at some later compaction
         self._slots[slots] = -1
+        self._version += 1
         self._live -= len(slots)
         self._removed_since_purge += len(slots) if erasure else 0
         return len(slots)
@@ -294,8 +299,14 @@ class FaissIndex:
         return self._rerank(queries, slots, k)
 
     def _admitted(self, where: IndexFilter | None) -> np.ndarray | None:
+        """The slots ``where`` admits, cached per filter until the next add or removal."""
         if where is None or (where.sources is None and where.jurisdictions is None):
             return None
+        cached = self._masks.get(where)
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        if len(self._masks) >= 32:
+            self._masks.clear()
         mask = self._slots >= 0
         for codes, column in (
             (self._labels.allowed(where.sources, "source"), self._src),
@@ -303,6 +314,7 @@ class FaissIndex:
         ):
             if codes is not None:
                 mask &= np.isin(column, codes)
+        self._masks[where] = (self._version, mask)
         return mask
 
     def _params(self, mask: np.ndarray | None) -> faiss.SearchParameters | None:
