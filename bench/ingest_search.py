@@ -56,7 +56,12 @@ def stages(files: list[Path], runtime: str, upsample: int) -> dict[str, float]:
 
 
 def run(
-    files: list[Path], workers: int, probes: int, runtime: str, upsample: int
+    files: list[Path],
+    workers: int,
+    probes: int,
+    runtime: str,
+    upsample: int,
+    ray: str | None = None,
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         s = Settings(
@@ -77,10 +82,11 @@ def run(
             retention="1d",
         )
         t0 = time.perf_counter()
-        summary = fw.ingest.run(actor, files, "bench", workers=workers)
+        summary = fw.ingest.run(actor, files, "bench", workers=workers, ray=ray)
         elapsed = time.perf_counter() - t0
         result: dict[str, object] = {
             "runtime": runtime,
+            "executor": f"ray ({ray})" if ray else "processes",
             "upsample": upsample,
             "workers": workers,
             "images": summary.images,
@@ -122,6 +128,7 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--runtimes", nargs="+", default=["dlib", "onnx"])
     ap.add_argument("--upsample", type=int, default=1, help="HOG detector upsampling")
+    ap.add_argument("--ray", help="also ingest in Ray actors at this address ('local')")
     ap.add_argument("--out", type=Path, default=Path("bench/results/ingest_search.json"))
     args = ap.parse_args()
     files = images(args.data, args.limit)
@@ -133,6 +140,8 @@ def main() -> None:
         for w in args.workers:
             probes = args.probes if w == args.workers[-1] else 0
             runs.append(run(files, w, probes, runtime, args.upsample))
+            if args.ray:
+                runs.append(run(files, w, 0, runtime, args.upsample, args.ray))
         one = next(r for r in runs if r["runtime"] == runtime and r["workers"] == args.workers[0])
         models_ms = sum(per_stage[runtime].values())
         per_stage[runtime]["rest_ms"] = round(1000 * one["seconds"] / one["images"] - models_ms, 2)

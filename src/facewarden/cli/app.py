@@ -173,6 +173,13 @@ def ingest(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: all cores).")
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Process images in Ray actors: a cluster address, 'auto', or 'local' "
+            "(--workers actors; default one per CPU of the cluster)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Detect, align, embed and store every face of the given local media."""
@@ -185,7 +192,7 @@ def ingest(
                 task, completed=done, total=total, description=f"ingesting {Path(label).name[:30]}"
             )
 
-        summary = fw.ingest.run(actor, paths, source, workers=workers, progress=progress)
+        summary = fw.ingest.run(actor, paths, source, workers=workers, progress=progress, ray=ray)
     fw.close()
     if as_json:
         output.emit_json(summary.as_dict())

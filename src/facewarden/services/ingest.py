@@ -7,6 +7,7 @@ detection and embedding run in worker processes; the main process alone writes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -91,6 +92,11 @@ def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Proce
     return Processed(image.shape[1], image.shape[0], faces, out.rejected)
 
 
+def len_of(pool: object, default: int) -> int:
+    """Workers of a pool (Ray pools know theirs; process pools have ``default``)."""
+    return len(pool) if hasattr(pool, "__len__") else default
+
+
 # -- worker processes ----------------------------------------------------------------------
 def _worker_process(data: bytes) -> Processed:
     return process_image(WORKER["pipeline"], data, WORKER["max_pixels"])
@@ -111,8 +117,12 @@ class IngestService:
         progress: ProgressFn | None = None,
         relabel: Callable[[str], str] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        ray: str | None = None,
     ) -> IngestSummary:
         """Ingest files, folders and zip archives into ``source``.
+
+        ``ray``: a Ray address (or ``local``) to process images in Ray actors instead of
+        local worker processes (``workers`` actors; default one per CPU of the cluster).
 
         ``relabel`` turns a local path into the name recorded as provenance (uploads are
         stored under a job folder but named as uploaded); ``cancelled`` is polled between
@@ -142,7 +152,8 @@ class IngestService:
                 "source": source,
                 "paths": [label(str(p)) for p in paths],
                 "items": len(items),
-            },
+            }
+            | ({"ray": ray} if ray else {}),
         )
         done = 0
 
@@ -218,11 +229,11 @@ class IngestService:
 
         n_workers = workers or settings.workers
         try:
-            if n_workers <= 1:
+            if n_workers <= 1 and ray is None:
                 for path, sha, data in pending():
                     store(path, sha, process_image(app.pipeline, data, settings.max_image_pixels))
             else:
-                self._run_pool(n_workers, pending(), store)
+                self._run_pool(n_workers, pending(), store, ray, ray_actors=workers)
             for item in items:
                 if item.video is not None:
                     if cancelled is not None and cancelled():
@@ -250,19 +261,32 @@ class IngestService:
         n_workers: int,
         jobs: Iterator[tuple[str, str, bytes]],
         store: Callable[[str, str, Processed], None],
+        ray: str | None = None,
+        ray_actors: int | None = None,
     ) -> None:
+        """Process ``jobs`` in worker processes, or in Ray actors when ``ray`` is an address
+        (``ray_actors`` of them; default one per CPU of the cluster); store each result here,
+        in the order they finish."""
+        if ray is not None:
+            from facewarden.services.ray_workers import RayPool
+
+            pool = RayPool(ray, self.app.settings, ray_actors)
+            submit = pool.submit
+        else:
+            pool = pipeline_pool(n_workers, self.app.settings)
+            submit = functools.partial(pool.submit, _worker_process)
         in_flight: dict[Future, tuple[str, str]] = {}
-        with pipeline_pool(n_workers, self.app.settings) as pool:
+        with pool:
             try:
                 exhausted = False
                 while True:
-                    while not exhausted and len(in_flight) < 2 * n_workers:
+                    while not exhausted and len(in_flight) < 2 * len_of(pool, n_workers):
                         job = next(jobs, None)
                         if job is None:
                             exhausted = True
                             break
                         path, sha, data = job
-                        in_flight[pool.submit(_worker_process, data)] = (path, sha)
+                        in_flight[submit(data)] = (path, sha)
                     if not in_flight:
                         break
                     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
