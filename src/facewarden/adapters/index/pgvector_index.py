@@ -2,9 +2,10 @@
 
 When the vectors live in the same database as the ``faces`` table, each vector row references
 its face with ``ON DELETE CASCADE``: erasing a face removes its vector in the same
-transaction. Filtered searches run with pgvector's iterative index scans, so a narrow filter
-still returns ``k`` rows instead of the few that survive one HNSW pass; when a filter is very
-selective PostgreSQL's planner may scan the filtered rows exactly instead.
+transaction. Filtered searches count the admitted rows first (btree indexes on source and
+jurisdiction): up to ``exact_subset`` of them are scanned exactly; broader filters use
+pgvector's iterative HNSW scans, so they still return ``k`` rows instead of the few that
+survive one HNSW pass.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class PgvectorIndex:
         dimension: int = 128,
         *,
         ef_search: int = 100,
+        exact_subset: int = 5_000,
     ) -> None:
         self.engine = (
             create_engine(url_or_engine, pool_pre_ping=True)
@@ -49,6 +51,7 @@ class PgvectorIndex:
             raise ValueError("the pgvector index needs a PostgreSQL database URL")
         self.dimension = dimension
         self.ef_search = ef_search
+        self.exact_subset = exact_subset
         self._removed_since_purge = 0
         self._ensure()
 
@@ -127,6 +130,18 @@ class PgvectorIndex:
         with self.engine.begin() as con:
             con.execute(text(f"SET LOCAL hnsw.ef_search = {max(int(self.ef_search), k)}"))
             con.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+            if clauses:
+                admitted = con.scalar(  # counting stops past the limit: cheap for broad filters
+                    text(
+                        f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE "
+                        f"{' AND '.join(clauses)} LIMIT {self.exact_subset + 1}) AS admitted"
+                    ),
+                    params,
+                )
+                if admitted <= self.exact_subset:
+                    # Narrow filter: rows from the btree indexes, distances computed exactly
+                    # (no HNSW scan, whose candidates the filter would thin out).
+                    con.execute(text("SET LOCAL enable_indexscan = off"))
             for q in queries:
                 found = con.execute(sql, params | {"q": _literal(q)}).all()
                 rows.append([(float(d), int(face_id)) for face_id, d in found])
@@ -161,6 +176,7 @@ class PgvectorIndex:
             "index": "hnsw",
             "ef_search": self.ef_search,
             "iterative_scan": "strict_order",
+            "exact_subset": self.exact_subset,
             "faces": len(self),
         }
 
