@@ -12,14 +12,13 @@ pytest.importorskip("ray")
 
 
 def _templates(fw):
-    ids = sorted(fw.index.ids().tolist())
-    _, vecs = fw.load_templates(ids)
+    ids, vecs = fw.load_templates(sorted(fw.index.ids().tolist()))
     with fw.sessions() as s:
         from facewarden.adapters.storage.tables import Face, Media
 
         rows = s.query(Media.sha256, Face.face_index, Face.id).join(Face).all()
     order = {fid: (sha, idx) for sha, idx, fid in rows}
-    return {order[i]: v for i, v in zip(ids, vecs, strict=True)}
+    return {order[i]: v for i, v in zip(ids.tolist(), vecs, strict=True)}
 
 
 def test_ray_ingest_equals_the_process_ingest_and_is_idempotent(fw, admin, tmp_path, pipeline):

@@ -229,7 +229,7 @@ class Facewarden:
             self._index.add(*self.labelled_templates(face_ids[start : start + batch]))
 
     def load_templates(self, face_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(face ids, decrypted descriptors) of the faces that exist."""
+        """(face ids in ascending order, decrypted descriptors) of the faces that exist."""
         ids, vecs, _ = self.labelled_templates(face_ids)
         return ids, vecs
 
@@ -250,6 +250,7 @@ class Facewarden:
                 .join(Media, Media.id == Face.media_id)
                 .join(Source, Source.id == Media.source_id)
                 .where(Face.id.in_(face_ids))
+                .order_by(Face.id)
             ).all()
         labels = [FaceLabel(r.name, r.jurisdiction) for r in rows]
         ids = np.array([r.id for r in rows], dtype=np.int64)
