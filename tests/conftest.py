@@ -146,9 +146,13 @@ def copy_tree(tmp_path: Path):
     return copy
 
 
-def last_event(fw: Facewarden) -> AuditEvent:
+def last_event(fw: Facewarden, action: str | None = None) -> AuditEvent:
+    """The newest audit record (of ``action``, when given)."""
     with fw.sessions() as s:
-        return s.query(AuditEvent).order_by(AuditEvent.seq.desc()).first()
+        q = s.query(AuditEvent)
+        if action:
+            q = q.filter(AuditEvent.action == action)
+        return q.order_by(AuditEvent.seq.desc()).first()
 
 
 def add_user(fw: Facewarden, admin: Actor, name: str, *roles: str) -> Actor:

@@ -228,6 +228,11 @@ def test_subject_access_html_and_erasure_over_the_cli(gallery_cli, tmp_path):
     assert receipt["faces"] == 1 and receipt["suppressed"]
     requests = json.loads(gallery_cli("subject", "list", "--json").stdout)
     assert [r["kind"] for r in requests] == ["access", "erasure"]
+    assert requests[1]["bytes_purged_at"] is None
+    purge = json.loads(gallery_cli("index", "purge", "--json").stdout)
+    assert purge["covers_audit_seqs"] == [receipt["audit_seq"]]
+    erasure = json.loads(gallery_cli("subject", "list", "--json").stdout)[1]
+    assert erasure["bytes_purged_at"] == purge["purged_at"]
 
 
 def test_audit_anchor_file_detects_truncation(gallery_cli, tmp_path):

@@ -72,6 +72,37 @@ def test_physical_purge_is_logged_with_what_it_did(gallery_fw, admin):
     assert gallery_fw.gallery.purge_index(admin)["removed_since_last_purge"] == 0
 
 
+def test_purge_names_the_deletions_it_covers_and_erasure_requests_report_it(gallery_fw, admin):
+    gallery_fw.gallery.delete_media(admin, [media_id_of(gallery_fw, "biden")])
+    receipt = gallery_fw.subjects.erase(admin, (REFERENCE / "obama.jpg").read_bytes())
+    deleted = last_event(gallery_fw, "delete").seq
+    assert gallery_fw.gallery.pending_erasures() == [deleted, receipt["audit_seq"]]
+    [request] = gallery_fw.subjects.requests(admin)
+    assert request["bytes_purged_at"] is None
+    report = gallery_fw.gallery.purge_index(admin)
+    assert report["covers_audit_seqs"] == [deleted, receipt["audit_seq"]]
+    assert any("SQLite" in a or "PostgreSQL" in a for a in report["actions"])
+    [request] = gallery_fw.subjects.requests(admin)
+    assert request["bytes_purged_at"] == report["purged_at"]
+    assert request["purge_audit_seq"] == report["audit_seq"]
+    assert gallery_fw.gallery.pending_erasures() == []
+    assert gallery_fw.gallery.purge_index(admin, only_if_pending=True) is None
+
+
+def test_the_servers_maintenance_round_expires_then_purges_the_bytes(gallery_fw, admin):
+    from facewarden.web.server import RetentionTimer
+
+    timer = RetentionTimer(gallery_fw, 60)
+    assert timer.tick()["purge"] is None  # nothing deleted, nothing to purge
+    with gallery_fw.writes() as s, s.begin():
+        s.execute(text("UPDATE media SET expires_at = ingested_at"))
+    done = timer.tick()
+    assert done["retention"]["faces"] == 5
+    assert done["purge"]["covers_audit_seqs"] == [done["retention"]["audit_seq"]]
+    assert last_event(gallery_fw).action == "index.purge"
+    assert len(gallery_fw.index) == 0
+
+
 def test_pgvector_deletes_a_vector_in_the_same_transaction_as_its_face(
     tmp_path, pg_server, pipeline
 ):

@@ -160,3 +160,36 @@ def test_erasure_keeps_other_people_in_the_same_photo(fw, admin):
     assert len(ids) == 2 and np.all(
         np.linalg.norm(vecs - fw.subjects.suppression_list(), axis=1) > 0.5
     )
+
+
+def test_an_erasure_during_an_ingest_run_applies_to_the_rest_of_the_run(gallery_fw, admin):
+    from conftest import PROBES
+
+    erased = []
+
+    def erase_after_first(done, total, path):
+        if done == 1:  # probes are stored in name order: alex_lacamoire1.jpg first
+            erased.append(gallery_fw.subjects.erase(admin, SELFIE))
+
+    summary = gallery_fw.ingest.run(admin, [PROBES], "press", workers=1, progress=erase_after_first)
+    assert erased and erased[0]["faces"] == 1
+    # obama1.jpg (Obama alone) leaves no record; obama_and_biden.jpg keeps only Biden.
+    assert summary.faces_suppressed == 2 and summary.images == 4
+    assert gallery_fw.subjects.erase_preview(admin, SELFIE) == []
+
+
+def test_an_erasure_waits_for_an_ingest_write_in_flight(gallery_fw, admin):
+    import threading
+
+    from facewarden.adapters.storage.db import erasure_lock, transaction
+
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (gallery_fw.subjects.erase(admin, SELFIE), done.set()), daemon=True
+    )
+    with transaction(gallery_fw.writes) as session:
+        erasure_lock(session, shared=True)  # what every ingest write holds
+        worker.start()
+        assert not done.wait(1.5)
+    worker.join(30)
+    assert done.is_set()

@@ -370,8 +370,9 @@ def index_info(as_json: JsonOpt = False) -> None:
 
 @index_app.command("purge")
 def index_purge(as_json: JsonOpt = False) -> None:
-    """Physically erase removed vectors (FAISS: fsync and compact; pgvector: VACUUM FULL;
-    Qdrant: vacuum); logged as ``index.purge``."""
+    """Physically erase deleted templates (FAISS: fsync and compact; pgvector: VACUUM FULL;
+    Qdrant: vacuum; the database: WAL checkpoint or VACUUM); logged as ``index.purge`` with
+    the deletions it covers."""
     fw, actor = open_app()
     report = fw.gallery.purge_index(actor)
     fw.close()
@@ -382,6 +383,8 @@ def index_purge(as_json: JsonOpt = False) -> None:
             f"purged {report['removed_since_last_purge']} removed vectors at "
             f"{report['purged_at']}: " + "; ".join(report["actions"])
         )
+        covered = report["covers_audit_seqs"]
+        output.out.print(f"covers {len(covered)} deletions (audit records {covered})")
 
 
 @index_app.command("migrate")

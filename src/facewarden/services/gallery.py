@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 
-from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.db import erasure_lock, purge_deleted_rows, transaction
 from facewarden.adapters.storage.tables import (
+    AuditEvent,
     Case,
     CaseSearch,
     Face,
@@ -24,6 +26,9 @@ from facewarden.services.audit import canonical
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
+
+# Audit actions that delete templates (their details list the deleted ``face_ids``).
+ERASING_ACTIONS = ("delete", "purge", "retention.run", "subject.erase")
 
 
 def wipe_probe_templates(session, case_ids, now) -> int:
@@ -75,6 +80,7 @@ class GalleryService:
             raise InvalidInput("no media id given")
         self.app.authorize(actor, "delete", "operator", "dpo", details={"media": media_ids})
         with transaction(self.app.writes) as session:
+            erasure_lock(session)
             found = set(session.scalars(select(Media.id).where(Media.id.in_(media_ids))))
             missing = sorted(set(media_ids) - found)
             if missing:
@@ -88,6 +94,7 @@ class GalleryService:
     def delete_source(self, actor: Actor, name: str) -> dict[str, int]:
         self.app.authorize(actor, "delete", "operator", "dpo", details={"source": name})
         with transaction(self.app.writes) as session:
+            erasure_lock(session)
             src = self.app.sources.get(session, name)
             ids = list(session.scalars(select(Media.id).where(Media.source_id == src.id)))
             counts, face_ids, _ = self._delete(session, actor, ids, {"source": name})
@@ -102,6 +109,7 @@ class GalleryService:
         self.app.authorize(actor, "retention.run", "dpo", "admin")
         now = utcnow()
         with transaction(self.app.writes) as session:
+            erasure_lock(session)
             ended = select(Case.id).where(or_(Case.status != "open", Case.expires_at <= now))
             wiped = wipe_probe_templates(session, ended, now)
             ids = list(session.scalars(select(Media.id).where(Media.expires_at <= now)))
@@ -124,6 +132,7 @@ class GalleryService:
         scope = {"jurisdiction": jurisdiction.upper()} if jurisdiction else {"source": source}
         self.app.authorize(actor, "purge", "dpo", details=scope)
         with transaction(self.app.writes) as session:
+            erasure_lock(session)
             q = select(Media.id).join(Source, Source.id == Media.source_id)
             if jurisdiction:
                 q = q.where(Source.jurisdiction == jurisdiction.upper())
@@ -210,13 +219,58 @@ class GalleryService:
             self.app.index.remove(np.array(face_ids, dtype=np.int64))
             self.app.index.save()
 
-    def purge_index(self, actor: Actor) -> dict[str, object]:
-        """Physically erase removed vectors from the index backend; logged, so that the
-        ``index.purge`` event after an erasure says when its bytes were gone."""
-        self.app.authorize(actor, "index.purge", "operator", "admin")
-        report = self.app.index.purge().as_dict()
-        event = self.app.audit.record(actor, "index.purge", details=report)
+    def pending_erasures(self) -> list[int]:
+        """Audit sequence numbers of the deletions since the last ``index.purge``: their
+        records are gone, their bytes may not be yet."""
+        app = self.app
+        with app.sessions() as session:
+            last = session.scalar(
+                select(func.max(AuditEvent.seq)).where(
+                    AuditEvent.action == "index.purge", AuditEvent.outcome == "ok"
+                )
+            )
+            rows = session.execute(
+                select(AuditEvent.seq, AuditEvent.details).where(
+                    AuditEvent.seq > (last or 0),
+                    AuditEvent.action.in_(ERASING_ACTIONS),
+                    AuditEvent.outcome == "ok",
+                )
+            ).all()
+        return [seq for seq, details in rows if json.loads(details).get("face_ids")]
+
+    def purge_index(self, actor: Actor, *, only_if_pending: bool = False) -> dict | None:
+        """Physically erase deleted templates: the index backend's removed vectors and the
+        database's deleted rows. Logged as ``index.purge`` naming the deletions it covers,
+        so every erasure receipt can say when its bytes were gone (``erasure_status``).
+
+        ``only_if_pending``: do nothing (and return None) when no deletion awaits a purge."""
+        app = self.app
+        app.authorize(actor, "index.purge", "operator", "admin", "dpo")
+        covers = self.pending_erasures()
+        if only_if_pending and not covers:
+            return None
+        report = app.index.purge().as_dict()
+        report["actions"] = [*report.get("actions", []), *purge_deleted_rows(app.engine)]
+        report["covers_audit_seqs"] = covers
+        event = app.audit.record(actor, "index.purge", details=report)
         return report | {"purged_at": event.ts, "audit_seq": event.seq}
+
+    def erasure_status(self, audit_seq: int) -> dict[str, object]:
+        """When the bytes of the deletion logged at ``audit_seq`` were purged (or pending)."""
+        with self.app.sessions() as session:
+            purge = session.execute(
+                select(AuditEvent.seq, AuditEvent.ts)
+                .where(
+                    AuditEvent.action == "index.purge",
+                    AuditEvent.outcome == "ok",
+                    AuditEvent.seq > audit_seq,
+                )
+                .order_by(AuditEvent.seq)
+                .limit(1)
+            ).first()
+        if purge is None:
+            return {"bytes_purged_at": None, "purge_audit_seq": None}
+        return {"bytes_purged_at": purge.ts, "purge_audit_seq": purge.seq}
 
     def migrate_index(self, actor: Actor, backend: str) -> dict[str, object]:
         """Fill ``backend`` from the database's templates (no re-embedding); switch to it by

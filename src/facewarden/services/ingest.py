@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.index.base import FaceLabel
 from facewarden.adapters.inputs import InputItem, InputLimits, iter_inputs
-from facewarden.adapters.storage.db import transaction
-from facewarden.adapters.storage.tables import Face, FaceCrop, Media
+from facewarden.adapters.storage.db import erasure_lock, transaction
+from facewarden.adapters.storage.tables import Face, FaceCrop, Media, SubjectRequest
 from facewarden.adapters.video import file_sha256
 from facewarden.core.actors import Actor
 from facewarden.core.errors import MediaError
@@ -102,10 +102,15 @@ def _worker_process(data: bytes) -> Processed:
     return process_image(WORKER["pipeline"], data, WORKER["max_pixels"])
 
 
+class _OnlySuppressed(Exception):
+    """Every face of the image is on the suppression list: store nothing of it."""
+
+
 class IngestService:
     def __init__(self, app: Facewarden) -> None:
         self.app = app
         self._suppressed = np.zeros((0, 128), np.float32)
+        self._suppression_mark: int | None = None
 
     def run(
         self,
@@ -141,7 +146,8 @@ class IngestService:
         )
         items = list(iter_inputs(paths, limits))
         summary = IngestSummary(source=source)
-        self._suppressed = app.subjects.suppression_list()
+        with app.sessions() as session:
+            self._refresh_suppression(session)
         app.audit.record(
             actor,
             "ingest.start",
@@ -319,6 +325,19 @@ class IngestService:
         with self.app.sessions() as session:
             return session.scalar(select(Media.id).where(Media.sha256 == sha)) is None
 
+    def _refresh_suppression(self, session) -> bool:
+        """Reload the suppression list if an erasure added to it; True when it changed."""
+        mark = session.scalar(
+            select(func.max(SubjectRequest.id)).where(
+                SubjectRequest.suppression_template.is_not(None)
+            )
+        )
+        if mark == self._suppression_mark:
+            return False
+        self._suppressed = self.app.subjects.suppression_list()
+        self._suppression_mark = mark
+        return True
+
     def _not_suppressed(self, faces: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
         """(position, face) of each face that is not on the erasure suppression list."""
         sup = self._suppressed
@@ -354,6 +373,12 @@ class IngestService:
             return
         try:
             with transaction(app.writes) as session:
+                # An erasure committed since this run began (or during it) applies at once.
+                erasure_lock(session, shared=True)
+                if self._refresh_suppression(session):
+                    kept = self._not_suppressed(result.faces)
+                    if result.faces and not kept:
+                        raise _OnlySuppressed
                 media = Media(
                     source_id=source_id,
                     sha256=sha,
@@ -399,6 +424,9 @@ class IngestService:
         except IntegrityError:
             # Another ingest stored the same content meanwhile: idempotent, not an error.
             summary.duplicates += 1
+            return
+        except _OnlySuppressed:
+            summary.faces_suppressed += len(result.faces)
             return
         if result.kind == "video":
             summary.videos += 1

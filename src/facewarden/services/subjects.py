@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import select
 
 from facewarden.adapters.imaging import decode_image
-from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import (
     Case,
     CaseSearch,
@@ -231,14 +231,17 @@ class SubjectService:
         app.authorize(actor, "subject.erase", "dpo", details={"reference": reference})
         received = utcnow()
         sha, face = self._selfie(actor, "subject.erase", selfie)
-        found = [c.face_id for c in self._candidates(face, threshold)]
-        chosen = found if face_ids is None else sorted(set(face_ids))
-        stray = sorted(set(chosen) - set(found))
-        if stray:
-            raise InvalidInput(
-                f"faces {stray} are not candidates of this selfie at threshold {threshold}"
-            )
         with transaction(app.writes) as session:
+            # Under the erasure lock no ingest write is in flight: the candidates are
+            # complete, and every later ingest sees this suppression entry.
+            erasure_lock(session)
+            found = [c.face_id for c in self._candidates(face, threshold)]
+            chosen = found if face_ids is None else sorted(set(face_ids))
+            stray = sorted(set(chosen) - set(found))
+            if stray:
+                raise InvalidInput(
+                    f"faces {stray} are not candidates of this selfie at threshold {threshold}"
+                )
             request = SubjectRequest(
                 kind="erasure",
                 reference=reference,
@@ -314,6 +317,11 @@ class SubjectService:
                         "suppression": r.suppression_template is not None,
                         "audit_seq": r.audit_seq,
                     }
+                    | (
+                        self.app.gallery.erasure_status(r.audit_seq)
+                        if r.kind == "erasure" and r.audit_seq
+                        else {}
+                    )
                 )
             return out
 

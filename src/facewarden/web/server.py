@@ -45,7 +45,8 @@ def session_secret(settings: Settings) -> str:
 
 
 class RetentionTimer:
-    """Runs the retention purge every ``minutes`` in a daemon thread (logged like any run)."""
+    """Every ``minutes``, in a daemon thread: the retention run, then the physical purge of
+    whatever any deletion since the last purge left on disk (both logged like any run)."""
 
     def __init__(self, fw: Facewarden, minutes: int) -> None:
         self.fw, self.minutes = fw, minutes
@@ -55,10 +56,18 @@ class RetentionTimer:
     def _loop(self) -> None:
         while not self.stop.wait(self.minutes * 60):
             try:
-                receipt = self.fw.gallery.retention_run(RETENTION_ACTOR)
-                log.info("retention run: %s", receipt)
+                self.tick()
             except Exception:  # keep the timer alive; the error is logged
                 log.exception("scheduled retention run failed")
+
+    def tick(self) -> dict[str, object]:
+        """One round: expire, then purge the bytes of every deletion not yet purged."""
+        receipt = self.fw.gallery.retention_run(RETENTION_ACTOR)
+        log.info("retention run: %s", receipt)
+        purged = self.fw.gallery.purge_index(RETENTION_ACTOR, only_if_pending=True)
+        if purged:
+            log.info("purge of deleted templates: %s", purged)
+        return {"retention": receipt, "purge": purged}
 
 
 def create_app(settings: Settings | None = None, fw: Facewarden | None = None) -> FastAPI:

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -73,3 +73,40 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+# Ingest writes and erasures exclude each other (PostgreSQL: an advisory lock; SQLite: the
+# write lock BEGIN IMMEDIATE takes): an erasure waits for ingest transactions in flight, and an
+# ingest transaction that starts after an erasure sees its suppression entry.
+_ERASURE_LOCK_KEY = 0x66776572  # "fwer"
+
+
+def erasure_lock(session: Session, *, shared: bool = False) -> None:
+    """Hold the erasure lock for the rest of ``session``'s transaction (a write session):
+    shared for an ingest write, exclusive for a deletion. On SQLite this starts the
+    transaction now, so BEGIN IMMEDIATE takes the database's write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        session.execute(text(f"SELECT {fn}(:k)"), {"k": _ERASURE_LOCK_KEY})
+    else:
+        session.execute(text("SELECT 1"))
+
+
+def purge_deleted_rows(engine: Engine) -> list[str]:
+    """Physically drop deleted rows of the system of record; returns what was done.
+
+    SQLite overwrites deleted content at once (``secure_delete``); the write-ahead log is
+    checkpointed and truncated so no old page survives there. PostgreSQL VACUUMs the tables
+    holding templates and crops (their contents are AES-GCM ciphertext in any case)."""
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()  # outside any transaction (autocommit, see make_engine)
+        try:
+            busy = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            raw.close()
+        if busy:
+            return ["SQLite: secure_delete on; write-ahead log checkpoint deferred by a reader"]
+        return ["SQLite: secure_delete on; write-ahead log checkpointed and truncated"]
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as con:
+        con.exec_driver_sql("VACUUM faces, face_crops, media")
+        return ["PostgreSQL: VACUUM faces, face_crops, media"]
