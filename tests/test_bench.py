@@ -123,3 +123,34 @@ def test_index_bench_runs_on_tiny_input(tmp_path):
     assert all(r["filter_none"]["recall_at_10"] == 1.0 for r in result["runs"])
     assert all(r["filter_narrow"]["recall_at_1"] == 1.0 for r in result["runs"])
     assert (tmp_path / "templates.npz").is_file()
+
+
+def test_storage_bench_runs_on_tiny_input(tmp_path):
+    result = _bench(
+        "storage.py", tmp_path / "s.json", "--data", str(GALLERY), "--limit", "3", "--workers", "1"
+    )
+    with_crops, without = result["runs"]
+    assert with_crops["faces"] == without["faces"] == 3
+    # An encrypted 128-d float32 template is at least its 512 plaintext bytes.
+    assert with_crops["mean_template_ciphertext_bytes"] >= 512
+    assert with_crops["mean_crop_ciphertext_bytes"] > 0 == without["mean_crop_ciphertext_bytes"]
+    assert with_crops["table_bytes"]["face_crops"] > without["table_bytes"]["face_crops"]
+
+
+def test_service_bench_runs_on_tiny_input(tmp_path):
+    result = _bench(
+        "service.py",
+        tmp_path / "v.json",
+        "--data",
+        str(GALLERY.parent),
+        "--templates",
+        str(tmp_path / "t.npz"),
+        "--size",
+        "50",
+        "--queries",
+        "3",
+    )
+    assert result["gallery"] == 50 and result["queries"] == 3
+    assert result["raw_index_search"]["p50_ms"] > 0 < result["service_match"]["p50_ms"]
+    # The database's re-check keeps the index's nearest face first wherever it is a match.
+    assert result["top1_agrees_with_index"] in (None, 1.0)
