@@ -200,8 +200,25 @@ class SearchService:
                 if i >= 0 and d <= threshold + 1e-6
             ]
             with app.sessions() as session:
+                # Plain columns, not ORM entities: a third of the cost for 40 rows.
                 rows = session.execute(
-                    select(Face, Media, Source.name, Source.jurisdiction)
+                    select(
+                        Face.id,
+                        Face.template,
+                        Face.face_index,
+                        Face.top,
+                        Face.right,
+                        Face.bottom,
+                        Face.left,
+                        Face.time_s,
+                        Face.track,
+                        Media.id.label("media_id"),
+                        Media.path,
+                        Media.sha256,
+                        Media.ingested_at,
+                        Source.name.label("source"),
+                        Source.jurisdiction,
+                    )
                     .join(Media, Media.id == Face.media_id)
                     .join(Source, Source.id == Media.source_id)
                     .where(
@@ -216,13 +233,13 @@ class SearchService:
                     )
                 ).all()
             scored = []
-            for f, media, source, jurisdiction in rows:
+            for row in rows:
                 vec = app.cipher.decrypt_template(
-                    f.template, template_aad(media.sha256, f.face_index)
+                    row.template, template_aad(row.sha256, row.face_index)
                 )
                 dist = float(np.linalg.norm(vec - face.descriptor))
                 if dist <= threshold:
-                    scored.append((dist, f, media, source, jurisdiction))
+                    scored.append((dist, row))
             # All hits were within threshold and some were filtered out: look further.
             widen = len(hit_ids) == fetch and len(scored) < top_k and fetch < len(index)
             if not widen:
@@ -235,18 +252,18 @@ class SearchService:
                 distance=round(dist, 4),
                 score=match_score(dist),
                 face_id=f.id,
-                media_id=media.id,
-                media_path=media.path,
-                source=source,
+                media_id=f.media_id,
+                media_path=f.path,
+                source=f.source,
                 box=[f.top, f.right, f.bottom, f.left],
-                jurisdiction=jurisdiction,
-                ingested_at=as_utc(media.ingested_at).astimezone(UTC).isoformat(),
-                media_sha256=media.sha256,
+                jurisdiction=f.jurisdiction,
+                ingested_at=as_utc(f.ingested_at).astimezone(UTC).isoformat(),
+                media_sha256=f.sha256,
                 face_index=f.face_index,
                 time_s=f.time_s,
                 track=f.track,
             )
-            for rank, (dist, f, media, source, jurisdiction) in enumerate(scored[:top_k], 1)
+            for rank, (dist, f) in enumerate(scored[:top_k], 1)
         ]
         return FaceMatches(face.detection.box.as_list(), face.quality.as_dict(), candidates)
 
