@@ -33,6 +33,24 @@ def write_result(path: Path, result: dict[str, object]) -> None:
     print(json.dumps(result, indent=2))
 
 
+def bench_app(settings, *, purpose: str, jurisdiction: str, retention: str):
+    """A new facewarden in ``settings.data_dir``: admin ``bench`` and the source ``bench``.
+    Returns (app, actor)."""
+    from facewarden.services.app import Facewarden
+
+    fw, _ = Facewarden.init(settings, admin_name="bench")
+    actor = fw.actor(name="bench")
+    fw.sources.add(
+        actor,
+        "bench",
+        lawful_basis="benchmark",
+        purpose=purpose,
+        jurisdiction=jurisdiction,
+        retention=retention,
+    )
+    return fw, actor
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:

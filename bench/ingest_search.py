@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import percentile, write_result
+from common import bench_app, percentile, write_result
 
 from facewarden.config import Settings
-from facewarden.services.app import Facewarden
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -71,16 +70,7 @@ def run(
             runtime=runtime,
             upsample=upsample,
         )
-        fw, _ = Facewarden.init(s, admin_name="bench")
-        actor = fw.actor(name="bench")
-        fw.sources.add(
-            actor,
-            "bench",
-            lawful_basis="benchmark",
-            purpose="benchmark",
-            jurisdiction="US",
-            retention="1d",
-        )
+        fw, actor = bench_app(s, purpose="benchmark", jurisdiction="US", retention="1d")
         t0 = time.perf_counter()
         summary = fw.ingest.run(actor, files, "bench", workers=workers, ray=ray)
         elapsed = time.perf_counter() - t0

@@ -26,7 +26,7 @@ from PIL import Image
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import percentile, write_result
+from common import bench_app, percentile, write_result
 from index import gallery, real_templates
 
 from facewarden.adapters.storage.tables import Face, Media
@@ -113,12 +113,8 @@ def main() -> None:
     real, people = real_templates(args.data, args.templates)
     vectors, queries, _ = gallery(real, people, args.size, args.queries)
     with tempfile.TemporaryDirectory(prefix="fw-bench-service-") as tmp:
-        fw, _ = Facewarden.init(Settings(data_dir=Path(tmp)), admin_name="bench")
-        actor = fw.actor(name="bench")
-        fw.sources.add(
-            actor,
-            "bench",
-            lawful_basis="benchmark",
+        fw, _ = bench_app(
+            Settings(data_dir=Path(tmp)),
             purpose="service overhead measurement",
             jurisdiction="DE",
             retention="30d",

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result
+from common import bench_app, write_result
 
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media
 from facewarden.config import Settings
@@ -49,17 +49,10 @@ def table_bytes(fw: Facewarden) -> dict[str, int]:
 def run(files: list[Path], crops: bool, workers: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="fw-bench-storage-") as tmp:
         settings = Settings(data_dir=Path(tmp), store_crops=crops, workers=workers)
-        fw, _ = Facewarden.init(settings, admin_name="bench")
+        fw, actor = bench_app(
+            settings, purpose="storage measurement", jurisdiction="DE", retention="30d"
+        )
         try:
-            actor = fw.actor(name="bench")
-            fw.sources.add(
-                actor,
-                "bench",
-                lawful_basis="benchmark",
-                purpose="storage measurement",
-                jurisdiction="DE",
-                retention="30d",
-            )
             summary = fw.ingest.run(actor, files, "bench", workers=workers)
             with fw.sessions() as s:
                 faces = s.scalar(select(func.count()).select_from(Face))

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # Audit actions that delete templates (their details list the deleted ``face_ids``).
 ERASING_ACTIONS = ("delete", "purge", "retention.run", "subject.erase")
+# The audit records of completed physical purges.
+PURGE_DONE = (AuditEvent.action == "index.purge", AuditEvent.outcome == "ok")
 
 
 def wipe_probe_templates(session, case_ids, now) -> int:
@@ -224,11 +226,7 @@ class GalleryService:
         records are gone, their bytes may not be yet."""
         app = self.app
         with app.sessions() as session:
-            last = session.scalar(
-                select(func.max(AuditEvent.seq)).where(
-                    AuditEvent.action == "index.purge", AuditEvent.outcome == "ok"
-                )
-            )
+            last = session.scalar(select(func.max(AuditEvent.seq)).where(*PURGE_DONE))
             rows = session.execute(
                 select(AuditEvent.seq, AuditEvent.details).where(
                     AuditEvent.seq > (last or 0),
@@ -260,11 +258,7 @@ class GalleryService:
         with self.app.sessions() as session:
             purge = session.execute(
                 select(AuditEvent.seq, AuditEvent.ts)
-                .where(
-                    AuditEvent.action == "index.purge",
-                    AuditEvent.outcome == "ok",
-                    AuditEvent.seq > audit_seq,
-                )
+                .where(*PURGE_DONE, AuditEvent.seq > audit_seq)
                 .order_by(AuditEvent.seq)
                 .limit(1)
             ).first()

@@ -146,8 +146,6 @@ class IngestService:
         )
         items = list(iter_inputs(paths, limits))
         summary = IngestSummary(source=source)
-        with app.sessions() as session:
-            self._refresh_suppression(session)
         app.audit.record(
             actor,
             "ingest.start",
@@ -325,18 +323,16 @@ class IngestService:
         with self.app.sessions() as session:
             return session.scalar(select(Media.id).where(Media.sha256 == sha)) is None
 
-    def _refresh_suppression(self, session) -> bool:
-        """Reload the suppression list if an erasure added to it; True when it changed."""
+    def _refresh_suppression(self, session) -> None:
+        """Reload the suppression list if an erasure has added to it since the last load."""
         mark = session.scalar(
             select(func.max(SubjectRequest.id)).where(
                 SubjectRequest.suppression_template.is_not(None)
             )
         )
-        if mark == self._suppression_mark:
-            return False
-        self._suppressed = self.app.subjects.suppression_list()
-        self._suppression_mark = mark
-        return True
+        if mark != self._suppression_mark:
+            self._suppressed = self.app.subjects.suppression_list()
+            self._suppression_mark = mark
 
     def _not_suppressed(self, faces: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
         """(position, face) of each face that is not on the erasure suppression list."""
@@ -366,19 +362,15 @@ class IngestService:
         app = self.app
         now = utcnow()
         cipher = app.cipher
-        kept = self._not_suppressed(result.faces)
-        if result.faces and not kept:
-            # Only erased people in this image: keep no trace of it, not even the record.
-            summary.faces_suppressed += len(result.faces)
-            return
         try:
             with transaction(app.writes) as session:
-                # An erasure committed since this run began (or during it) applies at once.
+                # Under the erasure lock, an erasure committed before this write (during
+                # this run too) is on the suppression list, and none is half done.
                 erasure_lock(session, shared=True)
-                if self._refresh_suppression(session):
-                    kept = self._not_suppressed(result.faces)
-                    if result.faces and not kept:
-                        raise _OnlySuppressed
+                self._refresh_suppression(session)
+                kept = self._not_suppressed(result.faces)
+                if result.faces and not kept:
+                    raise _OnlySuppressed
                 media = Media(
                     source_id=source_id,
                     sha256=sha,
@@ -426,6 +418,7 @@ class IngestService:
             summary.duplicates += 1
             return
         except _OnlySuppressed:
+            # Only erased people in this image: keep no trace of it, not even the record.
             summary.faces_suppressed += len(result.faces)
             return
         if result.kind == "video":
