@@ -7,7 +7,8 @@ import numpy as np
 from sqlalchemy import text
 from test_delete_and_index import media_id_of, search_ids
 
-from facewarden.adapters.index.base import IndexFilter
+from facewarden.adapters.imaging import decode_image
+from facewarden.adapters.index.base import FaceLabel, IndexFilter
 from facewarden.services.app import Facewarden
 
 from conftest import PROBES, REFERENCE, add_source, last_event, make_settings, pg_database_url
@@ -42,6 +43,25 @@ def test_search_filtered_by_jurisdiction_or_source_is_exact_and_logged(gallery_f
         admin, probe, case="CASE-1", where=IndexFilter(jurisdictions=frozenset({"NL"}))
     )
     assert none.faces[0].no_candidate
+
+
+def test_stale_index_entries_are_dropped_and_the_search_looks_further(gallery_fw, admin):
+    """The index lags the database (vectors of faces the database no longer holds, all
+    nearer than any real face): none is returned, and the search widens until it has its
+    top-k real candidates, the same as without the stale entries."""
+    probe = (REFERENCE / "obama2.jpg").read_bytes()
+    before = gallery_fw.search.search(admin, probe, case="CASE-1", threshold=1.5, top_k=3)
+    face = gallery_fw.pipeline.process(decode_image(probe, max_pixels=10**8), enrol=False).faces[0]
+    stale = np.arange(10_000, 10_040)
+    gallery_fw.index.add(
+        stale,
+        np.repeat(face.descriptor[None, :], len(stale), axis=0),
+        [FaceLabel("press", "DE")] * len(stale),
+    )
+    after = gallery_fw.search.search(admin, probe, case="CASE-1", threshold=1.5, top_k=3)
+    ids = [c.face_id for c in after.faces[0].candidates]
+    assert ids == [c.face_id for c in before.faces[0].candidates] and len(ids) == 3
+    assert not set(ids) & set(stale.tolist())
 
 
 def test_migrate_to_qdrant_gives_the_same_candidates_and_deletions_hold(

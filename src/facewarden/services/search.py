@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from datetime import UTC
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
 from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.index.base import IndexFilter
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 MODEL_THRESHOLD = 0.6
 SCORE_SCALE = 0.06
+FETCH_MARGIN = 8  # extra proposals per search for hits the database re-check drops
 
 
 def probe_aad(case_ref: str, probe_sha256: str) -> bytes:
@@ -185,13 +187,19 @@ class SearchService:
     ) -> FaceMatches:
         """Index proposes, the database disposes: every hit is re-checked and re-scored.
 
+        The index's distances are exact (every backend ranks on full vectors), so it is asked
+        for ``top_k`` plus a small margin for hits the database drops (erased while the index
+        lags, restricted, expired); when all of those were within the threshold and too many
+        were dropped, it is asked again for four times as many.
+
         ``searchable_only=False`` (subject rights) also finds restricted and expired faces
         that are still held."""
         from facewarden.services.app import as_utc, template_aad, utcnow
 
         app = self.app
         index = app.index
-        fetch = min(max(4 * top_k, 32), max(len(index), 1))
+        fetch = min(top_k + FETCH_MARGIN, max(len(index), 1))
+        statement = recheck_statement(searchable_only, where)
         while True:
             dists, ids = index.search(face.descriptor[None, :], fetch, where)
             hit_ids = [
@@ -199,48 +207,25 @@ class SearchService:
                 for i, d in zip(ids[0], dists[0], strict=True)
                 if i >= 0 and d <= threshold + 1e-6
             ]
-            with app.sessions() as session:
-                # Plain columns, not ORM entities: less to build for each of the proposed rows.
-                rows = session.execute(
-                    select(
-                        Face.id,
-                        Face.template,
-                        Face.face_index,
-                        Face.top,
-                        Face.right,
-                        Face.bottom,
-                        Face.left,
-                        Face.time_s,
-                        Face.track,
-                        Media.id.label("media_id"),
-                        Media.path,
-                        Media.sha256,
-                        Media.ingested_at,
-                        Source.name.label("source"),
-                        Source.jurisdiction,
-                    )
-                    .join(Media, Media.id == Face.media_id)
-                    .join(Source, Source.id == Media.source_id)
-                    .where(
-                        Face.id.in_(hit_ids),
-                        Face.model_id == app.model_id,
-                        *filter_clauses(where),
-                        *(
-                            (Media.expires_at > utcnow(), Media.restricted.is_(False))
-                            if searchable_only
-                            else ()
-                        ),
-                    )
-                ).all()
+            rows = []
+            if hit_ids:
+                with app.engine.connect() as conn:
+                    rows = conn.execute(
+                        statement, {"ids": hit_ids, "model_id": app.model_id, "now": utcnow()}
+                    ).all()
             scored = []
-            for row in rows:
-                vec = app.cipher.decrypt_template(
-                    row.template, template_aad(row.sha256, row.face_index)
+            if rows:
+                vecs = np.stack(
+                    [
+                        app.cipher.decrypt_template(
+                            r.template, template_aad(r.sha256, r.face_index)
+                        )
+                        for r in rows
+                    ]
                 )
-                dist = float(np.linalg.norm(vec - face.descriptor))
-                if dist <= threshold:
-                    scored.append((dist, row))
-            # All hits were within threshold and some were filtered out: look further.
+                dist = np.linalg.norm(vecs - face.descriptor, axis=1)
+                scored = [(float(d), r) for d, r in zip(dist, rows, strict=True) if d <= threshold]
+            # All hits were within threshold and some were dropped: look further.
             widen = len(hit_ids) == fetch and len(scored) < top_k and fetch < len(index)
             if not widen:
                 break
@@ -328,6 +313,43 @@ def filter_dict(where: IndexFilter) -> dict[str, list[str] | None]:
         "sources": sorted(where.sources) if where.sources is not None else None,
         "jurisdictions": sorted(where.jurisdictions) if where.jurisdictions is not None else None,
     }
+
+
+@functools.lru_cache(maxsize=64)
+def recheck_statement(searchable_only: bool, where: IndexFilter | None) -> Select:
+    """The re-check query for a search's proposed face ids (bound as ``ids``, ``model_id``
+    and ``now``), built once per filter: plain columns, not ORM entities."""
+    return (
+        select(
+            Face.id,
+            Face.template,
+            Face.face_index,
+            Face.top,
+            Face.right,
+            Face.bottom,
+            Face.left,
+            Face.time_s,
+            Face.track,
+            Media.id.label("media_id"),
+            Media.path,
+            Media.sha256,
+            Media.ingested_at,
+            Source.name.label("source"),
+            Source.jurisdiction,
+        )
+        .join(Media, Media.id == Face.media_id)
+        .join(Source, Source.id == Media.source_id)
+        .where(
+            Face.id.in_(bindparam("ids", expanding=True)),
+            Face.model_id == bindparam("model_id"),
+            *filter_clauses(where),
+            *(
+                (Media.expires_at > bindparam("now"), Media.restricted.is_(False))
+                if searchable_only
+                else ()
+            ),
+        )
+    )
 
 
 def filter_clauses(where: IndexFilter | None) -> list:
