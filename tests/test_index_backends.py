@@ -109,6 +109,26 @@ def test_recall_against_exact_search(filled):
     assert hits / 200 >= 0.9
 
 
+def test_exact_search_returns_the_exact_top_k_with_and_without_filters(filled):
+    """Subject rights search exactly: every backend's ``exact`` equals a brute-force scan
+    (after removals, and under a broad filter that IVF would otherwise post-filter)."""
+    index, ids, vectors = filled
+    index.remove(ids[:7])
+    alive = np.ones(N, bool)
+    alive[:7] = False
+    labels = _labels(N)
+    broad = IndexFilter(jurisdictions=frozenset({"FR", "DE"}))
+    admitted = alive & np.array([broad.admits(lab) for lab in labels])
+    queries = _vectors(8, seed=3)
+    for where, mask in ((None, alive), (broad, admitted)):
+        dists, found = index.search(queries, 25, where, exact=True)
+        for q, d, row in zip(queries, dists, found, strict=True):
+            assert row.tolist() == _exact(vectors, ids, q, 25, mask).tolist()
+            np.testing.assert_allclose(
+                d, np.linalg.norm(vectors[np.searchsorted(ids, row)] - q, axis=1), atol=1e-4
+            )
+
+
 def test_removed_faces_never_return_and_ids_follow(filled):
     index, ids, vectors = filled
     gone = ids[:50]
@@ -257,7 +277,7 @@ def test_a_damaged_faiss_state_file_is_an_empty_index_to_rebuild(tmp_path):
 
 
 def test_medium_filter_finds_admitted_faces_themselves(filled):
-    """~7% admitted: FAISS IVF-PQ takes its ID-selector path here (between exact and broad)."""
+    """~7% admitted (the FAISS planner's paths are pinned down in the next test)."""
     index, ids, vectors = filled
     labels = _labels(N)
     where = IndexFilter(sources=frozenset({"src1"}), jurisdictions=frozenset({"FR"}))
@@ -266,3 +286,35 @@ def test_medium_filter_finds_admitted_faces_themselves(filled):
     assert found[:, 0].tolist() == ids[admitted].tolist()
     by_id = dict(zip(ids.tolist(), labels, strict=True))
     assert all(where.admits(by_id[i]) for i in found.ravel().tolist() if i >= 0)
+
+
+def test_faiss_planner_scans_exactly_what_the_ivf_scan_would_visit(tmp_path):
+    """Filtered searches are exact up to max(exact_subset, faces x nprobe / nlist) admitted
+    faces; between that and the broad share they go through the IVF scan's ID selector."""
+    index = FaissIndex(None, ivf_threshold=1000, exact_subset=100, nprobe=64)
+    vectors, labels = _vectors(N), _labels(N)
+    ids = np.arange(1, N + 1, dtype=np.int64)
+    index.add(ids, vectors, labels)
+    assert index.mode == "ivfpq" and index.describe()["nlist"] == 256
+    assert index.exact_limit == N * 64 // 256  # 750: more than exact_subset
+    index.nprobe_setting = 8
+    assert index.exact_limit == 100  # 3,000 x 8 / 256 = 93 is less than exact_subset
+    medium = IndexFilter(sources=frozenset({"src1"}), jurisdictions=frozenset({"FR"}))
+    admitted = [i for i, lab in enumerate(labels) if medium.admits(lab)]
+    assert index.exact_limit < len(admitted) < 0.1 * N  # the ID-selector path
+    _, found = index.search(vectors[admitted[:5]], 5, medium)
+    assert found[:, 0].tolist() == ids[admitted[:5]].tolist()
+    assert all(medium.admits(labels[i - 1]) for i in found.ravel().tolist() if i >= 0)
+    narrow = IndexFilter(jurisdictions=frozenset({"LU"}))
+    lu = np.array([lab.jurisdiction == "LU" for lab in labels])
+    assert lu.sum() <= index.exact_limit  # scanned exactly: the exact top-10
+    query = vectors[:3] + 0.01
+    _, found = index.search(query, 10, narrow)
+    for q, f in zip(query, found, strict=True):
+        truth = ids[lu][np.argsort(np.linalg.norm(vectors[lu] - q, axis=1))[:10]]
+        assert f.tolist() == truth.tolist()
+    # The exact scan reads the raw vectors in chunks and merges their top-k.
+    live = np.arange(N, dtype=np.int64)
+    d_one, one = index._exact_subset(query, 10, live)
+    d_many, many = index._exact_subset(query, 10, live, chunk=256)
+    assert many.tolist() == one.tolist() and np.allclose(d_many, d_one)

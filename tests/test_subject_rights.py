@@ -193,3 +193,42 @@ def test_an_erasure_waits_for_an_ingest_write_in_flight(gallery_fw, admin):
         assert not done.wait(1.5)
     worker.join(30)
     assert done.is_set()
+
+
+def _faces_of(fw, stem):
+    with fw.sessions() as s:
+        media = next(m for m in s.scalars(select(Media)) if identity_of(m.path) == stem)
+        return set(s.scalars(select(Face.id).where(Face.media_id == media.id)))
+
+
+def test_faces_another_process_committed_are_searched_and_erased(gallery_fw, admin):
+    """A second process on the same data (the CLI ingesting while the server runs) commits
+    faces this process's index has never seen: searches pick them up within
+    ``index_catch_up_seconds``, and an erasure finds them at once (the index is reconciled
+    with the database and searched exactly before the candidates are chosen)."""
+    import time
+
+    from facewarden.services.app import Facewarden
+
+    settings = gallery_fw.settings
+    server = Facewarden(settings.model_copy(update={"index_catch_up_seconds": 0.5}))
+    cli = Facewarden(settings)
+    try:
+        server.search.search(admin, probe("obama1.jpg"), case="CASE-1")  # index in use
+        cli.ingest.run(admin, [REFERENCE / "obama2.jpg"], "press")
+        obama2 = _faces_of(cli, "obama2")
+        time.sleep(0.6)
+        found = server.search.search(admin, probe("obama1.jpg"), case="CASE-1")
+        assert obama2 <= {c.face_id for f in found.faces for c in f.candidates}
+        # No catching up by searches now: the erasure alone must find the new face.
+        server.settings = settings.model_copy(update={"index_catch_up_seconds": 3600})
+        cli.ingest.run(admin, [REFERENCE / "obama3.jpg"], "press")
+        obama3 = _faces_of(cli, "obama3")
+        obama = _faces_of(server, "obama")
+        receipt = server.subjects.erase(admin, SELFIE, reference="REQ-X")
+        assert obama | obama2 | obama3 <= set(receipt["face_ids"])
+        after = server.search.search(admin, probe("obama1.jpg"), case="CASE-1", threshold=1.5)
+        assert not set(receipt["face_ids"]) & {c.face_id for f in after.faces for c in f.candidates}
+    finally:
+        cli.close()
+        server.close()

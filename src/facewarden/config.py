@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     """Console sessions expire after this many hours."""
     retention_interval_minutes: int = Field(60, ge=0)
     """How often the server runs the retention purge (0: never; use cron instead)."""
+    index_catch_up_seconds: float = Field(1.0, ge=0)
+    """How often a search looks for faces other processes committed (a CLI ingest while the
+    server runs) to add them to this process's index."""
     secure_cookies: bool = False
     """Mark console cookies ``Secure`` (set it when a TLS proxy fronts the server)."""
 

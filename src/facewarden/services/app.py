@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from datetime import UTC, datetime
 from functools import cached_property
 
@@ -60,6 +62,9 @@ class Facewarden:
         self.audit = AuditLog(self.sessions, self.writes)
         self._pipeline = pipeline
         self._index_synced = False
+        self._index_mark = 0  # largest face id this process's index has caught up to
+        self._index_checked = 0.0
+        self._catching_up = threading.Lock()
 
         from facewarden.services.cases import CaseService
         from facewarden.services.confirmations import ConfirmationService
@@ -197,18 +202,53 @@ class Facewarden:
 
     def sync_index(self) -> dict[str, int]:
         """Add what the database has and the index lacks; drop what the database no longer has."""
+        self._index_synced = True
         index = self._index
         with self.sessions() as session:
-            db_ids = set(session.scalars(select(Face.id).where(Face.model_id == self.model_id)))
-        held = set(index.ids().tolist())
-        stale = held - db_ids
-        missing = sorted(db_ids - held)
-        if stale:
-            index.remove(np.fromiter(stale, dtype=np.int64))
-        self._fill_index(missing)
-        if stale or missing:
+            db_ids = np.fromiter(
+                session.scalars(select(Face.id).where(Face.model_id == self.model_id)), np.int64
+            )
+        held = index.ids()
+        stale = np.setdiff1d(held, db_ids)
+        missing = np.setdiff1d(db_ids, held)
+        if len(stale):
+            index.remove(stale)
+        self._fill_index(missing.tolist())
+        if len(stale) or len(missing):
             index.save()
+        self._index_mark = max(self._index_mark, int(db_ids.max(initial=0)))
         return {"added": len(missing), "removed": len(stale)}
+
+    def catch_up_index(self) -> int:
+        """Index the faces other processes committed since this one last looked (a CLI
+        ingest while the server runs): at most once per ``index_catch_up_seconds``, by the
+        largest face id
+        (one primary-key lookup). Returns how many were added. Deletions need no catching up:
+        every hit is re-checked against the database."""
+        if not self._index_synced:
+            self.sync_index()  # the first use reconciles the whole index and sets the mark
+        now = time.monotonic()
+        every_s = self.settings.index_catch_up_seconds
+        if now - self._index_checked < every_s or not self._catching_up.acquire(blocking=False):
+            return 0
+        try:
+            self._index_checked = now
+            with self.sessions() as session:
+                top = session.scalar(select(func.max(Face.id))) or 0
+                if top <= self._index_mark:
+                    return 0
+                new = list(
+                    session.scalars(
+                        select(Face.id)
+                        .where(Face.id > self._index_mark, Face.model_id == self.model_id)
+                        .order_by(Face.id)
+                    )
+                )
+            self._fill_index(new)
+            self._index_mark = max(self._index_mark, top)
+            return len(new)
+        finally:
+            self._catching_up.release()
 
     def rebuild_index(self) -> int:
         """Empty the index and refill it from every template in the database."""
@@ -222,6 +262,7 @@ class Facewarden:
             )
         self._fill_index(ids)
         self._index.save()
+        self._index_mark = ids[-1] if ids else 0
         return len(self._index)
 
     def _fill_index(self, face_ids: list[int], batch: int = 5000) -> None:

@@ -184,6 +184,7 @@ class SearchService:
         *,
         searchable_only: bool = True,
         where: IndexFilter | None = None,
+        exact: bool = False,
     ) -> FaceMatches:
         """Index proposes, the database disposes: every hit is re-checked and re-scored.
 
@@ -193,15 +194,16 @@ class SearchService:
         were dropped, it is asked again for four times as many.
 
         ``searchable_only=False`` (subject rights) also finds restricted and expired faces
-        that are still held."""
+        that are still held; ``exact`` has the index compare every vector."""
         from facewarden.services.app import as_utc, template_aad, utcnow
 
         app = self.app
+        app.catch_up_index()
         index = app.index
         fetch = min(top_k + FETCH_MARGIN, max(len(index), 1))
         statement = recheck_statement(searchable_only, where)
         while True:
-            dists, ids = index.search(face.descriptor[None, :], fetch, where)
+            dists, ids = index.search(face.descriptor[None, :], fetch, where, exact=exact)
             hit_ids = [
                 int(i)
                 for i, d in zip(ids[0], dists[0], strict=True)

@@ -61,8 +61,12 @@ class SubjectService:
         return sha, faces[0]
 
     def _candidates(self, face: FaceTemplate, threshold: float) -> list[Candidate]:
+        """Every face of the person the database holds: the index is first reconciled with
+        the database (faces other processes, or an ingest thread, committed and not yet
+        indexed here), then searched exactly, not approximately."""
+        self.app.sync_index()
         return self.app.search.match(
-            face, SUBJECT_TOP_K, threshold, searchable_only=False
+            face, SUBJECT_TOP_K, threshold, searchable_only=False, exact=True
         ).candidates
 
     def _threshold(self, threshold: float | None) -> float:

@@ -45,8 +45,9 @@ def session_secret(settings: Settings) -> str:
 
 
 class RetentionTimer:
-    """Every ``minutes``, in a daemon thread: the retention run, then the physical purge of
-    whatever any deletion since the last purge left on disk (both logged like any run)."""
+    """Every ``minutes``, in a daemon thread: the index reconciled with the database, the
+    retention run, then the physical purge of whatever any deletion since the last purge left
+    on disk (both logged like any run)."""
 
     def __init__(self, fw: Facewarden, minutes: int) -> None:
         self.fw, self.minutes = fw, minutes
@@ -61,13 +62,17 @@ class RetentionTimer:
                 log.exception("scheduled retention run failed")
 
     def tick(self) -> dict[str, object]:
-        """One round: expire, then purge the bytes of every deletion not yet purged."""
+        """One round: reconcile the index with the database (what other processes added or
+        deleted), expire, then purge the bytes of every deletion not yet purged."""
+        synced = self.fw.sync_index()
+        if any(synced.values()):
+            log.info("index reconciled with the database: %s", synced)
         receipt = self.fw.gallery.retention_run(RETENTION_ACTOR)
         log.info("retention run: %s", receipt)
         purged = self.fw.gallery.purge_index(RETENTION_ACTOR, only_if_pending=True)
         if purged:
             log.info("purge of deleted templates: %s", purged)
-        return {"retention": receipt, "purge": purged}
+        return {"index": synced, "retention": receipt, "purge": purged}
 
 
 def create_app(settings: Settings | None = None, fw: Facewarden | None = None) -> FastAPI:

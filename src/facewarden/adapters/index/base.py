@@ -76,10 +76,16 @@ class VectorIndex(Protocol):
         ...
 
     def search(
-        self, queries: np.ndarray, k: int, where: IndexFilter | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        where: IndexFilter | None = None,
+        *,
+        exact: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Nearest ``k`` per query among the faces ``where`` admits: (Euclidean distances,
-        ids), ids -1 where fewer exist."""
+        ids), ids -1 where fewer exist. ``exact`` compares every admitted vector (subject
+        rights must find every face of a person, not most of them)."""
         ...
 
     def ids(self) -> np.ndarray:

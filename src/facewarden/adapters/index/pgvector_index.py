@@ -113,7 +113,12 @@ class PgvectorIndex:
         return removed
 
     def search(
-        self, queries: np.ndarray, k: int, where: IndexFilter | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        where: IndexFilter | None = None,
+        *,
+        exact: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         queries = np.asarray(queries, np.float32).reshape(-1, self.dimension)
         if where is not None and where.empty:
@@ -130,7 +135,10 @@ class PgvectorIndex:
         with self.engine.begin() as con:
             con.execute(text(f"SET LOCAL hnsw.ef_search = {max(int(self.ef_search), k)}"))
             con.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
-            if clauses:
+            if exact:
+                # Every admitted row compared: no HNSW scan (a sequential or btree scan).
+                con.execute(text("SET LOCAL enable_indexscan = off"))
+            elif clauses:
                 admitted = con.scalar(  # counting stops past the limit: cheap for broad filters
                     text(
                         f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE "

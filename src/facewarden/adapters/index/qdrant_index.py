@@ -115,7 +115,12 @@ class QdrantIndex:
         return present
 
     def search(
-        self, queries: np.ndarray, k: int, where: IndexFilter | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        where: IndexFilter | None = None,
+        *,
+        exact: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         queries = np.asarray(queries, np.float32).reshape(-1, self.dimension)
         if where is not None and where.empty:
@@ -132,6 +137,7 @@ class QdrantIndex:
                     query=q.tolist(),
                     limit=k,
                     filter=query_filter,
+                    params=models.SearchParams(exact=True) if exact else None,
                     with_payload=False,
                 )
                 for q in queries
