@@ -49,8 +49,11 @@ def test_ingest_search_bench_runs_on_tiny_input(tmp_path, database_url):
         "detect_ms",
         "align_ms",
         "embed_ms",
+        "store_ms",
+        "index_ms",
         "rest_ms",
     }
+    assert all(r["store_s"] > 0 and r["index_s"] > 0 for r in result["runs"])
 
 
 def test_models_bench_runs_on_tiny_input(tmp_path):

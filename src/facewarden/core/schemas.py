@@ -169,6 +169,9 @@ class IngestSummary:
     """Damaged videos stored with the faces decoded before the damage."""
     videos: int = 0
     interrupted: bool = False
+    seconds: dict[str, float] = field(default_factory=lambda: {"store": 0.0, "index": 0.0})
+    """Time this process spent writing the system of record (suppression check, encryption,
+    inserts, commit) and adding to and saving the vector index."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -182,6 +185,7 @@ class IngestSummary:
             "skipped": [asdict(s) for s in self.skipped],
             "partial": [asdict(s) for s in self.partial],
             "interrupted": self.interrupted,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
 

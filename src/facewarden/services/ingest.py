@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -195,7 +196,9 @@ class IngestService:
             self._store(source_id, index_label, retention, label(path), sha, result, summary)
             tick(path)
             if summary.images % SAVE_INDEX_EVERY == 0:
+                started = time.perf_counter()
                 app.index.save()
+                summary.seconds["index"] += time.perf_counter() - started
 
         def ingest_video(item: InputItem) -> None:
             assert item.video is not None
@@ -362,6 +365,7 @@ class IngestService:
         app = self.app
         now = utcnow()
         cipher = app.cipher
+        started = time.perf_counter()
         try:
             with transaction(app.writes) as session:
                 # Under the erasure lock, an erasure committed before this write (during
@@ -421,6 +425,9 @@ class IngestService:
             # Only erased people in this image: keep no trace of it, not even the record.
             summary.faces_suppressed += len(result.faces)
             return
+        finally:
+            stored = time.perf_counter()
+            summary.seconds["store"] += stored - started
         if result.kind == "video":
             summary.videos += 1
         else:
@@ -434,3 +441,4 @@ class IngestService:
                 np.stack([v for _, v in new_faces]),
                 [index_label] * len(new_faces),
             )
+            summary.seconds["index"] += time.perf_counter() - stored
