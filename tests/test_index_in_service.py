@@ -145,5 +145,17 @@ def test_pgvector_deletes_a_vector_in_the_same_transaction_as_its_face(
         assert (
             con.scalar(text(f"SELECT count(*) FROM face_vectors WHERE face_id = {obama_face}")) == 0
         )
-    assert obama_face not in [i for i, _ in search_ids(fw, admin)]
+    after = [i for i, _ in search_ids(fw, admin)]
+    assert obama_face not in after
     fw.close()
+    # A rebuild loads every row first and builds the HNSW graph once, at the end.
+    fw2 = Facewarden(settings, pipeline=pipeline)
+    has_hnsw = "SELECT to_regclass('face_vectors_hnsw') IS NOT NULL"
+    fw2.index.reset()
+    with fw2.engine.connect() as con:
+        assert con.scalar(text(has_hnsw)) is False
+    assert fw2.rebuild_index() == 4
+    with fw2.engine.connect() as con:
+        assert con.scalar(text(has_hnsw)) is True
+    assert [i for i, _ in search_ids(fw2, admin)] == after
+    fw2.close()

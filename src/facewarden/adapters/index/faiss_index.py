@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -92,6 +93,17 @@ class _Labels:
         return np.array([table[n] for n in names if n in table], np.int32)
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """What a filter admits: a mask over slots, its count, and (cached for the search path
+    the planner takes) the slots themselves for an exact scan or the selector's bitmap."""
+
+    mask: np.ndarray
+    count: int
+    slots: np.ndarray | None
+    bitmap: np.ndarray | None
+
+
 class FaissIndex:
     """Exact or IVF-PQ with exact re-rank; see the module docstring.
 
@@ -120,7 +132,7 @@ class FaissIndex:
         self._lock = threading.RLock()
         self._removed_since_purge = 0
         self._version = 0  # bumped by every change; keys the filter-mask cache
-        self._masks: dict[IndexFilter, tuple[int, np.ndarray]] = {}
+        self._filters: dict[IndexFilter, tuple[int, _Admitted]] = {}
         if not self._load():
             self._clear()
 
@@ -293,17 +305,17 @@ class FaissIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
         if self._live == 0 or (where is not None and where.empty):
             return empty_result(len(queries), k)
-        mask = self._admitted(where)
+        admitted = self._admitted(where)
+        mask = admitted.mask if admitted is not None else None
         if exact and self._trained_on:
             live = np.flatnonzero(self._slots >= 0 if mask is None else mask)
             return self._exact_subset(queries, k, live)
-        if mask is not None:
-            admitted = int(mask.sum())
-            if admitted == 0:
+        if admitted is not None:
+            if admitted.count == 0:
                 return empty_result(len(queries), k)
-            if admitted <= self.exact_limit or not self._trained_on:
-                return self._exact_subset(queries, k, np.flatnonzero(mask))
-            share = admitted / self._live
+            if admitted.slots is not None:
+                return self._exact_subset(queries, k, admitted.slots)
+            share = admitted.count / self._live
             if share >= BROAD_SHARE:
                 # Broad filter: search unfiltered for proportionally more candidates and
                 # drop the others (faster than an ID selector inside the IVF scan).
@@ -312,21 +324,22 @@ class FaissIndex:
                 admitted_slots = (slots >= 0) & mask[np.maximum(slots, 0)]
                 return self._rerank(queries, np.where(admitted_slots, slots, -1), k)
         if not self._trained_on:
-            sq, slots = self._index.search(queries, k, params=self._params(mask))
+            sq, slots = self._index.search(queries, k, params=self._params(admitted))
             return self._to_ids(np.sqrt(np.maximum(sq, 0)), slots)
         fetch = max(self.rerank, k)
-        _, slots = self._index.search(queries, fetch, params=self._params(mask))
+        _, slots = self._index.search(queries, fetch, params=self._params(admitted))
         return self._rerank(queries, slots, k)
 
-    def _admitted(self, where: IndexFilter | None) -> np.ndarray | None:
-        """The slots ``where`` admits, cached per filter until the next add or removal."""
+    def _admitted(self, where: IndexFilter | None) -> _Admitted | None:
+        """The slots ``where`` admits, cached per filter until the next add or removal (at
+        10M faces, recomputing them costs more than the search)."""
         if where is None or (where.sources is None and where.jurisdictions is None):
             return None
-        cached = self._masks.get(where)
+        cached = self._filters.get(where)
         if cached is not None and cached[0] == self._version:
             return cached[1]
-        if len(self._masks) >= 32:
-            self._masks.clear()
+        if len(self._filters) >= 8:
+            self._filters.clear()
         mask = self._slots >= 0
         for codes, column in (
             (self._labels.allowed(where.sources, "source"), self._src),
@@ -334,14 +347,22 @@ class FaissIndex:
         ):
             if codes is not None:
                 mask &= np.isin(column, codes)
-        self._masks[where] = (self._version, mask)
-        return mask
+        count = int(mask.sum())
+        exact = count <= self.exact_limit  # always, below the IVF threshold
+        admitted = _Admitted(
+            mask,
+            count,
+            np.flatnonzero(mask) if exact else None,
+            None if exact else np.packbits(mask, bitorder="little"),
+        )
+        self._filters[where] = (self._version, admitted)
+        return admitted
 
-    def _params(self, mask: np.ndarray | None) -> faiss.SearchParameters | None:
+    def _params(self, admitted: _Admitted | None) -> faiss.SearchParameters | None:
         selector = None
-        if mask is not None:
-            self._bitmap = np.packbits(mask, bitorder="little")  # kept alive for the call
-            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(self._bitmap))
+        if admitted is not None:
+            self._bitmap = admitted.bitmap  # kept alive for the call
+            selector = faiss.IDSelectorBitmap(len(admitted.mask), faiss.swig_ptr(self._bitmap))
         if self._trained_on:
             return faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
         return faiss.SearchParameters(sel=selector) if selector is not None else None

@@ -70,11 +70,22 @@ class PgvectorIndex:
                     f"embedding vector({self.dimension}) NOT NULL)"
                 )
             )
-            con.execute(
-                text(f"CREATE INDEX {TABLE}_hnsw ON {TABLE} USING hnsw (embedding vector_l2_ops)")
-            )
+            self._create_hnsw(con)
             for column in ("source", "jurisdiction"):
                 con.execute(text(f"CREATE INDEX {TABLE}_{column} ON {TABLE} ({column})"))
+
+    @staticmethod
+    def _create_hnsw(con) -> None:
+        if con.scalar(text(f"SELECT to_regclass('{TABLE}_hnsw')")) is not None:
+            return  # checked first: CREATE INDEX would lock out writers even when it exists
+        # Enough memory for the graph of a few million vectors: a build that spills is slow.
+        con.execute(text("SET LOCAL maintenance_work_mem = '2GB'"))
+        con.execute(
+            text(
+                f"CREATE INDEX IF NOT EXISTS {TABLE}_hnsw ON {TABLE} "
+                "USING hnsw (embedding vector_l2_ops)"
+            )
+        )
 
     def __len__(self) -> int:
         with self.engine.connect() as con:
@@ -161,12 +172,19 @@ class PgvectorIndex:
         return np.array(found, dtype=np.int64)
 
     def reset(self) -> None:
+        """Empty the table and drop the HNSW index: a refill (``index rebuild``, ``index
+        migrate``) loads the rows first and ``save`` builds the graph once, in bulk, which is
+        many times faster than inserting into it row by row. Until then searches are exact."""
         with self.engine.begin() as con:
             self._removed_since_purge += int(con.scalar(text(f"SELECT count(*) FROM {TABLE}")))
             con.execute(text(f"TRUNCATE {TABLE}"))
+            con.execute(text(f"DROP INDEX IF EXISTS {TABLE}_hnsw"))
 
     def save(self) -> None:
-        """PostgreSQL persists every committed write itself."""
+        """PostgreSQL persists every committed write itself; after a ``reset`` this builds
+        the HNSW index over everything loaded since."""
+        with self.engine.begin() as con:
+            self._create_hnsw(con)
 
     def purge(self) -> PurgeReport:
         """``VACUUM FULL`` rewrites the table and its indexes into new files without the dead
