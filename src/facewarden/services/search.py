@@ -9,7 +9,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Row, Select, bindparam, select
 
 from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.index.base import IndexFilter
@@ -190,18 +190,21 @@ class SearchService:
 
         The index's distances are exact (every backend ranks on full vectors), so it is asked
         for ``top_k`` plus a small margin for hits the database drops (erased while the index
-        lags, restricted, expired); when all of those were within the threshold and too many
-        were dropped, it is asked again for four times as many.
+        lags, restricted, expired), and the database re-checks the nearest ``top_k`` of them
+        first, then more only if it dropped some; when every proposal was within the
+        threshold and too many were dropped, the index is asked again for four times as many.
 
         ``searchable_only=False`` (subject rights) also finds restricted and expired faces
         that are still held; ``exact`` has the index compare every vector."""
-        from facewarden.services.app import as_utc, template_aad, utcnow
+        from facewarden.services.app import as_utc
 
         app = self.app
         app.catch_up_index()
         index = app.index
         fetch = min(top_k + FETCH_MARGIN, max(len(index), 1))
         statement = recheck_statement(searchable_only, where)
+        checked: set[int] = set()
+        scored: list[tuple[float, Row]] = []
         while True:
             dists, ids = index.search(face.descriptor[None, :], fetch, where, exact=exact)
             hit_ids = [
@@ -209,25 +212,14 @@ class SearchService:
                 for i, d in zip(ids[0], dists[0], strict=True)
                 if i >= 0 and d <= threshold + 1e-6
             ]
-            rows = []
-            if hit_ids:
-                with app.engine.connect() as conn:
-                    rows = conn.execute(
-                        statement, {"ids": hit_ids, "model_id": app.model_id, "now": utcnow()}
-                    ).all()
-            scored = []
-            if rows:
-                vecs = np.stack(
-                    [
-                        app.cipher.decrypt_template(
-                            r.template, template_aad(r.sha256, r.face_index)
-                        )
-                        for r in rows
-                    ]
-                )
-                dist = np.linalg.norm(vecs - face.descriptor, axis=1)
-                scored = [(float(d), r) for d, r in zip(dist, rows, strict=True) if d <= threshold]
-            # All hits were within threshold and some were dropped: look further.
+            # The nearest unchecked hits, only as many as are still wanted: the database is
+            # asked again only for hits it dropped.
+            pending = [i for i in hit_ids if i not in checked]
+            while pending and len(scored) < top_k:
+                batch, pending = pending[: top_k - len(scored)], pending[top_k - len(scored) :]
+                checked.update(batch)
+                scored += self._recheck(statement, batch, face.descriptor, threshold)
+            # All hits were within threshold and too many were dropped: look further.
             widen = len(hit_ids) == fetch and len(scored) < top_k and fetch < len(index)
             if not widen:
                 break
@@ -253,6 +245,25 @@ class SearchService:
             for rank, (dist, f) in enumerate(scored[:top_k], 1)
         ]
         return FaceMatches(face.detection.box.as_list(), face.quality.as_dict(), candidates)
+
+    def _recheck(
+        self, statement: Select, face_ids: list[int], probe: np.ndarray, threshold: float
+    ) -> list[tuple[float, Row]]:
+        """(distance, row) of each proposed face the database still holds and admits,
+        re-scored from its decrypted template, within ``threshold``."""
+        from facewarden.services.app import template_aad, utcnow
+
+        app = self.app
+        with app.engine.connect() as conn:
+            rows = conn.execute(
+                statement, {"ids": face_ids, "model_id": app.model_id, "now": utcnow()}
+            ).all()
+        if not rows:
+            return []
+        decrypt = app.cipher.decrypt_template
+        vecs = np.stack([decrypt(r.template, template_aad(r.sha256, r.face_index)) for r in rows])
+        dist = np.linalg.norm(vecs - probe, axis=1)
+        return [(float(d), r) for d, r in zip(dist, rows, strict=True) if d <= threshold]
 
     def verify(
         self,

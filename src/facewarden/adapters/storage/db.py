@@ -29,6 +29,10 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA secure_delete=ON")
             cur.execute("PRAGMA busy_timeout=60000")
+            # Reads through a memory map of the file (no read() per page) and a 64 MB page
+            # cache: a search re-checks a few dozen random rows of a gallery of millions.
+            cur.execute("PRAGMA mmap_size=2147418112")
+            cur.execute("PRAGMA cache_size=-65536")
             cur.close()
 
         @event.listens_for(engine, "begin")
