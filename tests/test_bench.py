@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import GALLERY
+from conftest import GALLERY, pg_database_url
 
 ROOT = Path(__file__).parent.parent
 
@@ -126,6 +126,34 @@ def test_index_bench_runs_on_tiny_input(tmp_path):
     assert all(r["filter_none"]["recall_at_10"] == 1.0 for r in result["runs"])
     assert all(r["filter_narrow"]["recall_at_1"] == 1.0 for r in result["runs"])
     assert (tmp_path / "templates.npz").is_file()
+
+
+def test_index_bench_sweeps_pgvector_ef_search(tmp_path, pg_server):
+    result = _bench(
+        "index.py",
+        tmp_path / "p.json",
+        "--data",
+        str(GALLERY.parent),
+        "--templates",
+        str(tmp_path / "templates.npz"),
+        "--sizes",
+        "300",
+        "--backends",
+        "pgvector",
+        "--queries",
+        "3",
+        "--ef-searches",
+        "10",
+        "40",
+        "--pg-uri",
+        pg_database_url(pg_server),
+    )
+    run = result["runs"][0]
+    assert run["backend"] == "pgvector" and run["gallery"] == 300
+    assert sorted(run["ef_search_sweep"]) == ["10", "40"]
+    assert all(
+        0 <= m["recall_at_10"] <= 1 and m["p50_ms"] > 0 for m in run["ef_search_sweep"].values()
+    )
 
 
 def test_storage_bench_runs_on_tiny_input(tmp_path):
