@@ -185,3 +185,5 @@ def test_service_bench_runs_on_tiny_input(tmp_path):
     assert result["raw_index_search"]["p50_ms"] > 0 < result["service_match"]["p50_ms"]
     # The database's re-check keeps the index's nearest face first wherever it is a match.
     assert result["top1_agrees_with_index"] in (None, 1.0)
+    assert result["subject_rights"]["queries"] == 1
+    assert result["subject_rights"]["exact_candidate_search"]["p50_ms"] > 0

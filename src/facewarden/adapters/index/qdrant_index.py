@@ -137,7 +137,8 @@ class QdrantIndex:
                     query=q.tolist(),
                     limit=k,
                     filter=query_filter,
-                    params=models.SearchParams(exact=True) if exact else None,
+                    # Local mode always compares every vector (and warns about params).
+                    params=models.SearchParams(exact=True) if exact and self.remote else None,
                     with_payload=False,
                 )
                 for q in queries
