@@ -127,6 +127,17 @@ def measure(index, queries, truth, k, where=None) -> dict[str, float]:
     }
 
 
+def sweep(index, setting: str, values: list[int], queries, truth, k: int = 10) -> dict:
+    """Unfiltered search measured at each value of one search setting (restored after)."""
+    before = getattr(index, setting)
+    measured = {}
+    for value in values:
+        setattr(index, setting, value)
+        measured[value] = measure(index, queries, truth["none"], k)
+    setattr(index, setting, before)
+    return measured
+
+
 def open_backend(name: str, workdir: Path, pg_uri: str | None):
     if name == "faiss-flat":
         return FaissIndex(workdir / "faiss", ivf_threshold=2**62)
@@ -197,19 +208,9 @@ def run(backend: str, size: int, real, people, args, pg_uri) -> dict[str, object
         for name, where in (("none", None), ("narrow", NARROW), ("broad", BROAD)):
             result[f"filter_{name}"] = measure(index, queries, truth[name], k, where)
         if isinstance(index, FaissIndex) and index.mode == "ivfpq":
-            default = index.nprobe
-            result["nprobe_sweep"] = {}
-            for nprobe in args.nprobes:
-                index.nprobe_setting = nprobe
-                result["nprobe_sweep"][nprobe] = measure(index, queries, truth["none"], k)
-            index.nprobe_setting = default
+            result["nprobe_sweep"] = sweep(index, "nprobe_setting", args.nprobes, queries, truth)
         if index.name == "pgvector" and args.ef_searches:
-            default = index.ef_search
-            result["ef_search_sweep"] = {}
-            for ef in args.ef_searches:
-                index.ef_search = ef
-                result["ef_search_sweep"][ef] = measure(index, queries, truth["none"], k)
-            index.ef_search = default
+            result["ef_search_sweep"] = sweep(index, "ef_search", args.ef_searches, queries, truth)
         index.close()
         return result
     finally:

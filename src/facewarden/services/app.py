@@ -196,7 +196,6 @@ class Facewarden:
     def index(self) -> VectorIndex:
         """The vector index, reconciled with the database once per process on first use."""
         if not self._index_synced:
-            self._index_synced = True
             self.sync_index()
         return self._index
 
@@ -222,9 +221,8 @@ class Facewarden:
     def catch_up_index(self) -> int:
         """Index the faces other processes committed since this one last looked (a CLI
         ingest while the server runs): at most once per ``index_catch_up_seconds``, by the
-        largest face id
-        (one primary-key lookup). Returns how many were added. Deletions need no catching up:
-        every hit is re-checked against the database."""
+        largest face id (one primary-key lookup). Returns how many were added. Deletions need
+        no catching up: every hit is re-checked against the database."""
         if not self._index_synced:
             self.sync_index()  # the first use reconciles the whole index and sets the mark
         now = time.monotonic()
