@@ -201,7 +201,9 @@ class SearchService:
         app = self.app
         app.catch_up_index()
         index = app.index
-        fetch = min(top_k + FETCH_MARGIN, max(len(index), 1))
+        # Not clamped to the index's size: every backend pads a short answer, and counting
+        # the index is a COUNT(*) on pgvector. It is counted only when widening.
+        fetch = top_k + FETCH_MARGIN
         statement = recheck_statement(searchable_only, where)
         checked: set[int] = set()
         scored: list[tuple[float, Row]] = []
