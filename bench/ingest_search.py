@@ -87,8 +87,8 @@ def run(
             "seconds": round(elapsed, 2),
             "images_per_s": round(summary.images / elapsed, 2),
             "faces_per_s": round(summary.faces / elapsed, 2),
-            "store_s": round(summary.seconds["store"], 2),
-            "index_s": round(summary.seconds["index"], 2),
+            "store_s": round(summary.seconds["store"], 4),
+            "index_s": round(summary.seconds["index"], 4),
         }
         if probes:
             fw.cases.open(

@@ -53,7 +53,8 @@ def test_ingest_search_bench_runs_on_tiny_input(tmp_path, database_url):
         "index_ms",
         "rest_ms",
     }
-    assert all(r["store_s"] > 0 and r["index_s"] > 0 for r in result["runs"])
+    # Storing three images takes measurable time; adding three vectors may round to nothing.
+    assert all(r["store_s"] > 0 and r["index_s"] >= 0 for r in result["runs"])
 
 
 def test_models_bench_runs_on_tiny_input(tmp_path):
