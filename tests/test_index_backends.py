@@ -318,3 +318,13 @@ def test_faiss_planner_scans_exactly_what_the_ivf_scan_would_visit(tmp_path):
     d_one, one = index._exact_subset(query, 10, live)
     d_many, many = index._exact_subset(query, 10, live, chunk=256)
     assert many.tolist() == one.tolist() and np.allclose(d_many, d_one)
+
+
+@pytest.mark.parametrize(
+    "graph", [{"m": 1}, {"m": 16, "ef_construction": 20}, {"build_memory": "2GB; DROP TABLE x"}]
+)
+def test_pgvector_refuses_a_graph_it_cannot_build(graph):
+    from facewarden.adapters.index.pgvector_index import PgvectorIndex
+
+    with pytest.raises(ValueError, match=r"HNSW needs|build memory"):
+        PgvectorIndex("postgresql+psycopg://nobody@127.0.0.1:1/none", **graph)

@@ -126,7 +126,14 @@ def test_the_servers_maintenance_round_expires_then_purges_the_bytes(gallery_fw,
 def test_pgvector_deletes_a_vector_in_the_same_transaction_as_its_face(
     tmp_path, pg_server, pipeline
 ):
-    settings = make_settings(tmp_path / "pg", pg_database_url(pg_server), index="pgvector")
+    settings = make_settings(
+        tmp_path / "pg",
+        pg_database_url(pg_server),
+        index="pgvector",
+        pgvector_m=8,
+        pgvector_ef_construction=40,
+        pgvector_build_memory="64MB",
+    )
     fw, _ = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
     admin = fw.actor(name="admin")
     add_source(fw, admin)
@@ -157,5 +164,9 @@ def test_pgvector_deletes_a_vector_in_the_same_transaction_as_its_face(
     assert fw2.rebuild_index() == 4
     with fw2.engine.connect() as con:
         assert con.scalar(text(has_hnsw)) is True
+        built = con.scalar(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = 'face_vectors_hnsw'")
+        )
+    assert "m='8'" in built and "ef_construction='40'" in built  # the configured graph
     assert [i for i, _ in search_ids(fw2, admin)] == after
     fw2.close()

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     index_rerank: int = Field(100, ge=1)
     """IVF-PQ candidates re-scored exactly from the raw vectors."""
     pgvector_ef_search: int = Field(100, ge=1)
+    pgvector_m: int = Field(16, ge=2, le=100)
+    """HNSW links per node (denser graphs: better recall, slower builds, more disk)."""
+    pgvector_ef_construction: int = Field(64, ge=4, le=1000)
+    pgvector_build_memory: str = Field("2GB", pattern=r"^\d+\s*(kB|MB|GB|TB)$")
+    """``maintenance_work_mem`` for a bulk HNSW build (about 1 KB per face at m 16)."""
     qdrant_url: str | None = None
     """``http(s)://host:6333`` of a Qdrant server or cluster; default: local mode in
     ``<data_dir>/index/qdrant`` (one process at a time)."""

@@ -10,6 +10,7 @@ survive one HNSW pass.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +42,9 @@ class PgvectorIndex:
         *,
         ef_search: int = 100,
         exact_subset: int = 5_000,
+        m: int = 16,
+        ef_construction: int = 64,
+        build_memory: str = "2GB",
     ) -> None:
         self.engine = (
             create_engine(url_or_engine, pool_pre_ping=True)
@@ -52,6 +56,11 @@ class PgvectorIndex:
         self.dimension = dimension
         self.ef_search = ef_search
         self.exact_subset = exact_subset
+        if not 2 <= m <= 100 or ef_construction < 2 * m:
+            raise ValueError("HNSW needs 2 <= m <= 100 and ef_construction >= 2 * m")
+        if not re.fullmatch(r"\d+\s*(kB|MB|GB|TB)", build_memory):
+            raise ValueError(f"build memory {build_memory!r} is not like '2GB' or '512MB'")
+        self.m, self.ef_construction, self.build_memory = m, ef_construction, build_memory
         self._removed_since_purge = 0
         self._ensure()
 
@@ -74,16 +83,17 @@ class PgvectorIndex:
             for column in ("source", "jurisdiction"):
                 con.execute(text(f"CREATE INDEX {TABLE}_{column} ON {TABLE} ({column})"))
 
-    @staticmethod
-    def _create_hnsw(con) -> None:
+    def _create_hnsw(self, con) -> None:
         if con.scalar(text(f"SELECT to_regclass('{TABLE}_hnsw')")) is not None:
             return  # checked first: CREATE INDEX would lock out writers even when it exists
-        # Enough memory for the graph of a few million vectors: a build that spills is slow.
-        con.execute(text("SET LOCAL maintenance_work_mem = '2GB'"))
+        # The graph is built in memory while it fits (about 1 KB per face at m 16); a build
+        # that spills inserts the rest on disk, several times slower.
+        con.execute(text(f"SET LOCAL maintenance_work_mem = '{self.build_memory}'"))
         con.execute(
             text(
                 f"CREATE INDEX IF NOT EXISTS {TABLE}_hnsw ON {TABLE} "
-                "USING hnsw (embedding vector_l2_ops)"
+                f"USING hnsw (embedding vector_l2_ops) "
+                f"WITH (m = {int(self.m)}, ef_construction = {int(self.ef_construction)})"
             )
         )
 
@@ -200,6 +210,8 @@ class PgvectorIndex:
         return {
             "backend": self.name,
             "index": "hnsw",
+            "m": self.m,
+            "ef_construction": self.ef_construction,
             "ef_search": self.ef_search,
             "iterative_scan": "strict_order",
             "exact_subset": self.exact_subset,

@@ -31,7 +31,13 @@ def build_index(settings: Settings, engine: Engine, backend: str | None = None) 
                 "FACEWARDEN_INDEX=pgvector needs FACEWARDEN_DATABASE_URL to be PostgreSQL "
                 "with the pgvector extension"
             )
-        return PgvectorIndex(engine, ef_search=settings.pgvector_ef_search)
+        return PgvectorIndex(
+            engine,
+            ef_search=settings.pgvector_ef_search,
+            m=settings.pgvector_m,
+            ef_construction=settings.pgvector_ef_construction,
+            build_memory=settings.pgvector_build_memory,
+        )
     if backend == "qdrant":
         from facewarden.adapters.index.qdrant_index import QdrantIndex
 
