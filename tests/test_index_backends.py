@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from facewarden.adapters.index.base import FaceLabel, IndexFilter, VectorIndex
-from facewarden.adapters.index.faiss_index import FaissIndex
+from facewarden.adapters.index.faiss_index import RAW_COST, FaissIndex
 from facewarden.adapters.index.qdrant_index import QdrantIndex
 
 from conftest import pg_database_url
@@ -289,16 +289,17 @@ def test_medium_filter_finds_admitted_faces_themselves(filled):
 
 
 def test_faiss_planner_scans_exactly_what_the_ivf_scan_would_visit(tmp_path):
-    """Filtered searches are exact up to max(exact_subset, faces x nprobe / nlist) admitted
-    faces; between that and the broad share they go through the IVF scan's ID selector."""
+    """Filtered searches are exact up to max(exact_subset, faces x nprobe / nlist / RAW_COST)
+    admitted faces (the raw vectors that cost what the IVF scan costs); between that and the
+    broad share they go through the IVF scan's ID selector."""
     index = FaissIndex(None, ivf_threshold=1000, exact_subset=100, nprobe=64)
     vectors, labels = _vectors(N), _labels(N)
     ids = np.arange(1, N + 1, dtype=np.int64)
     index.add(ids, vectors, labels)
     assert index.mode == "ivfpq" and index.describe()["nlist"] == 256
-    assert index.exact_limit == N * 64 // 256  # 750: more than exact_subset
+    assert index.exact_limit == N * 64 // 256 // RAW_COST == 187  # more than exact_subset
     index.nprobe_setting = 8
-    assert index.exact_limit == 100  # 3,000 x 8 / 256 = 93 is less than exact_subset
+    assert index.exact_limit == 100  # 3,000 x 8 / 256 / 4 = 23 is less than exact_subset
     medium = IndexFilter(sources=frozenset({"src1"}), jurisdictions=frozenset({"FR"}))
     admitted = [i for i, lab in enumerate(labels) if medium.admits(lab)]
     assert index.exact_limit < len(admitted) < 0.1 * N  # the ID-selector path

@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     index_ivf_threshold: int = Field(100_000, ge=1000)
     """FAISS switches from exact search to IVF-PQ with exact re-rank at this many faces."""
     index_nprobe: int = Field(0, ge=0)
-    """IVF lists visited per search (0: a 32nd of the lists, at least 16)."""
-    index_rerank: int = Field(100, ge=1)
+    """IVF lists visited per search (0: 3/16 of the lists, at least 16)."""
+    index_rerank: int = Field(200, ge=1)
     """IVF-PQ candidates re-scored exactly from the raw vectors."""
     pgvector_ef_search: int = Field(100, ge=1)
     pgvector_m: int = Field(16, ge=2, le=100)
