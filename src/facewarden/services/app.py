@@ -55,6 +55,7 @@ class Facewarden:
                 f"no facewarden database at {self.engine.url.render_as_string()}: "
                 "run 'facewarden init' (or it needs migrating: 'facewarden init' upgrades it)"
             )
+        self.single_reads = db.single_read(self.engine)
         self.sessions = db.session_factory(self.engine)
         self.writes = db.session_factory(self.engine, write=True)
         secret = settings.template_key.get_secret_value() if settings.template_key else None

@@ -256,7 +256,7 @@ class SearchService:
         from facewarden.services.app import template_aad, utcnow
 
         app = self.app
-        with app.engine.connect() as conn:
+        with app.single_reads.connect() as conn:
             rows = conn.execute(
                 statement, {"ids": face_ids, "model_id": app.model_id, "now": utcnow()}
             ).all()

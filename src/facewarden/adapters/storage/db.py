@@ -38,12 +38,24 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _begin(conn) -> None:  # pragma: no cover - trivial
             # Writers take the lock up front (no deadlock on upgrade); readers never block.
-            immediate = conn.get_execution_options().get("facewarden_write", False)
+            options = conn.get_execution_options()
+            if options.get("facewarden_single_read", False):
+                return  # one SELECT is its own consistent snapshot: no BEGIN ... ROLLBACK
+            immediate = options.get("facewarden_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     url = url.replace("postgresql://", "postgresql+psycopg://", 1)
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def single_read(engine: Engine) -> Engine:
+    """The engine for connections that run one SELECT and nothing else (a search's re-check):
+    no transaction around it, one statement being its own snapshot. It saves the BEGIN and
+    ROLLBACK of every such read (on PostgreSQL two round trips)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(facewarden_single_read=True)
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def alembic_config(url: str) -> Config:
