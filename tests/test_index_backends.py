@@ -314,6 +314,13 @@ def test_faiss_planner_scans_exactly_what_the_ivf_scan_would_visit(tmp_path):
     for q, f in zip(query, found, strict=True):
         truth = ids[lu][np.argsort(np.linalg.norm(vectors[lu] - q, axis=1))[:10]]
         assert f.tolist() == truth.tolist()
+    # A small filter's vectors are gathered once into a contiguous copy; an erasure drops it.
+    assert np.array_equal(index._admitted(narrow).vectors, vectors[lu])
+    gone = int(ids[lu][0])
+    index.remove(np.array([gone]))
+    assert not index._filters
+    _, found = index.search(query, 10, narrow)
+    assert gone not in found and index._admitted(narrow).count == lu.sum() - 1
     # The exact scan reads the raw vectors in chunks and merges their top-k.
     live = np.arange(N, dtype=np.int64)
     d_one, one = index._exact_subset(query, 10, live)

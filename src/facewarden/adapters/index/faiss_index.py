@@ -49,6 +49,7 @@ PQ_M, PQ_BITS = 64, 4  # 64 sub-quantisers of 4 bits: 32 bytes per face, fast-sc
 NPROBE_SHARE = 3 / 16  # lists visited by default: recall@10 0.99 at 1M after the re-rank
 RAW_COST = 4  # an exact distance from a raw vector costs about 4 fast-scan code distances
 BROAD_SHARE = 0.1  # filters admitting at least this share of faces post-filter the index
+FILTER_COPY_BYTES = 32 * 2**20  # an exactly scanned filter's vectors kept contiguous up to this
 
 
 def _locked(method):
@@ -100,12 +101,14 @@ class _Labels:
 @dataclass(frozen=True)
 class _Admitted:
     """What a filter admits: a mask over slots, its count, and (cached for the search path
-    the planner takes) the slots themselves for an exact scan or the selector's bitmap."""
+    the planner takes) the slots themselves for an exact scan, with a contiguous copy of
+    their raw vectors when small, or the selector's bitmap."""
 
     mask: np.ndarray
     count: int
     slots: np.ndarray | None
     bitmap: np.ndarray | None
+    vectors: np.ndarray | None = None
 
 
 class FaissIndex:
@@ -149,6 +152,7 @@ class FaissIndex:
         self._live = 0
         self._trained_on = 0
         self._version = getattr(self, "_version", 0) + 1
+        self._filters = {}
         self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatL2(self.dimension))
         self._open_raw(0, truncate=True)
 
@@ -294,6 +298,7 @@ class FaissIndex:
         self._raw[slots] = 0.0  # the bytes go with the face, not at some later compaction
         self._slots[slots] = -1
         self._version += 1
+        self._filters.clear()  # cached copies of filters' vectors may hold the removed ones
         self._live -= len(slots)
         self._removed_since_purge += len(slots) if erasure else 0
         return len(slots)
@@ -319,7 +324,7 @@ class FaissIndex:
             if admitted.count == 0:
                 return empty_result(len(queries), k)
             if admitted.slots is not None:
-                return self._exact_subset(queries, k, admitted.slots)
+                return self._exact_subset(queries, k, admitted.slots, admitted.vectors)
             share = admitted.count / self._live
             if share >= BROAD_SHARE:
                 # Broad filter: search unfiltered for proportionally more candidates and
@@ -354,11 +359,16 @@ class FaissIndex:
                 mask &= np.isin(column, codes)
         count = int(mask.sum())
         exact = count <= self.exact_limit  # always, below the IVF threshold
+        slots = np.flatnonzero(mask) if exact else None
+        # Gathering the admitted vectors from the mapped file is most of an exact scan's
+        # cost at 10M faces (one page each): a small filter's are copied once, contiguously.
+        small = exact and count * self.dimension * 4 <= FILTER_COPY_BYTES
         admitted = _Admitted(
             mask,
             count,
-            np.flatnonzero(mask) if exact else None,
+            slots,
             None if exact else np.packbits(mask, bitorder="little"),
+            np.ascontiguousarray(self._raw[slots]) if small and self._trained_on else None,
         )
         self._filters[where] = (self._version, admitted)
         return admitted
@@ -373,10 +383,19 @@ class FaissIndex:
         return faiss.SearchParameters(sel=selector) if selector is not None else None
 
     def _exact_subset(
-        self, queries: np.ndarray, k: int, slots: np.ndarray, chunk: int = 131_072
+        self,
+        queries: np.ndarray,
+        k: int,
+        slots: np.ndarray,
+        vectors: np.ndarray | None = None,
+        chunk: int = 131_072,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top ``k`` among ``slots`` (ascending), read from the raw vectors in chunks
-        of at most 64 MB, so an exact search of the whole gallery needs no copy of it."""
+        of at most 64 MB, so an exact search of the whole gallery needs no copy of it, or
+        from ``vectors``, their rows already gathered."""
+        if vectors is not None:
+            sq, pos = faiss.knn(queries, vectors, min(k, len(slots)))
+            return self._to_ids(np.sqrt(np.maximum(sq, 0)), np.where(pos >= 0, slots[pos], -1), k)
         best_sq = np.full((len(queries), 0), np.inf, np.float32)
         best = np.zeros((len(queries), 0), np.int64)
         for start in range(0, len(slots), chunk):
