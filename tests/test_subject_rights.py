@@ -232,3 +232,36 @@ def test_faces_another_process_committed_are_searched_and_erased(gallery_fw, adm
     finally:
         cli.close()
         server.close()
+
+
+def test_a_face_committed_below_the_caught_up_id_is_still_indexed(gallery_fw, admin):
+    """On PostgreSQL a sequence hands out ids before commit, so a lower id can commit after
+    a higher one the server has already caught up to. Simulated: the lower id's row is held
+    back (deleted) while the server catches up, then committed (put back)."""
+    from sqlalchemy import delete, insert
+
+    from facewarden.services.app import Facewarden
+
+    settings = gallery_fw.settings
+    server = Facewarden(settings.model_copy(update={"index_catch_up_seconds": 0}))
+    cli = Facewarden(settings)
+    faces = Face.__table__
+    try:
+        server.search.search(admin, probe("obama1.jpg"), case="CASE-1")  # index in use
+        cli.ingest.run(admin, [REFERENCE / "obama2.jpg", REFERENCE / "obama3.jpg"], "press")
+        new = _faces_of(cli, "obama2") | _faces_of(cli, "obama3")
+        late = min(new)
+        with cli.engine.begin() as con:
+            row = dict(con.execute(select(faces).where(faces.c.id == late)).mappings().one())
+            con.execute(delete(faces).where(faces.c.id == late))
+        assert server.catch_up_index() == len(new) - 1
+        assert late not in server.index.ids()
+        with cli.engine.begin() as con:
+            con.execute(insert(faces).values(**row))
+        assert server.catch_up_index() == 1
+        assert late in server.index.ids() and server.catch_up_index() == 0
+        found = server.search.search(admin, probe("obama1.jpg"), case="CASE-1")
+        assert late in {c.face_id for f in found.faces for c in f.candidates}
+    finally:
+        cli.close()
+        server.close()

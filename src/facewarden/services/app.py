@@ -24,6 +24,9 @@ from facewarden.core.errors import ConfigurationError, NotFound, NotInitialised,
 from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AuditLog
 
+INDEX_GAP_TTL_S = 600.0  # how long a missing id below the mark is watched for a late commit
+INDEX_GAP_LIMIT = 10_000  # most such ids watched (beyond, the maintenance round's full sync)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -65,6 +68,9 @@ class Facewarden:
         self._index_synced = False
         self._index_mark = 0  # largest face id this process's index has caught up to
         self._index_checked = 0.0
+        # Ids below the mark that were missing when it passed them: on PostgreSQL a sequence
+        # hands out ids before commit, so a lower id can commit later. Watched for a while.
+        self._index_gaps: dict[int, float] = {}
         self._catching_up = threading.Lock()
 
         from facewarden.services.cases import CaseService
@@ -217,13 +223,16 @@ class Facewarden:
         if len(stale) or len(missing):
             index.save()
         self._index_mark = max(self._index_mark, int(db_ids.max(initial=0)))
+        self._index_gaps.clear()
         return {"added": len(missing), "removed": len(stale)}
 
     def catch_up_index(self) -> int:
         """Index the faces other processes committed since this one last looked (a CLI
         ingest while the server runs): at most once per ``index_catch_up_seconds``, by the
-        largest face id (one primary-key lookup). Returns how many were added. Deletions need
-        no catching up: every hit is re-checked against the database."""
+        largest face id (one primary-key lookup), plus the ids that were missing below it
+        (a transaction holding them may commit later) for ``INDEX_GAP_TTL_S``. Returns how
+        many were added. Deletions need no catching up: every hit is re-checked against the
+        database."""
         if not self._index_synced:
             self.sync_index()  # the first use reconciles the whole index and sets the mark
         now = time.monotonic()
@@ -232,20 +241,36 @@ class Facewarden:
             return 0
         try:
             self._index_checked = now
+            gaps = self._index_gaps
+            for face_id in [i for i, until in gaps.items() if until < now]:
+                del gaps[face_id]
+            mark = self._index_mark
             with self.sessions() as session:
                 top = session.scalar(select(func.max(Face.id))) or 0
-                if top <= self._index_mark:
+                if top <= mark and not gaps:
                     return 0
-                new = list(
-                    session.scalars(
-                        select(Face.id)
-                        .where(Face.id > self._index_mark, Face.model_id == self.model_id)
-                        .order_by(Face.id)
-                    )
+                ours = Face.model_id == self.model_id
+                late = (
+                    list(session.scalars(select(Face.id).where(Face.id.in_(list(gaps)), ours)))
+                    if gaps
+                    else []
                 )
-            self._fill_index(new)
-            self._index_mark = max(self._index_mark, top)
-            return len(new)
+                rows = session.execute(
+                    select(Face.id, ours).where(Face.id > mark).order_by(Face.id)
+                ).all()
+            new = [face_id for face_id, same_model in rows if same_model]
+            missing = np.setdiff1d(
+                np.arange(max(mark + 1, top + 1 - INDEX_GAP_LIMIT), top + 1),
+                np.fromiter((face_id for face_id, _ in rows), np.int64),
+            )
+            for face_id in late:
+                del gaps[face_id]
+            gaps.update(dict.fromkeys(missing.tolist(), now + INDEX_GAP_TTL_S))
+            while len(gaps) > INDEX_GAP_LIMIT:
+                del gaps[next(iter(gaps))]  # the oldest
+            self._fill_index(late + new)
+            self._index_mark = max(mark, top)
+            return len(late) + len(new)
         finally:
             self._catching_up.release()
 
