@@ -268,6 +268,23 @@ def test_ivfpq_trains_once_enough_faces_and_retrains_as_the_gallery_grows(tmp_pa
     assert index.describe()["trained_on"] == 2400
 
 
+def test_an_index_saved_with_8_bit_pq_codes_is_retrained_with_fast_scan_codes(tmp_path):
+    import faiss
+
+    index = FaissIndex(tmp_path / "f", ivf_threshold=1000)
+    vectors = _vectors(N)
+    index.add(np.arange(1, N + 1), vectors, _labels(N))
+    old = faiss.IndexIVFPQ(faiss.IndexFlatL2(128), 128, index._index.nlist, 32, 8)
+    old.train(vectors)
+    old.add_with_ids(vectors, np.arange(N, dtype=np.int64))  # what an earlier version saved
+    index._index = old
+    index.save()
+    reopened = FaissIndex(tmp_path / "f", ivf_threshold=1000)
+    assert isinstance(reopened._index, faiss.IndexIVFPQFastScan) and len(reopened) == N
+    _, found = reopened.search(vectors[:5], 1)
+    assert found[:, 0].tolist() == [1, 2, 3, 4, 5]
+
+
 def test_a_damaged_faiss_state_file_is_an_empty_index_to_rebuild(tmp_path):
     index = FaissIndex(tmp_path / "f")
     index.add(np.arange(10), _vectors(10), _labels(10))

@@ -205,6 +205,9 @@ class FaissIndex:
             if rows < len(self._slots) or self._index.ntotal != self._live:
                 return False
             self._open_raw(len(self._slots))
+            if self._trained_on and not isinstance(self._index, faiss.IndexIVFPQFastScan):
+                log.info("index state holds 8-bit PQ codes: retraining with fast-scan codes")
+                self._train()  # from the raw vectors: no templates decrypted
             return True
         except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError):
             # A damaged cache is not an error: it is rebuilt from the database.
