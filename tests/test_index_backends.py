@@ -54,7 +54,7 @@ def open_index(request, tmp_path) -> Iterator[Callable[[], VectorIndex]]:
         "qdrant-local": lambda: QdrantIndex(str(tmp_path / "qdrant")),
         "pgvector": lambda: __import__(
             "facewarden.adapters.index.pgvector_index", fromlist=["PgvectorIndex"]
-        ).PgvectorIndex(url),
+        ).PgvectorIndex(url, exact_subset=100),  # medium filters walk the HNSW graph
     }
 
     def factory() -> VectorIndex:

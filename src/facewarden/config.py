@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     index_rerank: int = Field(200, ge=1)
     """IVF-PQ candidates re-scored exactly from the raw vectors."""
     pgvector_ef_search: int = Field(100, ge=1)
+    pgvector_exact_subset: int = Field(50_000, ge=0)
+    """Filters admitting at most this many rows are scanned exactly, not through HNSW."""
     pgvector_m: int = Field(16, ge=2, le=100)
     """HNSW links per node (denser graphs: better recall, slower builds, more disk)."""
     pgvector_ef_construction: int = Field(64, ge=4, le=1000)

@@ -41,7 +41,7 @@ class PgvectorIndex:
         dimension: int = 128,
         *,
         ef_search: int = 100,
-        exact_subset: int = 5_000,
+        exact_subset: int = 50_000,
         m: int = 16,
         ef_construction: int = 64,
         build_memory: str = "2GB",

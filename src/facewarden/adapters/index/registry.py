@@ -34,6 +34,7 @@ def build_index(settings: Settings, engine: Engine, backend: str | None = None) 
         return PgvectorIndex(
             engine,
             ef_search=settings.pgvector_ef_search,
+            exact_subset=settings.pgvector_exact_subset,
             m=settings.pgvector_m,
             ef_construction=settings.pgvector_ef_construction,
             build_memory=settings.pgvector_build_memory,
