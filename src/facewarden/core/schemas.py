@@ -50,9 +50,7 @@ class Quality:
     flags: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["flags"] = list(self.flags)
-        return data
+        return dict(vars(self), flags=list(self.flags))  # flat: no deep copy as in asdict
 
 
 @dataclass

@@ -6,7 +6,6 @@ import hashlib
 import secrets
 import threading
 import time
-from datetime import UTC, datetime
 from functools import cached_property
 
 import numpy as np
@@ -20,21 +19,13 @@ from facewarden.adapters.storage import db
 from facewarden.adapters.storage.tables import Face, Media, Source, User
 from facewarden.config import Settings
 from facewarden.core.actors import SINGLE_OPERATOR_ROLES, Actor
+from facewarden.core.clock import as_utc, utcnow  # noqa: F401  (re-exported to the services)
 from facewarden.core.errors import ConfigurationError, NotFound, NotInitialised, PermissionDenied
 from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AuditLog
 
 INDEX_GAP_TTL_S = 600.0  # how long a missing id below the mark is watched for a late commit
 INDEX_GAP_LIMIT = 10_000  # most such ids watched (beyond, the maintenance round's full sync)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite returns naive datetimes; everything stored is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Facewarden:

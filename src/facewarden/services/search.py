@@ -16,6 +16,7 @@ from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit, Source
 from facewarden.core.actors import Actor
+from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
 
@@ -104,7 +105,6 @@ class SearchService:
     ) -> tuple[int, int, int]:
         """Log the search and keep its record with the case: hits, probe hash and (if the
         case asks) the probe's templates. The quota is re-checked under the write lock."""
-        from facewarden.services.app import utcnow
 
         app = self.app
         problem = None
@@ -196,56 +196,32 @@ class SearchService:
 
         ``searchable_only=False`` (subject rights) also finds restricted and expired faces
         that are still held; ``exact`` has the index compare every vector."""
-        from facewarden.services.app import as_utc
-
         app = self.app
         app.catch_up_index()
         index = app.index
         # Not clamped to the index's size: every backend pads a short answer, and counting
         # the index is a COUNT(*) on pgvector. It is counted only when widening.
         fetch = top_k + FETCH_MARGIN
-        statement = recheck_statement(searchable_only, where)
         checked: set[int] = set()
         scored: list[tuple[float, Row]] = []
         while True:
             dists, ids = index.search(face.descriptor[None, :], fetch, where, exact=exact)
-            hit_ids = [
-                int(i)
-                for i, d in zip(ids[0], dists[0], strict=True)
-                if i >= 0 and d <= threshold + 1e-6
-            ]
+            hit_ids = ids[0][(ids[0] >= 0) & (dists[0] <= threshold + 1e-6)].tolist()
             # The nearest unchecked hits, only as many as are still wanted: the database is
             # asked again only for hits it dropped.
             pending = [i for i in hit_ids if i not in checked]
             while pending and len(scored) < top_k:
                 batch, pending = pending[: top_k - len(scored)], pending[top_k - len(scored) :]
                 checked.update(batch)
+                statement = recheck_statement(searchable_only, where, len(batch))
                 scored += self._recheck(statement, batch, face.descriptor, threshold)
             # All hits were within threshold and too many were dropped: look further.
             widen = len(hit_ids) == fetch and len(scored) < top_k and fetch < len(index)
             if not widen:
                 break
             fetch = min(fetch * 4, len(index))
-        scored.sort(key=lambda r: (r[0], r[1].id))
-        candidates = [
-            Candidate(
-                rank=rank,
-                distance=round(dist, 4),
-                score=match_score(dist),
-                face_id=f.id,
-                media_id=f.media_id,
-                media_path=f.path,
-                source=f.source,
-                box=[f.top, f.right, f.bottom, f.left],
-                jurisdiction=f.jurisdiction,
-                ingested_at=as_utc(f.ingested_at).astimezone(UTC).isoformat(),
-                media_sha256=f.sha256,
-                face_index=f.face_index,
-                time_s=f.time_s,
-                track=f.track,
-            )
-            for rank, (dist, f) in enumerate(scored[:top_k], 1)
-        ]
+        scored.sort(key=lambda r: (r[0], r[1][0]))
+        candidates = [candidate(rank, *hit) for rank, hit in enumerate(scored[:top_k], 1)]
         return FaceMatches(face.detection.box.as_list(), face.quality.as_dict(), candidates)
 
     def _recheck(
@@ -253,13 +229,13 @@ class SearchService:
     ) -> list[tuple[float, Row]]:
         """(distance, row) of each proposed face the database still holds and admits,
         re-scored from its decrypted template, within ``threshold``."""
-        from facewarden.services.app import template_aad, utcnow
+        from facewarden.services.app import template_aad
 
         app = self.app
         with app.single_reads.connect() as conn:
-            rows = conn.execute(
-                statement, {"ids": face_ids, "model_id": app.model_id, "now": utcnow()}
-            ).all()
+            params = {f"id{n}": face_id for n, face_id in enumerate(face_ids)}
+            params |= {"model_id": app.model_id, "now": utcnow()}
+            rows = conn.execute(statement, params).all()
         if not rows:
             return []
         decrypt = app.cipher.decrypt_template
@@ -330,10 +306,12 @@ def filter_dict(where: IndexFilter) -> dict[str, list[str] | None]:
     }
 
 
-@functools.lru_cache(maxsize=64)
-def recheck_statement(searchable_only: bool, where: IndexFilter | None) -> Select:
-    """The re-check query for a search's proposed face ids (bound as ``ids``, ``model_id``
-    and ``now``), built once per filter: plain columns, not ORM entities."""
+@functools.lru_cache(maxsize=256)
+def recheck_statement(searchable_only: bool, where: IndexFilter | None, count: int) -> Select:
+    """The re-check query for ``count`` proposed face ids (bound as ``id0`` ... , then
+    ``model_id`` and ``now``), built once per filter and count: plain columns, not ORM
+    entities, and one bound parameter per id (an expanding ``IN`` is re-rendered at every
+    execution: a fifth of the re-check's time)."""
     return (
         select(
             Face.id,
@@ -355,7 +333,7 @@ def recheck_statement(searchable_only: bool, where: IndexFilter | None) -> Selec
         .join(Media, Media.id == Face.media_id)
         .join(Source, Source.id == Media.source_id)
         .where(
-            Face.id.in_(bindparam("ids", expanding=True)),
+            Face.id.in_([bindparam(f"id{n}") for n in range(count)]),
             Face.model_id == bindparam("model_id"),
             *filter_clauses(where),
             *(
@@ -364,6 +342,29 @@ def recheck_statement(searchable_only: bool, where: IndexFilter | None) -> Selec
                 else ()
             ),
         )
+    )
+
+
+def candidate(rank: int, distance: float, row: Row) -> Candidate:
+    """A re-checked hit as a candidate; ``row`` has ``recheck_statement``'s columns, unpacked
+    by position (attribute access on rows was a third of a search's cost after the index)."""
+    (face_id, _, face_index, top, right, bottom, left, time_s, track) = row[:9]
+    (media_id, path, sha256, ingested_at, source, jurisdiction) = row[9:]
+    return Candidate(
+        rank=rank,
+        distance=round(distance, 4),
+        score=match_score(distance),
+        face_id=face_id,
+        media_id=media_id,
+        media_path=path,
+        source=source,
+        box=[top, right, bottom, left],
+        jurisdiction=jurisdiction,
+        ingested_at=as_utc(ingested_at).astimezone(UTC).isoformat(),
+        media_sha256=sha256,
+        face_index=face_index,
+        time_s=time_s,
+        track=track,
     )
 
 
