@@ -55,7 +55,7 @@ def test_deleted_face_not_returned_even_if_index_lags(gallery_fw, admin):
 def test_restricted_and_expired_media_excluded(gallery_fw, admin):
     from datetime import timedelta
 
-    from facewarden.services.app import utcnow
+    from facewarden.core.clock import utcnow
 
     obama = media_id_of(gallery_fw, "obama")
     with gallery_fw.sessions.begin() as s:

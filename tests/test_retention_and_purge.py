@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from facewarden.adapters.storage.tables import AuditEvent, Media
 from facewarden.core.actors import Actor
+from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, PermissionDenied
-from facewarden.services.app import utcnow
 
 from conftest import GALLERY, PROBES, REFERENCE, add_source, identity_of, open_case
 

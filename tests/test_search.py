@@ -72,7 +72,7 @@ def test_search_in_closed_or_expired_case_is_refused(gallery_fw, admin):
     from datetime import timedelta
 
     from facewarden.adapters.storage.tables import Case
-    from facewarden.services.app import utcnow
+    from facewarden.core.clock import utcnow
 
     with gallery_fw.sessions.begin() as s:
         s.query(Case).filter_by(ref="SHORT").update({"expires_at": utcnow() - timedelta(minutes=1)})

@@ -19,7 +19,7 @@ from facewarden.adapters.storage import db
 from facewarden.adapters.storage.tables import Face, Media, Source, User
 from facewarden.config import Settings
 from facewarden.core.actors import SINGLE_OPERATOR_ROLES, Actor
-from facewarden.core.clock import as_utc, utcnow  # noqa: F401  (re-exported to the services)
+from facewarden.core.clock import utcnow
 from facewarden.core.errors import ConfigurationError, NotFound, NotInitialised, PermissionDenied
 from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AuditLog

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Case, CaseMember, CaseSearch, User
 from facewarden.core.actors import Actor
+from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.durations import parse_duration
 from facewarden.core.errors import InvalidInput, NotFound, Refused
 
@@ -43,7 +44,6 @@ class CaseInfo:
 
     @classmethod
     def of(cls, c: Case, searches: int = 0) -> CaseInfo:
-        from facewarden.services.app import as_utc
 
         return cls(
             c.ref,
@@ -89,7 +89,6 @@ class CaseService:
     ) -> CaseInfo:
         """Open a case. The opener, when an investigator, is assigned to it."""
         self.app.authorize(actor, "case.open", "investigator", "admin", case_ref=ref)
-        from facewarden.services.app import utcnow
 
         for value, what in (
             (ref, "reference"),
@@ -152,7 +151,6 @@ class CaseService:
     def assign(self, actor: Actor, ref: str, user: str, *, remove: bool = False) -> CaseInfo:
         """Assign an investigator to a case (or remove one): its opener or an admin may."""
         action = "case.unassign" if remove else "case.assign"
-        from facewarden.services.app import utcnow
 
         with self.app.sessions() as session:
             case = self._get(session, ref)
@@ -198,7 +196,6 @@ class CaseService:
 
     def close(self, actor: Actor, ref: str) -> CaseInfo:
         self.app.authorize(actor, "case.close", "investigator", "admin", case_ref=ref)
-        from facewarden.services.app import utcnow
 
         with transaction(self.app.writes) as session:
             case = self._get(session, ref)
@@ -266,7 +263,6 @@ class CaseService:
     ) -> tuple[str | None, str, CaseInfo | None]:
         """Why ``actor`` may not ``action`` under case ``ref`` now (None when allowed),
         with the refusal's error code and the case. ``case``: the row, if already loaded."""
-        from facewarden.services.app import utcnow
 
         if not ref:
             return f"{action} refused: a case reference is required (--case)", "case_required", None

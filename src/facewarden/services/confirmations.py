@@ -21,6 +21,7 @@ from facewarden.adapters.storage.tables import (
     Source,
 )
 from facewarden.core.actors import Actor
+from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -71,7 +72,6 @@ class ConfirmationService:
         note: str | None = None,
     ) -> CandidateState:
         """Record one person's confirmation or rejection of one candidate of one search."""
-        from facewarden.services.app import utcnow
 
         if decision not in DECISIONS:
             raise InvalidInput(f"decision must be one of {', '.join(DECISIONS)}")
@@ -149,7 +149,6 @@ class ConfirmationService:
     def _state(
         self, session: Session, search_id: int, face_id: int, investigators: list[str]
     ) -> CandidateState:
-        from facewarden.services.app import as_utc
 
         decisions = self._decisions(session, search_id, face_id)
         return CandidateState(
@@ -197,7 +196,6 @@ class ConfirmationService:
 
     def searches(self, actor: Actor, ref: str) -> list[dict[str, Any]]:
         """The searches of a case, newest first, each with its candidates and their state."""
-        from facewarden.services.app import as_utc
 
         self.app.authorize(actor, "case.searches", *CASE_RECORD_READERS, case_ref=ref)
         with self.app.sessions() as session:
@@ -304,7 +302,6 @@ class ConfirmationService:
         return rows
 
     def _provenance(self, states: list[CandidateState]) -> list[dict[str, Any]]:
-        from facewarden.services.app import as_utc
 
         rows = []
         with self.app.sessions() as session:

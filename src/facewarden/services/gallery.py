@@ -21,6 +21,7 @@ from facewarden.adapters.storage.tables import (
     Source,
 )
 from facewarden.core.actors import Actor
+from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, NotFound
 from facewarden.services.audit import canonical
 
@@ -106,7 +107,6 @@ class GalleryService:
 
     def retention_run(self, actor: Actor) -> dict[str, object]:
         """Delete every media whose retention has expired (database, index, crops)."""
-        from facewarden.services.app import utcnow
 
         self.app.authorize(actor, "retention.run", "dpo", "admin")
         now = utcnow()
@@ -166,7 +166,6 @@ class GalleryService:
         counts, face_ids, event_seq = self._delete(
             session, actor, media_ids, scope | {"digest": digest}, action=action
         )
-        from facewarden.services.app import utcnow
 
         receipt = {
             "action": action,

@@ -28,6 +28,7 @@ from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media, SubjectRequest
 from facewarden.adapters.video import file_sha256
 from facewarden.core.actors import Actor
+from facewarden.core.clock import utcnow
 from facewarden.core.errors import MediaError
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import IngestSummary, Skipped
@@ -360,7 +361,7 @@ class IngestService:
         result: Processed,
         summary: IngestSummary,
     ) -> None:
-        from facewarden.services.app import crop_aad, template_aad, utcnow
+        from facewarden.services.app import crop_aad, template_aad
 
         app = self.app
         now = utcnow()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Media, Source
 from facewarden.core.actors import Actor
+from facewarden.core.clock import utcnow
 from facewarden.core.durations import parse_duration
 from facewarden.core.errors import InvalidInput, NotFound
 
@@ -77,7 +78,6 @@ class SourceService:
             parse_duration(_required(retention, "retention period (--retention)")).total_seconds()
             / 86400
         )
-        from facewarden.services.app import utcnow
 
         try:
             with transaction(self.app.writes) as session:

@@ -24,6 +24,7 @@ from facewarden.adapters.storage.tables import (
     SubjectRequest,
 )
 from facewarden.core.actors import Actor
+from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
 from facewarden.core.schemas import Candidate, FaceTemplate
 from facewarden.services.audit import canonical
@@ -77,7 +78,6 @@ class SubjectService:
 
     def _details(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
         """Each candidate with its provenance, retention and the searches that returned it."""
-        from facewarden.services.app import as_utc
 
         rows = []
         with self.app.sessions() as session:
@@ -138,7 +138,6 @@ class SubjectService:
         threshold: float | None = None,
     ) -> dict[str, Any]:
         """Everything held about the person in the selfie, for the DPO to review and send."""
-        from facewarden.services.app import utcnow
 
         app = self.app
         threshold = self._threshold(threshold)
@@ -228,7 +227,6 @@ class SubjectService:
 
         ``face_ids`` limits the erasure to reviewed candidates (all candidates otherwise).
         """
-        from facewarden.services.app import utcnow
 
         app = self.app
         threshold = self._threshold(threshold)
@@ -298,7 +296,6 @@ class SubjectService:
         return self.request_records()
 
     def request_records(self) -> list[dict[str, Any]]:
-        from facewarden.services.app import as_utc
 
         with self.app.sessions() as session:
             rows = session.scalars(select(SubjectRequest).order_by(SubjectRequest.id))

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import User
 from facewarden.core.actors import ROLES, Actor
+from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ class UserService:
 
     def add(self, actor: Actor, name: str, roles: list[str]) -> str:
         """Create a user and return its API token; only its hash is stored."""
-        from facewarden.services.app import hash_token, utcnow
+        from facewarden.services.app import hash_token
 
         self.app.authorize(actor, "user.add", "admin", details={"user": name, "roles": roles})
         unknown = sorted(set(roles) - set(ROLES))

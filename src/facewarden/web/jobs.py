@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from facewarden.core.actors import Actor
+from facewarden.core.clock import utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NotFound
-from facewarden.services.app import Facewarden, utcnow
+from facewarden.services.app import Facewarden
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
