@@ -213,8 +213,7 @@ class SearchService:
             while pending and len(scored) < top_k:
                 batch, pending = pending[: top_k - len(scored)], pending[top_k - len(scored) :]
                 checked.update(batch)
-                statement = recheck_statement(searchable_only, where, len(batch))
-                scored += self._recheck(statement, batch, face.descriptor, threshold)
+                scored += self._recheck(batch, face.descriptor, threshold, searchable_only, where)
             # All hits were within threshold and too many were dropped: look further.
             widen = len(hit_ids) == fetch and len(scored) < top_k and fetch < len(index)
             if not widen:
@@ -225,13 +224,19 @@ class SearchService:
         return FaceMatches(face.detection.box.as_list(), face.quality.as_dict(), candidates)
 
     def _recheck(
-        self, statement: Select, face_ids: list[int], probe: np.ndarray, threshold: float
+        self,
+        face_ids: list[int],
+        probe: np.ndarray,
+        threshold: float,
+        searchable_only: bool,
+        where: IndexFilter | None,
     ) -> list[tuple[float, Row]]:
         """(distance, row) of each proposed face the database still holds and admits,
         re-scored from its decrypted template, within ``threshold``."""
         from facewarden.services.app import template_aad
 
         app = self.app
+        statement = recheck_statement(searchable_only, where, len(face_ids))
         with app.single_reads.connect() as conn:
             params = {f"id{n}": face_id for n, face_id in enumerate(face_ids)}
             params |= {"model_id": app.model_id, "now": utcnow()}
