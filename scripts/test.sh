@@ -3,7 +3,10 @@
 # given in FACEWARDEN_TEST_PG_URL, as .ci/run does) the whole suite again on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'; }
+# The set-up command installs the runtime only; the test tools come from the dev extra. Install
+# (or complete) it here, so this command works right after the set-up command on a fresh machine.
+[ -x .venv/bin/python ] || python3 -m venv .venv
+[ -x .venv/bin/ruff ] && [ -x .venv/bin/pytest ] || .venv/bin/pip install -q -e '.[dev]'
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 echo "== tests on SQLite (embedded default)"
