@@ -17,11 +17,11 @@ from conftest import add_user, identity_of, last_event, open_case, probe
 
 @pytest.fixture
 def team(gallery_fw, admin):
-    """An investigator assigned to CASE-2, one who is not, and a reviewer."""
+    """An investigator assigned to CASE-2, one who is not, and a reviewer assigned to it."""
     inv = add_user(gallery_fw, admin, "ines", "investigator")
     other = add_user(gallery_fw, admin, "olaf", "investigator")
     rev = add_user(gallery_fw, admin, "rita", "reviewer")
-    open_case(gallery_fw, admin, "CASE-2", investigators=["ines"])
+    open_case(gallery_fw, admin, "CASE-2", investigators=["ines", "rita"])
     return inv, other, rev
 
 
@@ -59,9 +59,12 @@ def test_assignment_by_opener_or_admin_only(gallery_fw, admin, team):
         gallery_fw.search.search(other, probe("obama1.jpg"), case="CASE-2")
 
 
-def test_only_active_investigators_can_be_assigned(gallery_fw, admin, team):
-    with pytest.raises(InvalidInput, match="not an investigator"):
-        open_case(gallery_fw, admin, "CASE-3", investigators=["rita"])
+def test_only_active_investigators_and_reviewers_can_be_assigned(gallery_fw, admin, team):
+    add_user(gallery_fw, admin, "otto", "operator")
+    with pytest.raises(InvalidInput, match="neither an investigator nor a reviewer"):
+        open_case(gallery_fw, admin, "CASE-3", investigators=["otto"])
+    info = open_case(gallery_fw, admin, "CASE-3", investigators=["rita"])
+    assert (info.investigators, info.reviewers) == (["admin"], ["rita"])
     with pytest.raises(InvalidInput, match="no active user"):
         gallery_fw.cases.assign(admin, "CASE-2", "nobody")
     with pytest.raises(InvalidInput, match="already assigned"):

@@ -16,6 +16,7 @@ def cli(tmp_path, database_url):
         "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
         "FACEWARDEN_WORKERS": "1",
         "COLUMNS": "200",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # where init stores the first token
     }
     env.pop("FACEWARDEN_TOKEN", None)
     if database_url:
@@ -23,10 +24,10 @@ def cli(tmp_path, database_url):
     else:
         env.pop("FACEWARDEN_DATABASE_URL", None)
 
-    def run(*args, ok=True):
+    def run(*args, ok=True, token=None):
         proc = subprocess.run(
             [sys.executable, "-m", "facewarden", *map(str, args)],
-            env=env,
+            env=env | ({"FACEWARDEN_TOKEN": token} if token else {}),
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
@@ -109,10 +110,14 @@ def test_search_without_case_exits_with_clear_error(gallery_cli):
 
 def test_verify_json_contract(gallery_cli):
     same = json.loads(
-        gallery_cli("verify", REFERENCE / "obama.jpg", REFERENCE / "obama2.jpg", "--json").stdout
+        gallery_cli(
+            "verify", REFERENCE / "obama.jpg", REFERENCE / "obama2.jpg", "--case", "C-1", "--json"
+        ).stdout
     )
     diff = json.loads(
-        gallery_cli("verify", REFERENCE / "obama.jpg", REFERENCE / "biden.jpg", "--json").stdout
+        gallery_cli(
+            "verify", REFERENCE / "obama.jpg", REFERENCE / "biden.jpg", "--case", "C-1", "--json"
+        ).stdout
     )
     assert same["same"] is True and same["distance"] <= 0.6
     assert diff["same"] is False and diff["distance"] > 0.6
@@ -168,7 +173,7 @@ def test_commands_before_init_explain_what_to_do(cli):
 
 
 def test_demo_runs_and_finds_both_people(tmp_path):
-    env = os.environ | {"COLUMNS": "200"}
+    env = os.environ | {"COLUMNS": "200", "XDG_CONFIG_HOME": str(tmp_path / "config")}
     env.pop("FACEWARDEN_DATABASE_URL", None)
     proc = subprocess.run(
         [sys.executable, "-m", "facewarden", "--data-dir", tmp_path / "demo", "demo"],
@@ -185,11 +190,17 @@ def test_user_token_acting_and_purge_receipt(gallery_cli):
     out = gallery_cli("user", "add", "ina", "--role", "investigator").stdout.strip().splitlines()
     token = out[-1]
     assert len(token) > 30
-    # with two users, the CLI must be told who acts
-    assert gallery_cli("search", PROBES / "obama1.jpg", "--case", "C-1", ok=False).returncode == 3
+    # a second user does not break the installing operator: init's stored token acts
+    assert json.loads(gallery_cli("stats", "--json").stdout)["faces"] == 5
+    gallery_cli("search", PROBES / "obama1.jpg", "--case", "C-1")
     acting = gallery_cli("--as", "admin", "stats", "--json")
     assert json.loads(acting.stdout)["faces"] == 5
-    refused = gallery_cli("--as", "ina", "purge", "--jurisdiction", "FR", "--yes", ok=False)
+    # a bare name is no credential
+    forged = gallery_cli("--as", "ina", "stats", ok=False)
+    assert forged.returncode == 3 and "[not_your_token]" in forged.stderr
+    refused = gallery_cli(
+        "--as", "ina", "purge", "--jurisdiction", "FR", "--yes", ok=False, token=token
+    )
     assert refused.returncode == 3 and "dpo" in refused.stderr
     receipt = json.loads(
         gallery_cli("--as", "admin", "purge", "--jurisdiction", "FR", "--yes", "--json").stdout
@@ -198,7 +209,8 @@ def test_user_token_acting_and_purge_receipt(gallery_cli):
 
 
 def test_two_person_confirmation_and_export_over_the_cli(gallery_cli):
-    gallery_cli("user", "add", "rita", "--role", "reviewer")
+    rita = gallery_cli("user", "add", "rita", "--role", "reviewer").stdout.strip().splitlines()[-1]
+    gallery_cli("case", "assign", "C-1", "rita")
     out = json.loads(
         gallery_cli(
             "--as", "admin", "search", PROBES / "obama1.jpg", "--case", "C-1", "--json"
@@ -209,9 +221,14 @@ def test_two_person_confirmation_and_export_over_the_cli(gallery_cli):
     assert first["status"] == "pending"
     again = gallery_cli("--as", "admin", "confirm", search_id, face, ok=False)
     assert again.returncode == 3 and "[same_person]" in again.stderr
+    # the operator holding the shell cannot confirm as rita without rita's token
+    forged = gallery_cli("--as", "rita", "confirm", search_id, face, ok=False)
+    assert forged.returncode == 3 and "[not_your_token]" in forged.stderr
     refused = gallery_cli("--as", "admin", "case", "export", "C-1", "--face", face + 1, ok=False)
     assert refused.returncode == 3 and "[not_identified]" in refused.stderr
-    assert "identified" in gallery_cli("--as", "rita", "confirm", search_id, face).stdout
+    assert (
+        "identified" in gallery_cli("--as", "rita", "confirm", search_id, face, token=rita).stdout
+    )
     rows = json.loads(gallery_cli("--as", "admin", "case", "export", "C-1").stdout)
     assert [(r["face_id"], r["confirmed_by"]) for r in rows] == [(face, ["admin", "rita"])]
 

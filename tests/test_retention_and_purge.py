@@ -91,6 +91,6 @@ def test_users_tokens_and_roles(fw, admin):
         fw.search.search(
             fw.actor(token=token), (REFERENCE / "obama.jpg").read_bytes(), case="CASE-1"
         )
-    # with two users the CLI can no longer guess who acts
-    with pytest.raises(PermissionDenied, match="--as"):
+    # no credential, no actor (a bare name is only the in-process look-up)
+    with pytest.raises(PermissionDenied, match="no credential"):
         fw.actor()

@@ -90,8 +90,10 @@ def test_search_needs_investigator_role(gallery_fw):
 
 def test_verify_same_and_different(gallery_fw, admin):
     a = (REFERENCE / "obama.jpg").read_bytes()
-    same = gallery_fw.search.verify(admin, a, (REFERENCE / "obama3.jpg").read_bytes())
-    diff = gallery_fw.search.verify(admin, a, (REFERENCE / "biden.jpg").read_bytes())
+    same = gallery_fw.search.verify(
+        admin, a, (REFERENCE / "obama3.jpg").read_bytes(), case="CASE-1"
+    )
+    diff = gallery_fw.search.verify(admin, a, (REFERENCE / "biden.jpg").read_bytes(), case="CASE-1")
     assert same.same and same.distance <= 0.6
     assert not diff.same and diff.distance > 0.6
     assert last_event(gallery_fw).action == "verify"
@@ -103,4 +105,6 @@ def test_verify_without_face_is_a_clear_error(gallery_fw, admin, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("RGB", (200, 200), "white").save(blank)
     with pytest.raises(NoFaceFound, match="image B"):
-        gallery_fw.search.verify(admin, (REFERENCE / "obama.jpg").read_bytes(), blank.read_bytes())
+        gallery_fw.search.verify(
+            admin, (REFERENCE / "obama.jpg").read_bytes(), blank.read_bytes(), case="CASE-1"
+        )

@@ -254,6 +254,7 @@ def test_video_search_finds_who_appears_and_when(video_fw):
     assert len(details["tracks"]) == len(details["faces"]) == len(result.tracks)
     # The case record holds the hits: the two-person rule works on a video search too.
     rita = add_user(video_fw, video_fw.actor(name="admin"), "rita", "reviewer")
+    video_fw.cases.assign(video_fw.actor(name="admin"), "CASE-1", "rita")
     face_id = close.candidates[0].face_id
     video_fw.confirmations.decide(ines, result.search_id, face_id, "confirm")
     state = video_fw.confirmations.decide(rita, result.search_id, face_id, "confirm")

@@ -17,6 +17,9 @@ pytestmark = pytest.mark.slow
 ALL = ROLES
 CASE_READERS = ("investigator", "reviewer", "dpo", "auditor", "admin")
 AUDIT = ("auditor", "admin", "dpo")
+CASE_RECORDS = ("investigator", "reviewer", "dpo", "auditor")
+"""Roles that may read a case's records (investigators and reviewers: of their own open
+cases; tests/test_web_access.py has the case-membership matrix)."""
 JUNK = ("x.jpg", b"not an image", "image/jpeg")
 
 
@@ -67,7 +70,7 @@ MATRIX = [
         "GET",
         "/api/v1/searches/{search_id}/faces/{face_id}/crop",
         {},
-        ("investigator", "reviewer", "dpo"),
+        ("investigator", "reviewer", "dpo", "auditor"),
     ),
     ("GET", "/api/v1/faces/{face_id}/crop", {}, ("dpo",)),
     ("GET", "/api/v1/cases", {}, CASE_READERS),
@@ -75,9 +78,9 @@ MATRIX = [
     ("GET", "/api/v1/cases/{ref}", {}, CASE_READERS),
     ("POST", "/api/v1/cases/{ref}/close", {}, ("investigator", "admin")),
     ("POST", "/api/v1/cases/{ref}/members", {"json": {"user": "nobody"}}, ("admin",)),
-    ("GET", "/api/v1/cases/{ref}/searches", {}, ("investigator", "reviewer", "auditor", "admin")),
-    ("GET", "/api/v1/cases/{ref}/candidates", {}, ("investigator", "reviewer", "auditor", "admin")),
-    ("GET", "/api/v1/cases/{ref}/export", {}, ("investigator", "reviewer")),
+    ("GET", "/api/v1/cases/{ref}/searches", {}, CASE_RECORDS),
+    ("GET", "/api/v1/cases/{ref}/candidates", {}, CASE_RECORDS),
+    ("GET", "/api/v1/cases/{ref}/export", {}, CASE_RECORDS),
     (
         "POST",
         "/api/v1/confirmations",
@@ -105,6 +108,9 @@ MATRIX = [
     ("GET", "/api/v1/report", {}, ("dpo", "auditor", "admin")),
     ("GET", "/api/v1/users", {}, ("admin", "auditor")),
     ("POST", "/api/v1/users", lambda r: {"json": body_for(r)["user"]}, ("admin",)),
+    ("POST", "/api/v1/users/{name}/disable", {}, ("admin",)),
+    ("POST", "/api/v1/users/{name}/enable", {}, ("admin",)),
+    ("POST", "/api/v1/users/{name}/token", {}, ("admin",)),
     ("GET", "/api/v1/notice", {}, None),
     ("GET", "/healthz", {}, None),
     ("GET", "/metrics", {}, None),

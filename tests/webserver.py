@@ -34,9 +34,10 @@ class Server:
     data_dir: Path
     tokens: dict[str, str]
     """User name -> API token: 'admin' (init's single operator), 'ines' (investigator on
-    CASE-1), 'rita' (reviewer), 'dora' (dpo), and ``ROLE_USERS``."""
+    CASE-1), 'rita' (reviewer on CASE-1), 'dora' (dpo), and ``ROLE_USERS``."""
     log: Path
     clients: list[httpx.Client] = field(default_factory=list)
+    database_url: str | None = None
 
     def client(self, user: str | None = "admin", **kw) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
@@ -76,7 +77,7 @@ def running_server(root: Path, pipeline, **env: str) -> Iterator[Server]:
     add_source(fw, admin)
     summary = fw.ingest.run(admin, [GALLERY], "press")
     assert summary.faces == 5, summary
-    open_case(fw, admin, investigators=["ines", ROLE_USERS["investigator"]])
+    open_case(fw, admin, investigators=["ines", "rita", ROLE_USERS["investigator"]])
     fw.close()
 
     port = free_port()
@@ -96,7 +97,7 @@ def running_server(root: Path, pipeline, **env: str) -> Iterator[Server]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", data_dir, tokens, log)
+    server = Server(f"http://127.0.0.1:{port}", data_dir, tokens, log, database_url=database_url)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     """Largest request body the server accepts (an ingest upload of files or a zip)."""
     session_hours: float = Field(8, gt=0, le=24 * 7)
     """Console sessions expire after this many hours."""
+    token_days: float = Field(90, ge=0)
+    """API tokens expire this many days after they were issued (0: never); an expired
+    token is refused with ``token_expired`` until it is rotated."""
+    auth_failure_limit: str = "10/minute"
+    """Failed authentications allowed per client address and per user name (``limits``
+    notation); beyond it the server answers 429 with Retry-After."""
     retention_interval_minutes: int = Field(60, ge=0)
     """How often the server runs the retention purge (0: never; use cron instead)."""
     index_catch_up_seconds: float = Field(1.0, ge=0)

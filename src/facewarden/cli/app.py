@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.video import is_video_path
 from facewarden.cli import output
+from facewarden.cli.credentials import cli_actor, token_file, write_token_file
 from facewarden.cli.evaluate import eval_app
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
@@ -63,7 +64,12 @@ def _global(
         Path | None, typer.Option("--data-dir", help="Data directory (env FACEWARDEN_DATA_DIR).")
     ] = None,
     acting_as: Annotated[
-        str | None, typer.Option("--as", help="Act as this user (or set FACEWARDEN_TOKEN).")
+        str | None,
+        typer.Option(
+            "--as",
+            help="Refuse unless the credential (FACEWARDEN_TOKEN or the stored token) is "
+            "this user's.",
+        ),
     ] = None,
 ) -> None:
     state.data_dir, state.acting_as = data_dir, acting_as
@@ -76,9 +82,14 @@ def settings(**overrides) -> Settings:
 
 
 def open_app(**overrides) -> tuple[Facewarden, Actor]:
+    """The core and the actor, authenticated by API token (see ``cli.credentials``)."""
     fw = Facewarden(settings(**overrides))
-    token = os.environ.get("FACEWARDEN_TOKEN")
-    return fw, fw.actor(name=state.acting_as if not token else None, token=token)
+    try:
+        actor, _ = cli_actor(fw, state.acting_as)
+    except BaseException:
+        fw.close()
+        raise
+    return fw, actor
 
 
 def read_bytes(path: Path) -> bytes:
@@ -104,10 +115,13 @@ def init(admin: Annotated[str, typer.Option(help="Name of the first user.")] = "
         )
     )
     if token:
+        path = token_file(s)
+        write_token_file(path, token)
         output.out.print(
             f"first user [bold]{admin}[/] (admin, operator, investigator, dpo); "
             f"API token, shown once: [bold]{token}[/]"
         )
+        output.out.print(f"stored for this OS account in {path} (mode 0600)")
     else:
         output.out.print("already initialised; schema is up to date")
     fw.close()
@@ -308,10 +322,12 @@ def verify(
     a: Path,
     b: Path,
     threshold: Annotated[float | None, typer.Option(help="Max distance for 'same'.")] = None,
-    case: Annotated[str | None, typer.Option(help="Case reference to log with.")] = None,
+    case: Annotated[
+        str | None, typer.Option(help="Case reference (required; you must be assigned).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """1:1 verification: are the largest faces of A and B the same person?"""
+    """1:1 verification under a case: are the largest faces of A and B the same person?"""
     fw, actor = open_app()
     res = fw.search.verify(actor, read_bytes(a), read_bytes(b), threshold=threshold, case=case)
     if as_json:
@@ -498,10 +514,13 @@ def case_assign(
     user: str,
     remove: Annotated[bool, typer.Option("--remove", help="Unassign instead.")] = False,
 ) -> None:
-    """Assign an investigator to a case (its opener or an admin may)."""
+    """Assign an investigator or a reviewer to a case (its opener or an admin may)."""
     fw, actor = open_app()
     info = fw.cases.assign(actor, ref, user, remove=remove)
-    output.out.print(f"case {ref} investigators: {', '.join(info.investigators) or '(none)'}")
+    output.out.print(
+        f"case {ref} investigators: {', '.join(info.investigators) or '(none)'}; "
+        f"reviewers: {', '.join(info.reviewers) or '(none)'}"
+    )
 
 
 @case_app.command("candidates")
@@ -660,16 +679,100 @@ def user_add(
 
 @user_app.command("list")
 def user_list(as_json: JsonOpt = False) -> None:
-    """List users and roles."""
+    """List users: roles, state, token expiry and last use."""
     fw, actor = open_app()
     rows = fw.users.list(actor)
     if as_json:
         output.emit_json(rows)
         return
     for r in rows:
+        state_ = "active" if r["active"] else "disabled"
+        if r["token_expired"]:
+            state_ += ", token expired"
         output.out.print(
-            f"{r['name']}: {', '.join(r['roles'])}" + ("" if r["active"] else " (inactive)")
+            f"{r['name']}: {', '.join(r['roles'])} ({state_}); "
+            f"last used {r['last_used_at'] or 'never'}; token expires {r['token_expires_at']}"
         )
+
+
+@user_app.command("disable")
+def user_disable(name: str) -> None:
+    """Disable a user: their token and console sessions stop working at once."""
+    fw, actor = open_app()
+    res = fw.users.set_active(actor, name, False)
+    output.out.print(f"user {name} disabled ({res['sessions_ended']} console session(s) ended)")
+
+
+@user_app.command("enable")
+def user_enable(name: str) -> None:
+    """Enable a disabled user again (with the token they had)."""
+    fw, actor = open_app()
+    fw.users.set_active(actor, name, True)
+    output.out.print(f"user {name} enabled")
+
+
+token_app = typer.Typer(no_args_is_help=True, help="API tokens.")
+user_app.add_typer(token_app, name="token")
+
+
+@token_app.command("rotate")
+def user_token_rotate(
+    name: Annotated[str | None, typer.Argument(help="User (default: yourself).")] = None,
+) -> None:
+    """Issue a new API token (shown once); the old one and the user's console sessions stop
+    working at once. Your own expired token may be rotated (not a disabled user's)."""
+    from facewarden.cli.credentials import TOKEN_ENV, read_token_file
+
+    fw = Facewarden(settings())
+    try:
+        try:
+            actor, where = cli_actor(fw, state.acting_as)
+        except FacewardenError as exc:
+            if exc.code != "token_expired" or name not in (None, state.acting_as):
+                raise
+            # An expired token may still rotate itself, here, with the data directory.
+            stored = os.environ.get(TOKEN_ENV) or read_token_file(token_file(fw.settings))
+            actor = fw.actor(token=stored, allow_expired=True)
+            where = TOKEN_ENV if os.environ.get(TOKEN_ENV) else str(token_file(fw.settings))
+        target = name or actor.name
+        token = fw.users.rotate(actor, target)
+    finally:
+        fw.close()
+    output.out.print(f"user [bold]{target}[/]: new API token, shown once (the old one is dead):")
+    print(token)
+    if target == actor.name and where != TOKEN_ENV:
+        write_token_file(Path(where), token)
+        output.err.print(f"stored in {where}")
+
+
+@app.command()
+def login() -> None:
+    """Store your API token (typed, or read from standard input) for this data directory in
+    a file only your OS account can read."""
+    if sys.stdin.isatty():
+        token = typer.prompt("API token", hide_input=True)
+    else:
+        token = sys.stdin.readline()
+    if not token.strip():
+        raise InvalidInput("no token given")
+    fw = Facewarden(settings())
+    try:
+        actor = fw.actor(token=token.strip())
+    finally:
+        fw.close()
+    if state.acting_as and state.acting_as != actor.name:
+        raise InvalidInput(f"that token belongs to {actor.name}, not {state.acting_as}")
+    path = token_file(settings())
+    write_token_file(path, token.strip())
+    output.out.print(f"logged in as [bold]{actor.name}[/]; token stored in {path} (mode 0600)")
+
+
+@app.command()
+def logout() -> None:
+    """Remove this OS account's stored token for this data directory."""
+    path = token_file(settings())
+    path.unlink(missing_ok=True)
+    output.out.print(f"removed {path}")
 
 
 @media_app.command("restrict")

@@ -21,7 +21,10 @@ class NotInitialised(FacewardenError):
 
 
 class NotFound(FacewardenError):
+    """The input names something that does not exist (a case, a user, a media id)."""
+
     code = "not_found"
+    exit_code = 2
 
 
 class InvalidInput(FacewardenError):
@@ -40,14 +43,23 @@ class PermissionDenied(Refused):
     code = "permission_denied"
 
 
+class Unauthenticated(PermissionDenied):
+    """No valid credential: an unknown, revoked or expired token, a disabled user, a
+    session that ended. ``code`` says which (``unauthenticated``, ``token_expired``)."""
+
+    code = "unauthenticated"
+
+
 class MediaError(FacewardenError):
     """One input file cannot be used; reported per file, never stops a batch."""
 
     code = "bad_media"
+    exit_code = 2
 
 
 class NoFaceFound(FacewardenError):
     code = "no_face"
+    exit_code = 2
 
 
 class AuditFailure(FacewardenError):

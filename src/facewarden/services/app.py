@@ -20,7 +20,13 @@ from facewarden.adapters.storage.tables import Face, Media, Source, User
 from facewarden.config import Settings
 from facewarden.core.actors import SINGLE_OPERATOR_ROLES, Actor
 from facewarden.core.clock import utcnow
-from facewarden.core.errors import ConfigurationError, NotFound, NotInitialised, PermissionDenied
+from facewarden.core.errors import (
+    ConfigurationError,
+    NotFound,
+    NotInitialised,
+    PermissionDenied,
+    Unauthenticated,
+)
 from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AuditLog
 
@@ -119,6 +125,7 @@ class Facewarden:
                         token_hash=hash_token(token),
                         active=True,
                         created_at=utcnow(),
+                        token_issued_at=utcnow(),
                     )
                 )
                 app.audit.append(
@@ -140,29 +147,29 @@ class Facewarden:
 
     # -- users and roles ---------------------------------------------------------------
     def actor(
-        self, name: str | None = None, token: str | None = None, *, token_hash: str | None = None
+        self,
+        name: str | None = None,
+        token: str | None = None,
+        *,
+        token_hash: str | None = None,
+        allow_expired: bool = False,
     ) -> Actor:
-        """The acting user: by token (or its hash, kept by a console session), by name, or
-        the sole user of a single-operator install."""
+        """The acting user, authenticated by API token (or its hash). ``name`` alone is the
+        in-process look-up of a trusted caller that already holds the database and the key
+        (tests, the demo, scripts): no interface passes a bare name."""
         if token:
             token_hash = hash_token(token)
+        if token_hash:
+            return self.users.authenticate(token_hash, allow_expired=allow_expired)
+        if not name:
+            raise Unauthenticated(
+                "no credential: set FACEWARDEN_TOKEN to your API token "
+                "(or store it with 'facewarden login')"
+            )
         with self.sessions() as session:
-            q = select(User).where(User.active.is_(True))
-            if token_hash:
-                user = session.scalar(q.where(User.token_hash == token_hash))
-                if user is None:
-                    raise PermissionDenied("unknown or revoked API token")
-            elif name:
-                user = session.scalar(q.where(User.name == name))
-                if user is None:
-                    raise NotFound(f"no active user named {name!r}")
-            else:
-                users = session.scalars(q.limit(2)).all()
-                if len(users) != 1:
-                    raise PermissionDenied(
-                        "several users exist: say who acts with --as or FACEWARDEN_TOKEN"
-                    )
-                user = users[0]
+            user = session.scalar(select(User).where(User.active.is_(True), User.name == name))
+            if user is None:
+                raise NotFound(f"no active user named {name!r}")
             return Actor(user.name, frozenset(user.roles.split(",")))
 
     def authorize(self, actor: Actor, action: str, *roles: str, **audit_fields) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from facewarden.adapters.storage.db import transaction
-from facewarden.adapters.storage.tables import Case, CaseMember, CaseSearch, User
+from facewarden.adapters.storage.tables import AuditEvent, Case, CaseMember, CaseSearch, User
 from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.durations import parse_duration
@@ -22,7 +22,14 @@ if TYPE_CHECKING:
 
 
 CASE_READERS = ("investigator", "reviewer", "dpo", "auditor", "admin")
-"""Who may list and read cases (their references, bases, members and search counts)."""
+"""Who may list and read cases (their references, bases, members and search counts):
+investigators and reviewers only the cases they are assigned to."""
+OVERSIGHT = ("dpo", "auditor")
+"""Who may read any case's records (searches, candidates, crops, decisions, exports), open
+or closed; each such read is logged."""
+MEMBER_ROLES = ("investigator", "reviewer")
+CASE_ACTIONS = ("search", "verify")
+"""Actions that use a case's quota."""
 
 
 @dataclass
@@ -41,6 +48,16 @@ class CaseInfo:
     search_quota: int
     searches: int
     keep_probe_templates: bool
+    reviewers: list[str]
+
+    @property
+    def members(self) -> list[str]:
+        return self.investigators + self.reviewers
+
+    @property
+    def usable(self) -> bool:
+        """Open and not expired."""
+        return self.status == "open" and self.expires_at > utcnow()
 
     @classmethod
     def of(cls, c: Case, searches: int = 0) -> CaseInfo:
@@ -56,10 +73,11 @@ class CaseInfo:
             as_utc(c.opened_at),
             as_utc(c.expires_at),
             as_utc(c.closed_at) if c.closed_at else None,
-            sorted(m.user_name for m in c.members),
+            sorted(m.user_name for m in c.members if m.role != "reviewer"),
             c.search_quota,
             searches,
             c.keep_probe_templates,
+            sorted(m.user_name for m in c.members if m.role == "reviewer"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -87,7 +105,8 @@ class CaseService:
         quota: int | None = None,
         keep_probe_templates: bool = False,
     ) -> CaseInfo:
-        """Open a case. The opener, when an investigator, is assigned to it."""
+        """Open a case. The opener, when an investigator, is assigned to it; the people named
+        are assigned as investigators or, when they are only reviewers, as reviewers."""
         self.app.authorize(actor, "case.open", "investigator", "admin", case_ref=ref)
 
         for value, what in (
@@ -109,7 +128,11 @@ class CaseService:
         now = utcnow()
         try:
             with transaction(self.app.writes) as session:
-                self._check_investigators(session, members)
+                roles = self._check_members(session, members)
+                if "investigator" not in roles.values():
+                    raise InvalidInput(
+                        "a case needs at least one investigator (--investigator NAME)"
+                    )
                 case = Case(
                     ref=ref.strip(),
                     purpose=purpose.strip(),
@@ -123,7 +146,7 @@ class CaseService:
                     search_quota=quota,
                     keep_probe_templates=keep_probe_templates,
                     members=[
-                        CaseMember(user_name=m, added_by=actor.name, added_at=now)
+                        CaseMember(user_name=m, added_by=actor.name, added_at=now, role=roles[m])
                         for m in sorted(members)
                     ],
                 )
@@ -139,7 +162,8 @@ class CaseService:
                     details={
                         "authorisation": case.authorisation,
                         "expires_at": case.expires_at.isoformat(),
-                        "investigators": sorted(members),
+                        "investigators": sorted(m for m in members if roles[m] != "reviewer"),
+                        "reviewers": sorted(m for m in members if roles[m] == "reviewer"),
                         "search_quota": quota,
                         "keep_probe_templates": keep_probe_templates,
                     },
@@ -149,7 +173,8 @@ class CaseService:
         return CaseInfo.of(case)
 
     def assign(self, actor: Actor, ref: str, user: str, *, remove: bool = False) -> CaseInfo:
-        """Assign an investigator to a case (or remove one): its opener or an admin may."""
+        """Assign an investigator or a reviewer to a case (or remove one): its opener or an
+        admin may. Only assigned people read the case's records."""
         action = "case.unassign" if remove else "case.assign"
 
         with self.app.sessions() as session:
@@ -165,11 +190,11 @@ class CaseService:
                     raise NotFound(f"{user!r} is not assigned to case {ref!r}")
                 case.members = [m for m in case.members if m.user_name != user]
             else:
-                self._check_investigators(session, {user})
+                role = self._check_members(session, {user})[user]
                 if user in current:
                     raise InvalidInput(f"{user!r} is already assigned to case {ref!r}")
                 case.members.append(
-                    CaseMember(user_name=user, added_by=actor.name, added_at=utcnow())
+                    CaseMember(user_name=user, added_by=actor.name, added_at=utcnow(), role=role)
                 )
             session.flush()
             self.app.audit.append(
@@ -183,16 +208,24 @@ class CaseService:
             )
             return CaseInfo.of(case, self._searches(session, case))
 
-    def _check_investigators(self, session: Session, names: set[str]) -> None:
+    def _check_members(self, session: Session, names: set[str]) -> dict[str, str]:
+        """Each name's capacity on a case: ``investigator`` when they hold that role, else
+        ``reviewer``; anyone else cannot be assigned."""
         users = {
             u.name: u
             for u in session.scalars(select(User).where(User.name.in_(names), User.active))
         }
+        roles = {}
         for name in sorted(names):
             if name not in users:
                 raise InvalidInput(f"no active user named {name!r}")
-            if "investigator" not in users[name].roles.split(","):
-                raise InvalidInput(f"{name!r} is not an investigator and cannot be assigned")
+            held = users[name].roles.split(",")
+            if not set(held) & set(MEMBER_ROLES):
+                raise InvalidInput(
+                    f"{name!r} is neither an investigator nor a reviewer and cannot be assigned"
+                )
+            roles[name] = "investigator" if "investigator" in held else "reviewer"
+        return roles
 
     def close(self, actor: Actor, ref: str) -> CaseInfo:
         self.app.authorize(actor, "case.close", "investigator", "admin", case_ref=ref)
@@ -219,14 +252,67 @@ class CaseService:
         self.refuse(actor, "case.close", ref, info, problem, "not_assigned")
 
     def show(self, actor: Actor, ref: str) -> CaseInfo:
+        """A case's description: admins, the DPO and auditors see any; investigators and
+        reviewers the cases they are assigned to."""
         self.app.authorize(actor, "case.show", *CASE_READERS, case_ref=ref)
         with self.app.sessions() as session:
             case = self._get(session, ref)
-            return CaseInfo.of(case, self._searches(session, case))
+            info = CaseInfo.of(case, self._searches(session, case))
+        if not actor.has("admin", *OVERSIGHT) and actor.name not in info.members:
+            problem = f"case.show refused: {actor.name} is not assigned to case {ref!r}"
+            self.refuse(actor, "case.show", ref, info, problem, "not_assigned")
+        return info
 
     def list(self, actor: Actor) -> list[CaseInfo]:
+        """Every case for admins, the DPO and auditors; an investigator's or a reviewer's
+        own cases otherwise."""
         self.app.authorize(actor, "case.list", *CASE_READERS)
-        return self.all()
+        cases = self.all()
+        if actor.has("admin", *OVERSIGHT):
+            return cases
+        return [c for c in cases if actor.name in c.members]
+
+    def read_access(
+        self, actor: Actor, ref: str, action: str, *, record: bool = True, **audit: Any
+    ) -> tuple[CaseInfo, str]:
+        """May ``actor`` read the records of case ``ref`` (searches, candidates, crops,
+        decisions, exports)? Its assigned investigators and reviewers while it is open and
+        unexpired; the DPO and auditors always. Returns the case and how access was granted
+        (``member``, ``dpo``, ``auditor``); the read is logged (``record``), a refusal too."""
+        self.app.authorize(actor, action, *MEMBER_ROLES, *OVERSIGHT, case_ref=ref, **audit)
+        with self.app.sessions() as session:
+            case = session.scalar(select(Case).where(Case.ref == ref))
+            info = CaseInfo.of(case, self._searches(session, case)) if case else None
+        if info is None:
+            problem = f"{action} refused: no case {ref!r}"
+            self.app.audit.record(actor, action, outcome="refused", case_ref=ref, error=problem)
+            raise NotFound(f"no case {ref!r}")
+        if actor.has(*MEMBER_ROLES) and actor.name in info.members and info.usable:
+            via = "member"
+        elif actor.has(*OVERSIGHT):
+            via = "dpo" if actor.has("dpo") else "auditor"
+        elif actor.name not in info.members:
+            problem = f"{action} refused: {actor.name} is not assigned to case {ref!r}"
+            self.refuse(actor, action, ref, info, problem, "not_assigned", **audit)
+        else:
+            state = "expired" if info.status == "open" else info.status
+            problem = (
+                f"{action} refused: case {ref!r} is {state}; its records are for the "
+                "data-protection officer and auditors only"
+            )
+            self.refuse(actor, action, ref, info, problem, f"case_{state}", **audit)
+        if record:
+            details = audit.pop("details", {}) | {"access": via}
+            self.app.audit.record(
+                actor,
+                action,
+                case_ref=ref,
+                legal_basis=info.legal_basis,
+                purpose=info.purpose,
+                details=details,
+                **audit,
+            )
+        return info, via
 
     def all(self) -> list[CaseInfo]:
         """Every case (internal: callers have authorised already)."""
@@ -258,11 +344,13 @@ class CaseService:
         ref: str | None,
         action: str,
         *,
-        assigned: bool,
+        assigned: bool | Literal["member"],
         case: Case | None = None,
     ) -> tuple[str | None, str, CaseInfo | None]:
         """Why ``actor`` may not ``action`` under case ``ref`` now (None when allowed),
-        with the refusal's error code and the case. ``case``: the row, if already loaded."""
+        with the refusal's error code and the case. ``assigned``: the actor must be one of
+        its investigators (True) or of its investigators and reviewers (``"member"``).
+        ``case``: the row, if already loaded."""
 
         if not ref:
             return f"{action} refused: a case reference is required (--case)", "case_required", None
@@ -276,22 +364,46 @@ class CaseService:
         if info.expires_at <= utcnow():
             when = f"{info.expires_at:%Y-%m-%d %H:%M}"
             return f"{action} refused: case {ref!r} expired at {when}", "case_expired", info
-        if assigned and actor.name not in info.investigators:
+        allowed = info.members if assigned == "member" else info.investigators
+        if assigned and actor.name not in allowed:
             return (
                 f"{action} refused: {actor.name} is not assigned to case {ref!r}",
                 "not_assigned",
                 info,
             )
-        if action == "search" and info.searches >= info.search_quota:
-            return (
-                f"search refused: case {ref!r} has used its quota of {info.search_quota} searches",
-                "quota_exhausted",
-                info,
-            )
+        if action in CASE_ACTIONS:
+            used = info.searches + self._verifications(session, info.ref)
+            if used >= info.search_quota:
+                return (
+                    f"{action} refused: case {ref!r} has used its quota of "
+                    f"{info.search_quota} searches and verifications",
+                    "quota_exhausted",
+                    info,
+                )
         return None, "", info
 
+    @staticmethod
+    def _verifications(session: Session, ref: str) -> int:
+        """1:1 verifications under a case (they use its quota like searches)."""
+        return (
+            session.scalar(
+                select(func.count()).where(
+                    AuditEvent.case_ref == ref,
+                    AuditEvent.action == "verify",
+                    AuditEvent.outcome == "ok",
+                )
+            )
+            or 0
+        )
+
     def require_usable(
-        self, actor: Actor, ref: str | None, action: str, *, assigned: bool = True, **audit: Any
+        self,
+        actor: Actor,
+        ref: str | None,
+        action: str,
+        *,
+        assigned: bool | Literal["member"] = True,
+        **audit: Any,
     ) -> CaseInfo:
         """The case must exist, be open and unexpired, have the actor assigned (unless
         ``assigned`` is false) and, for searches, quota left. Refusals are logged."""

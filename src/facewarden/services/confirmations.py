@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
 
 DECISIONS = ("confirm", "reject")
-CASE_RECORD_READERS = ("investigator", "reviewer", "auditor", "admin")
-"""Who may read a case's searches, candidates and decisions."""
 
 
 @dataclass
@@ -42,6 +40,11 @@ class CandidateState:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def investigators_of(case: Case) -> list[str]:
+    """The people assigned to a case as investigators (not as reviewers)."""
+    return [m.user_name for m in case.members if m.role != "reviewer"]
 
 
 def status_of(decisions: list[Confirmation], investigators: set[str]) -> str:
@@ -79,21 +82,22 @@ class ConfirmationService:
         target = {"search_id": search_id, "face_id": face_id}
         self.app.authorize(actor, action, "investigator", "reviewer", details=target)
         cases = self.app.cases
+        info = None
         problem = code = None
         with transaction(self.app.writes) as session:
             search, case = self._search(session, search_id)
-            hit = session.scalar(
-                select(SearchHit).where(
-                    SearchHit.search_id == search_id, SearchHit.face_id == face_id
+            # Assignment first: someone else's case says nothing about its candidates.
+            problem, code, info = cases.problem(session, actor, case.ref, action, assigned="member")
+            if problem is None:
+                hit = session.scalar(
+                    select(SearchHit).where(
+                        SearchHit.search_id == search_id, SearchHit.face_id == face_id
+                    )
                 )
-            )
-            if hit is None:
-                raise InvalidInput(f"face {face_id} was not a candidate of search {search_id}")
-            if session.get(Face, face_id) is None:
-                raise NotFound(f"face {face_id} is no longer held (erased or expired)")
-            problem, code, info = cases.problem(
-                session, actor, case.ref, action, assigned=not actor.has("reviewer")
-            )
+                if hit is None:
+                    raise InvalidInput(f"face {face_id} was not a candidate of search {search_id}")
+                if session.get(Face, face_id) is None:
+                    raise NotFound(f"face {face_id} is no longer held (erased or expired)")
             decisions = self._decisions(session, search_id, face_id)
             status = status_of(decisions, set(info.investigators) if info else set())
             if problem is None:
@@ -141,10 +145,10 @@ class ConfirmationService:
         return None, None
 
     def state(self, search_id: int, face_id: int) -> CandidateState:
+        """A candidate's state (internal: callers have authorised already)."""
         with self.app.sessions() as session:
             _, case = self._search(session, search_id)
-            members = [m.user_name for m in case.members]
-            return self._state(session, search_id, face_id, members)
+            return self._state(session, search_id, face_id, investigators_of(case))
 
     def _state(
         self, session: Session, search_id: int, face_id: int, investigators: list[str]
@@ -190,17 +194,19 @@ class ConfirmationService:
         return row[0], row[1]
 
     def candidates(self, actor: Actor, ref: str) -> list[CandidateState]:
-        """Every candidate of a case that someone has decided on, with its state."""
-        self.app.authorize(actor, "case.candidates", *CASE_RECORD_READERS, case_ref=ref)
+        """Every candidate of a case that someone has decided on, with its state (for the
+        case's assigned people while it is open; the DPO and auditors always; logged)."""
+        self.app.cases.read_access(actor, ref, "case.candidates")
         return self.states(ref)
 
     def searches(self, actor: Actor, ref: str) -> list[dict[str, Any]]:
-        """The searches of a case, newest first, each with its candidates and their state."""
-
-        self.app.authorize(actor, "case.searches", *CASE_RECORD_READERS, case_ref=ref)
+        """The searches of a case, newest first, each with its candidates and their state
+        (for the case's assigned people while it is open; the DPO and auditors always;
+        logged)."""
+        self.app.cases.read_access(actor, ref, "case.searches")
         with self.app.sessions() as session:
             case = self.app.cases._get(session, ref)
-            members = {m.user_name for m in case.members}
+            members = set(investigators_of(case))
             searches = list(
                 session.scalars(
                     select(CaseSearch)
@@ -250,7 +256,7 @@ class ConfirmationService:
         """Decided candidates of a case (internal: callers have authorised already)."""
         with self.app.sessions() as session:
             case = self.app.cases._get(session, ref)
-            members = [m.user_name for m in case.members]
+            members = investigators_of(case)
             pairs = session.execute(
                 select(Confirmation.search_id, Confirmation.face_id)
                 .join(CaseSearch, CaseSearch.id == Confirmation.search_id)
@@ -264,13 +270,12 @@ class ConfirmationService:
         self, actor: Actor, ref: str, *, search_id: int | None = None, face_id: int | None = None
     ) -> list[dict[str, Any]]:
         """Identified results of a case with provenance. Asking for a candidate that is not
-        identified is refused: exports require the two-person confirmation."""
+        identified is refused: exports require the two-person confirmation. The case's
+        assigned investigators and reviewers export while it is open; once it is closed or
+        expired, only the DPO or an auditor can (e.g. evidence for court), logged."""
         target = {"search_id": search_id, "face_id": face_id}
-        self.app.authorize(
-            actor, "case.export", "investigator", "reviewer", case_ref=ref, details=target
-        )
-        info = self.app.cases.require_usable(
-            actor, ref, "case.export", assigned=not actor.has("reviewer")
+        info, via = self.app.cases.read_access(
+            actor, ref, "case.export", record=False, details=target
         )
         states = [s for s in self.states(ref) if s.status == "identified"]
         if face_id is not None:
@@ -297,7 +302,11 @@ class ConfirmationService:
             case_ref=ref,
             legal_basis=info.legal_basis,
             purpose=info.purpose,
-            details=target | {"identifications": [[r["search_id"], r["face_id"]] for r in rows]},
+            details=target
+            | {
+                "identifications": [[r["search_id"], r["face_id"]] for r in rows],
+                "access": via,
+            },
         )
         return rows
 

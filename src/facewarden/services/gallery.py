@@ -22,7 +22,7 @@ from facewarden.adapters.storage.tables import (
 )
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
-from facewarden.core.errors import InvalidInput, NotFound
+from facewarden.core.errors import InvalidInput, NotFound, Refused
 from facewarden.services.audit import canonical
 
 if TYPE_CHECKING:
@@ -48,17 +48,30 @@ class GalleryService:
         self.app = app
 
     def crop(self, actor: Actor, face_id: int, *, search_id: int | None = None) -> bytes:
-        """The stored face crop (JPEG). Investigators and reviewers see the crops of the
-        candidates a logged search returned to them (``search_id``); the DPO sees any held
-        face, for subject access and erasure previews."""
+        """The stored face crop (JPEG). With ``search_id``: a candidate of that search, for
+        the people assigned to its case while it is open, and for the DPO and auditors;
+        without: any held face, for the DPO (subject access and erasure previews). A face
+        of restricted media is shown to the DPO only. Every crop shown is logged."""
         from facewarden.services.app import crop_aad
+        from facewarden.services.cases import MEMBER_ROLES, OVERSIGHT
 
         app = self.app
         target = {"face_id": face_id, "search_id": search_id}
+        info = None
         if search_id is None:
             app.authorize(actor, "crop.view", "dpo", details=target)
+            via = "dpo"
         else:
-            app.authorize(actor, "crop.view", "investigator", "reviewer", "dpo", details=target)
+            app.authorize(actor, "crop.view", *MEMBER_ROLES, *OVERSIGHT, details=target)
+            with app.sessions() as session:
+                ref = session.scalar(
+                    select(Case.ref)
+                    .join(CaseSearch, CaseSearch.case_id == Case.id)
+                    .where(CaseSearch.id == search_id)
+                )
+            if ref is None:
+                raise NotFound(f"no search {search_id}")
+            info, via = app.cases.read_access(actor, ref, "crop.view", record=False, details=target)
         with app.sessions() as session:
             if search_id is not None:
                 hit = session.scalar(
@@ -69,14 +82,27 @@ class GalleryService:
                 if hit is None:
                     raise NotFound(f"face {face_id} is not a candidate of search {search_id}")
             row = session.execute(
-                select(FaceCrop.data, Media.sha256, Face.face_index)
+                select(FaceCrop.data, Media.sha256, Face.face_index, Media.restricted)
                 .join(Face, Face.id == FaceCrop.face_id)
                 .join(Media, Media.id == Face.media_id)
                 .where(FaceCrop.face_id == face_id)
             ).first()
         if row is None:
             raise NotFound(f"no crop held for face {face_id} (erased, or crops not stored)")
-        return app.cipher.decrypt(row.data, crop_aad(row.sha256, row.face_index))
+        case_fields = (
+            {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
+            if info
+            else {}
+        )
+        if row.restricted and not actor.has("dpo"):
+            problem = f"crop.view refused: face {face_id} belongs to restricted media (DPO only)"
+            app.audit.record(
+                actor, "crop.view", outcome="refused", error=problem, details=target, **case_fields
+            )
+            raise Refused(problem, code="restricted")
+        data = app.cipher.decrypt(row.data, crop_aad(row.sha256, row.face_index))
+        app.audit.record(actor, "crop.view", details=target | {"access": via}, **case_fields)
+        return data
 
     def delete_media(self, actor: Actor, media_ids: list[int]) -> dict[str, int]:
         if not media_ids:

@@ -257,17 +257,18 @@ class SearchService:
         threshold: float | None = None,
         case: str | None = None,
     ) -> VerifyResult:
-        """Same person or not, comparing the largest face of each image."""
+        """Same person or not, comparing the largest face of each image. Like a search, a
+        verification needs an open case the actor is assigned to as an investigator, uses
+        its quota, and is logged under it."""
         app = self.app
         threshold = app.settings.threshold if threshold is None else threshold
         hashes = [hashlib.sha256(x).hexdigest() for x in (a, b)]
-        audit = {
-            "threshold": threshold,
-            "model_id": app.model_id,
-            "case_ref": case,
-            "probe_hash": hashes[0],
-        }
-        app.authorize(actor, "verify", "investigator", **audit)
+        audit: dict = {"threshold": threshold, "model_id": app.model_id, "probe_hash": hashes[0]}
+        app.authorize(actor, "verify", "investigator", case_ref=case, **audit)
+        info = app.cases.require_usable(
+            actor, case, "verify", details={"second_hash": hashes[1]}, **audit
+        )
+        audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
             faces = []
             for label, data in (("A", a), ("B", b)):
@@ -294,12 +295,31 @@ class SearchService:
         result = VerifyResult(
             distance <= threshold, round(distance, 4), threshold, len(faces[0]), len(faces[1])
         )
-        app.audit.record(
-            actor,
-            "verify",
-            details={"second_hash": hashes[1], "same": result.same, "distance": result.distance},
-            **audit,
-        )
+        problem = None
+        with transaction(app.writes) as session:  # the quota, re-checked under the lock
+            q = select(Case).where(Case.ref == info.ref)
+            if session.get_bind().dialect.name == "postgresql":
+                q = q.with_for_update()
+            problem, code, checked = app.cases.problem(
+                session, actor, info.ref, "verify", assigned=True, case=session.scalar(q)
+            )
+            if problem is None:
+                app.audit.append(
+                    session,
+                    actor,
+                    "verify",
+                    details={
+                        "second_hash": hashes[1],
+                        "same": result.same,
+                        "distance": result.distance,
+                    },
+                    **audit,
+                )
+        if problem is not None:
+            fields = {
+                k: v for k, v in audit.items() if k not in ("case_ref", "legal_basis", "purpose")
+            }
+            app.cases.refuse(actor, "verify", info.ref, checked, problem, code, **fields)
         return result
 
 

@@ -236,10 +236,14 @@ def verify(
     actor: LimitedActor,
     a: Annotated[UploadFile, File()],
     b: Annotated[UploadFile, File()],
-    case: Annotated[Text | None, Form()] = None,
+    case: Annotated[
+        Text | None,
+        Form(description="Case reference (required: an open case you are assigned to)."),
+    ] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
 ) -> Json:
-    """1:1: are the largest faces of two images the same person?"""
+    """1:1 under a case: are the largest faces of two images the same person? Uses the
+    case's search quota and is logged under it."""
     res = get_fw(request).search.verify(
         actor,
         read_upload(a, request, "image a"),
@@ -340,7 +344,7 @@ def close_case(ref: Text, request: Request, actor: CurrentActor) -> Json:
 
 @router.post("/cases/{ref}/members", tags=["cases"])
 def assign(ref: Text, body: MemberIn, request: Request, actor: CurrentActor) -> Json:
-    """Assign an investigator to the case (or remove one)."""
+    """Assign an investigator or a reviewer to the case (or remove one)."""
     return get_fw(request).cases.assign(actor, ref, body.user, remove=body.remove).as_dict()
 
 
@@ -570,7 +574,27 @@ class UserIn(BaseModel):
 
 @router.get("/users", tags=["users"])
 def list_users(request: Request, actor: CurrentActor) -> list[Json]:
+    """Users with roles, state, token expiry and last use."""
     return get_fw(request).users.list(actor)
+
+
+@router.post("/users/{name}/disable", tags=["users"])
+def disable_user(name: Text, request: Request, actor: CurrentActor) -> Json:
+    """Disable a user: their token and console sessions stop working at once."""
+    return get_fw(request).users.set_active(actor, name, False)
+
+
+@router.post("/users/{name}/enable", tags=["users"])
+def enable_user(name: Text, request: Request, actor: CurrentActor) -> Json:
+    """Enable a disabled user again."""
+    return get_fw(request).users.set_active(actor, name, True)
+
+
+@router.post("/users/{name}/token", tags=["users"])
+def rotate_token(name: Text, request: Request, actor: CurrentActor) -> Json:
+    """Issue a new token (returned once); the old one and the user's console sessions end
+    at once. Admins rotate anyone's token, every user their own."""
+    return {"name": name, "token": get_fw(request).users.rotate(actor, name)}
 
 
 @router.post("/users", status_code=201, tags=["users"])

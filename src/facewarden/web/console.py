@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from facewarden.core.actors import Actor
-from facewarden.core.errors import PermissionDenied
+from facewarden.core.errors import Unauthenticated
 from facewarden.web.auth import get_fw, start_session
 from facewarden.web.errors import ApiError
 
@@ -30,18 +30,19 @@ PAGES = [
     ("ingest", "Ingest", ("operator",)),
     ("dpo", "Data protection", ("dpo",)),
     ("audit", "Audit", ("auditor", "admin", "dpo")),
+    ("users", "Users", ("admin",)),
 ]
 
 PAGE_ROLES = {slug: roles for slug, _, roles in PAGES}
 
 
 def session_actor(request: Request) -> Actor | None:
-    token_hash = request.session.get("th")
-    if not token_hash:
+    sid = request.session.get("sid")
+    if not sid:
         return None
     try:
-        return get_fw(request).actor(token_hash=token_hash)
-    except PermissionDenied:
+        return get_fw(request).users.session_actor(sid)
+    except Unauthenticated:
         request.session.clear()
         return None
 
@@ -60,37 +61,52 @@ def home(request: Request) -> Response:
 
 
 @router.get("/login")
-def login_form(request: Request, error: str | None = None) -> HTMLResponse:
+def login_form(
+    request: Request, error: str | None = None, status: int = 401, headers: dict | None = None
+) -> HTMLResponse:
     request.session["login_csrf"] = secrets.token_urlsafe(32)
     return templates.TemplateResponse(
         request,
         "login.html",
         {"csrf": request.session["login_csrf"], "error": error},
-        status_code=401 if error else 200,
+        status_code=status if error else 200,
+        headers=headers,
     )
+
+
+LOGIN_ERRORS = {
+    "rate_limited": "Too many failed log-ins: wait a moment and try again.",
+    "token_expired": "This API token has expired: ask an admin to rotate it.",
+    "user_disabled": "This user is disabled.",
+}
 
 
 @router.post("/login")
 def login(
-    request: Request, token: Annotated[str, Form()], csrf: Annotated[str, Form()]
+    request: Request,
+    token: Annotated[str, Form()],
+    csrf: Annotated[str, Form()],
+    user: Annotated[str | None, Form()] = None,
 ) -> Response:
     expected = request.session.pop("login_csrf", "")
     if not expected or not secrets.compare_digest(csrf, expected):
         return login_form(request, "The form expired; please try again.")
     try:
-        start_session(request, get_fw(request), token)
-    except ApiError:
-        return login_form(request, "Unknown or revoked API token.")
+        start_session(request, get_fw(request), token, user)
+    except ApiError as exc:
+        message = LOGIN_ERRORS.get(exc.code, "Unknown or revoked API token.")
+        return login_form(request, message, exc.status, exc.headers)
     return RedirectResponse("/", 303)
 
 
 @router.post("/logout")
 def logout(request: Request, csrf: Annotated[str, Form()]) -> Response:
+    """End the session on the server (its cookie, even a copy, no longer works)."""
     expected = request.session.get("csrf", "")
     if expected and secrets.compare_digest(csrf, expected):
-        actor = session_actor(request)
-        if actor is not None:
-            get_fw(request).audit.record(actor, "logout")
+        sid = request.session.get("sid")
+        if sid:
+            get_fw(request).users.end_session(sid)
         request.session.clear()
     return RedirectResponse("/login", 303)
 

@@ -37,6 +37,24 @@ class User(Base):
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTC_DT)
+    token_issued_at: Mapped[datetime | None] = mapped_column(UTC_DT)
+    """When the current token was issued (it expires ``token_days`` later)."""
+    last_used_at: Mapped[datetime | None] = mapped_column(UTC_DT)
+    """Last successful authentication (kept to the minute)."""
+
+
+class ConsoleSession(Base):
+    """A console log-in. The browser's cookie holds a random id; only its hash is here.
+    Log-out deletes the row; token rotation and disabling the user delete all of theirs."""
+
+    __tablename__ = "console_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    """The user's token hash at log-in: a rotated token ends the session even if the row
+    survived."""
+    created_at: Mapped[datetime] = mapped_column(UTC_DT)
+    expires_at: Mapped[datetime] = mapped_column(UTC_DT)
 
 
 class Source(Base):
@@ -132,7 +150,8 @@ class Case(Base):
 
 
 class CaseMember(Base):
-    """An investigator assigned to a case: only they may search under it."""
+    """A person assigned to a case: investigators may search under it; investigators and
+    reviewers (``role``) may read its records and decide on its candidates."""
 
     __tablename__ = "case_members"
     case_id: Mapped[int] = mapped_column(
@@ -141,6 +160,8 @@ class CaseMember(Base):
     user_name: Mapped[str] = mapped_column(String(100), primary_key=True)
     added_by: Mapped[str] = mapped_column(String(100))
     added_at: Mapped[datetime] = mapped_column(UTC_DT)
+    role: Mapped[str] = mapped_column(String(20), default="investigator")
+    """``investigator`` or ``reviewer``: the capacity in which the user is assigned."""
 
 
 class CaseSearch(Base):

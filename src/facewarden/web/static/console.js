@@ -422,7 +422,44 @@ async function initAudit() {
   await load(false);
 }
 
-const PAGES = { search: initSearch, cases: initCases, ingest: initIngest, dpo: initDpo, audit: initAudit };
+// -- users (admin) ---------------------------------------------------------------------------
+function showToken(name, token) {
+  const box = $("#new-token");
+  box.hidden = false;
+  box.replaceChildren(`API token of ${name}, shown once: `, el("code", { id: "token-value" }, token));
+}
+
+async function initUsers() {
+  const load = async () => {
+    const users = await quiet(api("GET", "/api/v1/users")) || [];
+    rows("#users-table tbody", users.map((u) => {
+      const act = (label, method, url, after) => el("button", { type: "button", on: { click: async () => {
+        const res = await quiet(api(method, url));
+        if (res) { if (after) after(res); await load(); }
+      } } }, label);
+      const path = `/api/v1/users/${encodeURIComponent(u.name)}`;
+      return el("tr", { dataset: { user: u.name } },
+        el("td", {}, u.name), el("td", {}, u.roles.join(", ")),
+        el("td", {}, (u.active ? "active" : "disabled") + (u.token_expired ? ", token expired" : "")),
+        el("td", {}, date(u.token_expires_at) || "never"), el("td", {}, date(u.last_used_at) || "never"),
+        el("td", {},
+          u.active ? act("Disable", "POST", `${path}/disable`) : act("Enable", "POST", `${path}/enable`),
+          act("Rotate token", "POST", `${path}/token`, (r) => showToken(r.name, r.token))));
+    }));
+  };
+  $("#user-add").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const form = new FormData(e.target);
+    const roles = String(form.get("roles")).split(",").map((r) => r.trim()).filter(Boolean);
+    const res = await quiet(api("POST", "/api/v1/users", { name: form.get("name"), roles }));
+    if (res) { showToken(res.name, res.token); e.target.reset(); await load(); }
+  });
+  await load();
+}
+
+const PAGES = {
+  search: initSearch, cases: initCases, ingest: initIngest, dpo: initDpo, audit: initAudit, users: initUsers,
+};
 document.addEventListener("DOMContentLoaded", () => {
   const init = PAGES[document.body.dataset.page];
   if (init) init().then(() => document.body.setAttribute("data-ready", "1"));
