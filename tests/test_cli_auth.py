@@ -1,0 +1,147 @@
+"""The CLI acts by credential: the token file init writes, FACEWARDEN_TOKEN, ``login``;
+token lifecycle commands; exit codes of every kind of error (2 bad input, 3 refused)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from conftest import GALLERY, PROBES, REFERENCE
+
+
+@pytest.fixture
+def cli(tmp_path, database_url):
+    env = os.environ | {
+        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
+        "FACEWARDEN_WORKERS": "1",
+        "COLUMNS": "200",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    env.pop("FACEWARDEN_TOKEN", None)
+    if database_url:
+        env["FACEWARDEN_DATABASE_URL"] = database_url
+    else:
+        env.pop("FACEWARDEN_DATABASE_URL", None)
+
+    def run(*args, ok=True, token=None, stdin=None):
+        feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+        proc = subprocess.run(
+            [sys.executable, "-m", "facewarden", *map(str, args)],
+            env=env | ({"FACEWARDEN_TOKEN": token} if token else {}),
+            capture_output=True,
+            text=True,
+            **feed,
+        )
+        if ok:
+            assert proc.returncode == 0, proc.stderr + proc.stdout
+        else:
+            assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    run.env = env
+    run.tmp = tmp_path
+    return run
+
+
+@pytest.fixture
+def installed(cli):
+    cli("init")
+    cli(
+        "source", "add", "press", "--lawful-basis", "b", "--purpose", "p",
+        "--jurisdiction", "FR", "--retention", "365d",
+    )  # fmt: skip
+    cli("ingest", GALLERY, "--source", "press")
+    cli("case", "open", "C-1", "--purpose", "p", "--legal-basis", "b", "--authorisation", "a")
+    return cli
+
+
+def token_files(cli) -> list:
+    folder = cli.tmp / "config" / "facewarden" / "tokens"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def test_init_stores_the_token_for_its_os_account_only(installed):
+    (path,) = token_files(installed)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    # a token file others can read identifies no one: refused until fixed
+    path.chmod(0o644)
+    proc = installed("stats", ok=False)
+    assert proc.returncode == 3 and "[insecure_token_file]" in proc.stderr
+    path.chmod(0o600)
+    assert json.loads(installed("stats", "--json").stdout)["faces"] == 5
+    # without any credential nothing runs
+    path.unlink()
+    proc = installed("stats", ok=False)
+    assert proc.returncode == 3 and "no credential" in proc.stderr
+
+
+def test_second_person_logs_in_and_rotation_replaces_the_stored_token(installed):
+    rita = installed("user", "add", "rita", "--role", "reviewer").stdout.strip().splitlines()[-1]
+    # the operator's shell cannot act as rita, and the refusal is in the log
+    forged = installed("--as", "rita", "case", "list", ok=False)
+    assert forged.returncode == 3 and "[not_your_token]" in forged.stderr
+    events = installed("audit", "export").stdout.splitlines()
+    assert any(json.loads(e)["action"] == "act_as" for e in events)
+    # rita, on her own account (here: a copy of the environment), stores her token
+    (admin_file,) = token_files(installed)
+    admin_token = admin_file.read_text().strip()
+    assert "rita" in installed("--as", "rita", "login", stdin=rita + "\n").stdout
+    assert installed("--as", "rita", "case", "list").returncode == 0
+    # she rotates her token: the stored one follows, the old one is dead
+    new = installed("user", "token", "rotate").stdout.strip().splitlines()[-1]
+    assert new != rita and admin_file.read_text().strip() == new
+    dead = installed("case", "list", ok=False, token=rita)
+    assert dead.returncode == 3 and "[unauthenticated]" in dead.stderr
+    # the admin disables her: her stored token stops working at once
+    installed("user", "disable", "rita", token=admin_token)
+    disabled = installed("case", "list", ok=False)
+    assert disabled.returncode == 3 and "[user_disabled]" in disabled.stderr
+    listed = json.loads(installed("user", "list", "--json", token=admin_token).stdout)
+    assert {u["name"]: u["active"] for u in listed} == {"admin": True, "rita": False}
+    assert all(u["last_used_at"] for u in listed)
+
+
+def test_expired_token_is_refused_clearly_and_its_owner_rotates_it(installed):
+    url = installed.env.get("FACEWARDEN_DATABASE_URL") or (
+        f"sqlite:///{installed.tmp / 'data' / 'facewarden.db'}"
+    )
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE users SET token_issued_at = :t"), {"t": "2020-01-01"})
+    engine.dispose()
+    proc = installed("stats", ok=False)
+    assert proc.returncode == 3 and "[token_expired]" in proc.stderr
+    installed("user", "token", "rotate")
+    assert json.loads(installed("stats", "--json").stdout)["faces"] == 5
+
+
+def test_every_error_has_its_exit_code(installed, tmp_path):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image at all")
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("RGB", (200, 200), "white").save(blank)
+    obama = REFERENCE / "obama.jpg"
+    cases = [
+        (("search", junk, "--case", "C-1"), 2, "not_an_image"),
+        (("verify", obama, blank, "--case", "C-1"), 2, "no_face"),
+        (("verify", obama, junk, "--case", "C-1"), 2, "not_an_image"),
+        (("user", "disable", "nobody"), 2, "not_found"),
+        (("case", "show", "NOPE"), 2, "not_found"),
+        (("search", tmp_path / "missing.jpg", "--case", "C-1"), 2, "invalid_input"),
+        (("verify", obama, obama), 3, "case_required"),
+        (("verify", obama, obama, "--case", "NOPE"), 3, "case_required"),
+        (("--as", "nobody", "stats"), 3, "not_your_token"),
+        (("search", PROBES / "obama1.jpg"), 3, "case_required"),
+    ]
+    for args, code, error in cases:
+        proc = installed(*args, ok=False)
+        assert (proc.returncode, f"[{error}]" in proc.stderr) == (code, True), (args, proc.stderr)
