@@ -53,6 +53,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 class State:
     data_dir: Path | None = None
     acting_as: str | None = None
+    server: str | None = None
 
 
 state = State()
@@ -71,8 +72,16 @@ def _global(
             "this user's.",
         ),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="FACEWARDEN_URL",
+            help="Run the command on this facewarden server (its HTTP API) with your token.",
+        ),
+    ] = None,
 ) -> None:
-    state.data_dir, state.acting_as = data_dir, acting_as
+    state.data_dir, state.acting_as, state.server = data_dir, acting_as, server
 
 
 def settings(**overrides) -> Settings:
@@ -82,7 +91,12 @@ def settings(**overrides) -> Settings:
 
 
 def open_app(**overrides) -> tuple[Facewarden, Actor]:
-    """The core and the actor, authenticated by API token (see ``cli.credentials``)."""
+    """The core and the actor, authenticated by API token (see ``cli.credentials``); with
+    ``--server``, a client of that server with the same methods (see ``cli.remote``)."""
+    if state.server:
+        from facewarden.cli.remote import open_remote
+
+        return open_remote(state.server, state.acting_as)  # type: ignore[return-value]
     fw = Facewarden(settings(**overrides))
     try:
         actor, _ = cli_actor(fw, state.acting_as)
@@ -723,6 +737,23 @@ def user_token_rotate(
     working at once. Your own expired token may be rotated (not a disabled user's)."""
     from facewarden.cli.credentials import TOKEN_ENV, read_token_file
 
+    if state.server:
+        from urllib.parse import quote
+
+        from facewarden.cli.remote import open_remote, server_token_file
+
+        remote, actor = open_remote(state.server, state.acting_as)
+        target = name or actor.name
+        try:
+            token = remote.client.call("POST", f"/users/{quote(target, safe='')}/token")["token"]
+        finally:
+            remote.close()
+        output.out.print(f"user [bold]{target}[/]: new API token, shown once:")
+        print(token)
+        stored = server_token_file(state.server)
+        if target == actor.name and not os.environ.get(TOKEN_ENV) and stored.exists():
+            write_token_file(stored, token)
+        return
     fw = Facewarden(settings())
     try:
         try:
@@ -755,6 +786,16 @@ def login() -> None:
         token = sys.stdin.readline()
     if not token.strip():
         raise InvalidInput("no token given")
+    if state.server:
+        from facewarden.cli.remote import check_token, server_token_file
+
+        actor = check_token(state.server, token.strip())
+        if state.acting_as and state.acting_as != actor.name:
+            raise InvalidInput(f"that token belongs to {actor.name}, not {state.acting_as}")
+        path = server_token_file(state.server)
+        write_token_file(path, token.strip())
+        output.out.print(f"logged in to {state.server} as [bold]{actor.name}[/]; token in {path}")
+        return
     fw = Facewarden(settings())
     try:
         actor = fw.actor(token=token.strip())
@@ -769,8 +810,10 @@ def login() -> None:
 
 @app.command()
 def logout() -> None:
-    """Remove this OS account's stored token for this data directory."""
-    path = token_file(settings())
+    """Remove this OS account's stored token for this data directory (or server)."""
+    from facewarden.cli.remote import server_token_file
+
+    path = server_token_file(state.server) if state.server else token_file(settings())
     path.unlink(missing_ok=True)
     output.out.print(f"removed {path}")
 
