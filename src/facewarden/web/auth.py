@@ -162,7 +162,7 @@ def start_session(request: Request, fw: Facewarden, token: str, name: str | None
     """Log in with an API token (and optionally the user name it belongs to): the server
     keeps the session's record; the cookie holds its id and a CSRF secret."""
     guard, client = auth_guard(request), client_of(request)
-    name = (name or "").strip() or None
+    name = (name or "").strip()[:100] or None  # user names are at most 100 characters
     guard.check(fw, client, name)
     try:
         sid, actor = fw.users.start_session(token.strip(), name=name)
