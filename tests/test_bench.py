@@ -5,7 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import GALLERY, pg_database_url
+
+pytestmark = pytest.mark.slow  # every test runs a bench script in a subprocess
 
 ROOT = Path(__file__).parent.parent
 

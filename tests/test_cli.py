@@ -4,16 +4,21 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 
-from conftest import GALLERY, PROBES, REFERENCE, UNKNOWN, identity_of
+from conftest import GALLERY, PROBES, REFERENCE, UNKNOWN, Seed, build_seed, identity_of
+
+pytestmark = pytest.mark.slow  # every test runs the CLI in subprocesses
 
 
-@pytest.fixture
-def cli(tmp_path, database_url):
+def cli_runner(data_dir: Path, database_url: str | None) -> Callable[..., CompletedProcess]:
+    """Runs ``facewarden ARGS`` in a subprocess on ``data_dir`` (and ``database_url``)."""
     env = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
+        "FACEWARDEN_DATA_DIR": str(data_dir),
         "FACEWARDEN_WORKERS": "1",
         "COLUMNS": "200",
         "XDG_CONFIG_HOME": str(tmp_path / "config"),  # where init stores the first token
@@ -41,7 +46,12 @@ def cli(tmp_path, database_url):
 
 
 @pytest.fixture
-def gallery_cli(cli):
+def cli(tmp_path, database_url):
+    return cli_runner(tmp_path / "data", database_url)
+
+
+def _build_gallery_with_the_cli(data_dir: Path, database_url: str | None) -> None:
+    cli = cli_runner(data_dir, database_url)
     cli("init")
     cli(
         "source",
@@ -68,7 +78,21 @@ def gallery_cli(cli):
         "--authorisation",
         "JLD-2026-4",
     )
-    return cli
+
+
+@pytest.fixture(scope="module")
+def cli_gallery_seed(tmp_path_factory) -> Iterator[Seed]:
+    """The five-identity gallery and case C-1, built through the CLI once for this module."""
+    data_dir = tmp_path_factory.mktemp("seed-cli-gallery") / "data"
+    with build_seed(data_dir, _build_gallery_with_the_cli) as seed:
+        yield seed
+
+
+@pytest.fixture
+def gallery_cli(cli_gallery_seed, tmp_path):
+    """``cli`` on this test's own copy of the CLI-built gallery."""
+    with cli_gallery_seed.copy(tmp_path / "data") as database_url:
+        yield cli_runner(tmp_path / "data", database_url)
 
 
 def test_search_json_contract(gallery_cli):

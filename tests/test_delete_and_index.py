@@ -43,6 +43,7 @@ def test_deleted_media_never_appears_again(gallery_fw, admin):
 def test_deleted_face_not_returned_even_if_index_lags(gallery_fw, admin):
     """Rows removed behind the index's back (e.g. a crash before the index save) stay gone."""
     obama = media_id_of(gallery_fw, "obama")
+    assert len(gallery_fw.index) == 5  # this process has its index open before the rows vanish
     with gallery_fw.sessions.begin() as s:
         ids = list(s.scalars(select(Face.id).where(Face.media_id == obama)))
         s.execute(delete(FaceCrop).where(FaceCrop.face_id.in_(ids)))

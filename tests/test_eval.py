@@ -105,6 +105,7 @@ def test_metrics_on_known_values():
     assert thr == pytest.approx(0.6 - 1e-6) and fnir == pytest.approx(1 / 3)
 
 
+@pytest.mark.slow
 def test_eval_cli_writes_json(lfw, tmp_path):
     import os
     import subprocess

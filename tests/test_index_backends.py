@@ -36,7 +36,14 @@ def _labels(n: int) -> list[FaceLabel]:
     ]
 
 
-BACKENDS = ["faiss-flat", "faiss-ivfpq", "qdrant-local", "pgvector"]
+BACKENDS = [
+    "faiss-flat",
+    "faiss-ivfpq",
+    # Qdrant's local mode is pure Python: filling it takes most of a minute per test on two
+    # cores, so the fast tier (scripts/test.sh --fast) leaves it to the whole suite.
+    pytest.param("qdrant-local", marks=pytest.mark.slow),
+    "pgvector",
+]
 
 
 @pytest.fixture(params=BACKENDS)

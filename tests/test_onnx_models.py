@@ -54,7 +54,13 @@ def test_onnx_descriptors_equal_dlibs(chips):
 
 
 @pytest.mark.parametrize(
-    ("name", "upsample"), [("kit_with_rose.jpg", 0), ("obama_and_biden.jpg", 0), ("obama1.jpg", 1)]
+    ("name", "upsample"),
+    [
+        ("kit_with_rose.jpg", 0),
+        ("obama_and_biden.jpg", 0),
+        # dlib's own CNN detector on an upsampled photo takes most of a minute on two cores
+        pytest.param("obama1.jpg", 1, marks=pytest.mark.slow),
+    ],
 )
 def test_onnx_mmod_boxes_equal_dlibs(name, upsample):
     image = _rgb(PROBES / name)
@@ -126,6 +132,7 @@ def test_runtime_auto_falls_back_to_dlib_and_onnx_does_not(tmp_path, caplog):
         build_embedder("tensorflow", MODEL_CACHE)
 
 
+@pytest.mark.slow
 def test_models_cli_converts_and_reports(tmp_path):
     env = {"FACEWARDEN_DATA_DIR": str(tmp_path / "fw"), "FACEWARDEN_DETECTOR": "cnn"}
     cli = [sys.executable, "-m", "facewarden"]

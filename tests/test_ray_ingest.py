@@ -9,6 +9,7 @@ import pytest
 from conftest import GALLERY, PROBES, add_source
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # starts a local Ray instance
 
 
 def _templates(fw):

@@ -170,6 +170,7 @@ def _start_ingest_and_wait(data_dir: Path, batch: Path, workers: str) -> subproc
 
 
 @sqlite_only
+@pytest.mark.slow
 def test_killed_ingest_resumes_without_duplicates_or_half_records(tmp_path):
     """SIGKILL the CLI mid-ingest, re-run: the result equals one clean ingest."""
     batch, data = _batch(tmp_path), tmp_path / "data"
@@ -192,6 +193,7 @@ def test_killed_ingest_resumes_without_duplicates_or_half_records(tmp_path):
 
 
 @sqlite_only
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_stops_cleanly_with_a_summary_and_resumes(tmp_path, workers):
     batch, data = _batch(tmp_path), tmp_path / "data"

@@ -360,6 +360,7 @@ def test_redact_image_blurs_everyone_but_the_kept_face(gallery_fw, admin, tmp_pa
         gallery_fw.redaction.redact(ines, PROBES / "obama1.jpg", [obama], tmp_path / "y.mp4")
 
 
+@pytest.mark.slow  # detects every frame of the clip again (about a minute on two cores)
 def test_redact_video_keeps_only_the_named_person(video_fw, tmp_path):
     ines = video_fw.test_investigator
     video_fw.settings.video_fps = FPS

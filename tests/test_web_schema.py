@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from webserver import running_server
 
-pytestmark = pytest.mark.slow
+# The fuzzer alone may take up to 15 minutes (its own subprocess timeout) on a slow machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
             if img.format == "GIF":
                 img.seek(0)
             img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = img.convert("RGB")
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:

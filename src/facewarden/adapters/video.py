@@ -128,7 +128,7 @@ class VideoReader:
     def _probe(self, max_pixels: int) -> VideoInfo:
         container = self._container
         if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+            kinds: list[str] = sorted({s.type for s in container.streams}) or ["nothing"]
             raise MediaError(
                 f"no video stream (the file holds {', '.join(kinds)})", code="no_video"
             )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from facewarden.adapters.models.base import FaceAligner, FaceDetector, FaceEmbedder
+from facewarden.core.ports import FaceAligner, FaceDetector, FaceEmbedder
 from facewarden.core.quality import assess
 from facewarden.core.schemas import Detection, FaceTemplate
 

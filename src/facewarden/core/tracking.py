@@ -136,13 +136,13 @@ class FaceTracker:
             used.add(ti)
         ids = []
         for fi, face in enumerate(faces):
-            track = assigned.get(fi)
-            if track is None:
-                track = Track(len(self._tracks) + 1)
-                self._tracks.append(track)
-            track.observations.append(Observation(time_s, face))
-            self._trim_chips(track)
-            ids.append(track.track_id)
+            linked = assigned.get(fi)
+            if linked is None:
+                linked = Track(len(self._tracks) + 1)
+                self._tracks.append(linked)
+            linked.observations.append(Observation(time_s, face))
+            self._trim_chips(linked)
+            ids.append(linked.track_id)
         return ids
 
     def _trim_chips(self, track: Track) -> None:

@@ -1,34 +1,10 @@
-"""Small interfaces for the face models, so other implementations (ONNX, GPU) can plug in."""
+"""The face model interfaces, re-exported from their home in the core (core/ports.py).
+
+Kept so existing imports keep working; new code imports from ``facewarden.core.ports``.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from facewarden.core.ports import FaceAligner, FaceDetector, FaceEmbedder
 
-import numpy as np
-
-from facewarden.core.schemas import Box, Detection
-
-
-class FaceDetector(Protocol):
-    model_id: str
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """All faces in an RGB uint8 image, boxes clipped to the image."""
-        ...
-
-
-class FaceAligner(Protocol):
-    model_id: str
-
-    def align(self, image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (150x150x3 aligned chip, landmark points as an (N, 2) array)."""
-        ...
-
-
-class FaceEmbedder(Protocol):
-    model_id: str
-    dimension: int
-
-    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
-        """(N, dimension) float32 descriptors for aligned chips."""
-        ...
+__all__ = ["FaceAligner", "FaceDetector", "FaceEmbedder"]

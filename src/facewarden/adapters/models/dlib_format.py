@@ -8,6 +8,7 @@ spec (``spec``) written like dlib's C++ template, and every layer read is checke
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass, field
 
@@ -156,7 +157,8 @@ class DlibReader:
         raw = self._take(4 * count)
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(dims)
 
-    def alias(self) -> tuple[int, int, int, int]:
+    # builtins.int: inside this class, ``int`` and ``bool`` name the reader methods
+    def alias(self) -> tuple[builtins.int, builtins.int, builtins.int, builtins.int]:
         if self.int() != 1:
             raise ModelFormatError("unsupported dlib alias_tensor version")
         return tuple(self.int() for _ in range(4))  # type: ignore[return-value]
@@ -172,7 +174,7 @@ class DlibReader:
         return value
 
     @property
-    def at_end(self) -> bool:
+    def at_end(self) -> builtins.bool:
         return self.pos == len(self.data)
 
 

@@ -95,7 +95,8 @@ def tiled_tensor(
     """The (1, 3, H, W) network input for an RGB uint8 image, and each level's rectangle."""
     rects, rows, cols = tile_layout(image.shape[0], image.shape[1])
     data = np.zeros((3, rows, cols), dtype=np.float32)
-    level = (image.transpose(2, 0, 1).astype(np.float32) - np.float32(mean).reshape(3, 1, 1)) / 256
+    offset = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    level = (image.transpose(2, 0, 1).astype(np.float32) - offset) / 256
     l0, t0, r0, b0 = rects[0]
     data[:, t0 : b0 + 1, l0 : r0 + 1] = level
     for rect in rects[1:]:

@@ -75,7 +75,7 @@ def to_onnx(net: Network, name: str) -> onnx.ModelProto:
         x = g.op("Mul", [x, g.const(np.array(1 / 256, np.float32), "scale")])
         x = g.op("Transpose", [x], perm=[0, 3, 1, 2])
         source = helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", rows, cols, 3])
-    shape: tuple[int, int, int] | None = (3, rows, cols) if size else None
+    shape: tuple[int, int, int] | None = (3, size[0], size[1]) if size else None
     tags: dict[int, tuple[str, tuple[int, int, int] | None]] = {}
     layers = net.layers
     i = 0

@@ -138,9 +138,7 @@ def _overlaps(a: Rect, b: Rect, iou: float, covered: float) -> bool:
 
 
 def _round(r: dlib.drectangle) -> Rect:
-    return tuple(  # type: ignore[return-value]
-        math.floor(v + 0.5) for v in (r.left(), r.top(), r.right(), r.bottom())
-    )
+    return tuple(math.floor(v + 0.5) for v in (r.left(), r.top(), r.right(), r.bottom()))
 
 
 class OnnxMmodDetector:

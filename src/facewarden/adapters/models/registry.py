@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from facewarden.adapters.models.base import FaceAligner, FaceDetector, FaceEmbedder
+from facewarden.core.ports import FaceAligner, FaceDetector, FaceEmbedder
 
 log = logging.getLogger(__name__)
 DETECTORS = ("hog", "cnn")
