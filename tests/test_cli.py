@@ -1,5 +1,6 @@
 """The CLI end to end in subprocesses: JSON contracts, exit codes, clear errors."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ def cli_runner(data_dir: Path, database_url: str | None) -> Callable[..., Comple
         "FACEWARDEN_DATA_DIR": str(data_dir),
         "FACEWARDEN_WORKERS": "1",
         "COLUMNS": "200",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # where init stores the first token
+        "XDG_CONFIG_HOME": str(data_dir.parent / "config"),  # where init stores the first token
     }
     env.pop("FACEWARDEN_TOKEN", None)
     if database_url:
@@ -92,7 +93,23 @@ def cli_gallery_seed(tmp_path_factory) -> Iterator[Seed]:
 def gallery_cli(cli_gallery_seed, tmp_path):
     """``cli`` on this test's own copy of the CLI-built gallery."""
     with cli_gallery_seed.copy(tmp_path / "data") as database_url:
+        _copy_token_file(cli_gallery_seed.data_dir, tmp_path / "data")
         yield cli_runner(tmp_path / "data", database_url)
+
+
+def _token_file(data_dir: Path) -> Path:
+    """Where ``init`` stored the first user's token for ``data_dir`` (see cli/credentials.py)."""
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()
+    return data_dir.parent / "config" / "facewarden" / "tokens" / key
+
+
+def _copy_token_file(seed_dir: Path, data_dir: Path) -> None:
+    """The copy's operator holds the seed operator's token (token files are keyed by path)."""
+    target = _token_file(data_dir)
+    target.parent.mkdir(parents=True, mode=0o700)
+    target.parent.parent.chmod(0o700)
+    target.write_text(_token_file(seed_dir).read_text())
+    target.chmod(0o600)
 
 
 def test_search_json_contract(gallery_cli):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import AuditEvent, Case, CaseMember, CaseSearch, User
-from facewarden.core.actors import Actor
+from facewarden.core.actors import MEMBER_ROLES, OVERSIGHT, Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.durations import parse_duration
 from facewarden.core.errors import InvalidInput, NotFound, Refused
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 CASE_READERS = ("investigator", "reviewer", "dpo", "auditor", "admin")
 """Who may list and read cases (their references, bases, members and search counts):
 investigators and reviewers only the cases they are assigned to."""
-OVERSIGHT = ("dpo", "auditor")
-"""Who may read any case's records (searches, candidates, crops, decisions, exports), open
-or closed; each such read is logged."""
-MEMBER_ROLES = ("investigator", "reviewer")
 CASE_ACTIONS = ("search", "verify")
 """Actions that use a case's quota."""
 

@@ -20,7 +20,7 @@ from facewarden.adapters.storage.tables import (
     SearchHit,
     Source,
 )
-from facewarden.core.actors import Actor
+from facewarden.core.actors import MEMBER_ROLES, OVERSIGHT, Actor
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, NotFound, Refused
 from facewarden.services.audit import canonical
@@ -53,7 +53,6 @@ class GalleryService:
         without: any held face, for the DPO (subject access and erasure previews). A face
         of restricted media is shown to the DPO only. Every crop shown is logged."""
         from facewarden.services.app import crop_aad
-        from facewarden.services.cases import MEMBER_ROLES, OVERSIGHT
 
         app = self.app
         target = {"face_id": face_id, "search_id": search_id}
