@@ -44,6 +44,7 @@ user_app = _group("user", "Manage users and their API tokens.")
 media_app = _group("media", "Restrict media from search.")
 retention_app = _group("retention", "Retention: purge what has expired.")
 subject_app = _group("subject", "Data subjects' rights: access and erasure.")
+key_app = _group("key", "The template key: status and rotation.")
 app.add_typer(eval_app, name="eval")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -102,6 +103,20 @@ def init(admin: Annotated[str, typer.Option(help="Name of the first user.")] = "
             if s.template_key
             else f"{s.resolved_key_file} (mode 0600)"
         )
+        + f", id {fw.cipher.key_id}"
+    )
+    output.out.print(
+        "audit key: "
+        + (
+            "from FACEWARDEN_AUDIT_KEY"
+            if s.audit_key
+            else f"{s.resolved_audit_key_file} (mode 0600)"
+        )
+        + f"; anchors: {s.resolved_anchor_file}"
+    )
+    output.out.print(
+        "[bold]back up the key files now, separately from the data[/] "
+        "(data encrypted under a lost key cannot be recovered)"
     )
     if token:
         output.out.print(
@@ -609,6 +624,34 @@ def _read_anchors(path: Path) -> list[dict]:
         raise InvalidInput(f"{path} is not a file of audit anchors (JSON lines)") from exc
 
 
+@key_app.command("status")
+def key_status(as_json: JsonOpt = False) -> None:
+    """The configured key's id, the keys the data is under, and faces per key."""
+    fw, actor = open_app()
+    data = fw.keys.status(actor)
+    output.emit_json(data) if as_json else output.show_mapping("keys", data)
+
+
+@key_app.command("rotate")
+def key_rotate() -> None:
+    """Re-encrypt every template, crop, kept probe and suppression entry under a new key.
+
+    Resumable: after a crash, run it again. Stop the server first (a running server holds
+    the old key and refuses to write once the rotation has begun)."""
+    fw, actor = open_app()
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
+    report = fw.keys.rotate(actor, progress)
+    output.out.print(
+        f"key rotated: {report['old_key']} -> [bold]{report['new_key']}[/] "
+        f"({report['faces']} faces, {report['crops']} crops re-encrypted); "
+        f"back up the new key file {fw.settings.resolved_key_file} now"
+    )
+    fw.close()
+
+
 @audit_app.command("verify")
 def audit_verify(
     anchor: Annotated[
@@ -616,7 +659,8 @@ def audit_verify(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the hash chain; exits 1 and names the first bad record if it was tampered with."""
+    """Check the chain (MAC under the audit key) and the anchors (the automatic anchor file
+    and ``--anchor``); exits 1 and names the first bad record if it was tampered with."""
     fw, actor = open_app()
     report = fw.oversight.verify(actor, _read_anchors(anchor) if anchor else None)
     if as_json:

@@ -69,14 +69,14 @@ class GalleryService:
                 if hit is None:
                     raise NotFound(f"face {face_id} is not a candidate of search {search_id}")
             row = session.execute(
-                select(FaceCrop.data, Media.sha256, Face.face_index)
+                select(FaceCrop.data, FaceCrop.key_id, Media.sha256, Face.face_index)
                 .join(Face, Face.id == FaceCrop.face_id)
                 .join(Media, Media.id == Face.media_id)
                 .where(FaceCrop.face_id == face_id)
             ).first()
         if row is None:
             raise NotFound(f"no crop held for face {face_id} (erased, or crops not stored)")
-        return app.cipher.decrypt(row.data, crop_aad(row.sha256, row.face_index))
+        return app.cipher.decrypt(row.data, crop_aad(row.sha256, row.face_index), row.key_id)
 
     def delete_media(self, actor: Actor, media_ids: list[int]) -> dict[str, int]:
         if not media_ids:

@@ -365,13 +365,13 @@ class IngestService:
 
         app = self.app
         now = utcnow()
-        cipher = app.cipher
         started = time.perf_counter()
         try:
             with transaction(app.writes) as session:
                 # Under the erasure lock, an erasure committed before this write (during
                 # this run too) is on the suppression list, and none is half done.
                 erasure_lock(session, shared=True)
+                cipher = app.keys.writing(session)
                 self._refresh_suppression(session)
                 kept = self._not_suppressed(result.faces)
                 if result.faces and not kept:
@@ -416,6 +416,7 @@ class IngestService:
                             FaceCrop(
                                 face_id=row.id,
                                 data=cipher.encrypt(face["chip"], crop_aad(sha, row.face_index)),
+                                key_id=cipher.key_id,
                             )
                         )
         except IntegrityError:

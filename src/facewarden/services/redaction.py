@@ -150,7 +150,7 @@ class RedactionService:
         if missing:
             raise InvalidInput(f"no such gallery face: {', '.join(map(str, missing))}")
         vecs = [
-            app.cipher.decrypt_template(f.template, template_aad(sha, f.face_index))
+            app.cipher.decrypt_template(f.template, template_aad(sha, f.face_index), f.key_id)
             for f, sha in rows
         ]
         return np.stack(vecs) if vecs else np.zeros((0, 128), np.float32)
