@@ -285,3 +285,29 @@ def test_sqlite_write_ahead_log_is_private(tmp_path, pipeline):
         for f in files:
             assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     app.engine.dispose()
+
+
+def test_a_running_process_follows_a_rotation_done_by_another(
+    gallery_fw, admin, settings, database_url
+):
+    """A server started before `key rotate` reads the re-encrypted data (it reloads the key
+    files for a key id it does not hold) and writes under the new key, never the old one."""
+    fw = gallery_fw
+    old_id = fw.cipher.key_id
+    run(cli_env(settings.data_dir, database_url), "key", "rotate")
+    new_id = key_id_of(read_key_file(settings.resolved_key_file))
+    ids, vecs = fw.load_templates([1, 2])
+    assert len(ids) == 2 and vecs.shape == (2, 128)
+    fw.ingest.run(admin, [PROBES / "obama1.jpg"], "press")
+    assert set(face_key_ids(database_url, settings.data_dir)) == {new_id}
+    assert fw.cipher.key_id == new_id != old_id
+
+
+def test_rotation_refuses_a_key_from_the_environment(tmp_path, database_url, pipeline):
+    from facewarden.core.errors import Refused
+
+    settings = make_settings(tmp_path / "d", database_url, template_key="cd" * 32)
+    app, _ = Facewarden.init(settings, pipeline=pipeline)
+    with pytest.raises(Refused, match="FACEWARDEN_TEMPLATE_KEY"):
+        app.keys.rotate(app.actor(name="admin"))
+    app.engine.dispose()

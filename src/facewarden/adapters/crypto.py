@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -75,19 +76,23 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_key_file(path: Path, key: bytes, *, replace: bool = False) -> None:
-    """Write ``key`` with mode 0600, durably. Without ``replace``, refuse to overwrite; with
-    it, write a temporary file and rename it over ``path`` (never a half-written key)."""
+    """Write ``key`` with mode 0600, durably, through a temporary file (a crash never leaves
+    a half-written key). Without ``replace``, refuse to overwrite (``FileExistsError``)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = path.with_name(path.name + ".tmp") if replace else path
-    if replace:
-        target.unlink(missing_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(base64.b64encode(key).decode() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    if replace:
-        os.replace(target, path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(base64.b64encode(key).decode() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if ``path`` exists
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
@@ -131,12 +136,20 @@ class TemplateCipher:
     Encrypts under the current key; decrypts under whichever held key the value's key id
     names (during a key rotation: the retiring key, or the new one)."""
 
-    def __init__(self, key: bytes, others: list[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        others: list[bytes] | None = None,
+        reload: Callable[[], TemplateCipher | None] | None = None,
+    ) -> None:
+        """``reload``: reads the configured keys again when a value names a key id this
+        cipher does not hold (a rotation run by another process since this one started)."""
         self.key = key
         self._aead = AESGCM(key)
         self.key_id = key_id_of(key)
         self._ring = {key_id_of(k): AESGCM(k) for k in others or []}
         self._ring[self.key_id] = self._aead
+        self._reload = reload
 
     @property
     def held_key_ids(self) -> frozenset[str]:
@@ -150,6 +163,11 @@ class TemplateCipher:
         """Decrypt a value sealed under ``key_id`` (None: a value stored before key ids were
         recorded with it, tried under the current key)."""
         aead = self._ring.get(key_id or self.key_id)
+        if aead is None and self._reload is not None:
+            fresh = self._reload()
+            if fresh is not None:
+                self._ring = fresh._ring | self._ring  # decrypt-only: encryption is unchanged
+            aead = self._ring.get(key_id or self.key_id)
         if aead is None:
             raise KeyMissing(
                 f"the data needs the key with id {key_id}, which is not loaded (the configured "

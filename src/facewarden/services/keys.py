@@ -13,6 +13,7 @@ off), then retires the old key, removes its file and rebuilds the index."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,7 @@ from facewarden.adapters.storage.tables import (
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
-from facewarden.core.errors import NotInitialised, Refused
+from facewarden.core.errors import FacewardenError, NotInitialised, Refused
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
@@ -55,16 +56,25 @@ Progress = Callable[[str], None]
 
 def load_cipher(settings: Settings) -> TemplateCipher | None:
     """The configured key (environment, else key file) with the keys of a rotation in
-    progress; None when there is no key at all."""
+    progress; None when there is no key at all. The cipher reloads the key files when a value
+    names a key it does not hold (a rotation finished by another process)."""
     if settings.template_key:
         return TemplateCipher(parse_key(settings.template_key.get_secret_value()))
     path = settings.resolved_key_file
     if not path.is_file():
         return None
-    others = [
-        read_key_file(p) for p in (pending_key_path(path), retiring_key_path(path)) if p.is_file()
-    ]
-    return TemplateCipher(read_key_file(path), others)
+    others = []
+    for p in (pending_key_path(path), retiring_key_path(path)):
+        with contextlib.suppress(FileNotFoundError):  # a rotation removed it meanwhile
+            others.append(read_key_file(p))
+    return TemplateCipher(read_key_file(path), others, reload=lambda: _reload(settings))
+
+
+def _reload(settings: Settings) -> TemplateCipher | None:
+    try:
+        return load_cipher(settings)
+    except (OSError, FacewardenError):
+        return None
 
 
 def key_source(settings: Settings) -> str:
@@ -160,6 +170,10 @@ class KeyService:
             select(EncryptionKey.key_id).where(EncryptionKey.state == "current")
         )
         if current != cipher.key_id:
+            fresh = load_cipher(self.app.settings)  # the rotation's new key, once it is in place
+            if fresh is not None and fresh.key_id == current:
+                self.app.cipher = fresh
+                return fresh
             raise WrongKey(
                 f"new data is written under key {current}, but this process holds key "
                 f"{cipher.key_id} as current (a key rotation ran or is running): finish it "
@@ -209,26 +223,32 @@ class KeyService:
         retiring = [k for k, s in needed.items() if s == "retiring"]
         if not retiring:
             old_key = read_key_file(path)
-            new_key = read_key_file(new_path) if new_path.is_file() else create_key_file(new_path)
+            try:
+                new_key = create_key_file(new_path)
+            except FileExistsError:  # made by a run that stopped before switching
+                new_key = read_key_file(new_path)
             old_id, new_id = key_id_of(old_key), key_id_of(new_key)
             write_key_file(old_path, old_key, replace=True)
             with transaction(app.writes) as session:
-                erasure_lock(session)
-                session.execute(
-                    update(EncryptionKey)
-                    .where(EncryptionKey.key_id == old_id)
-                    .values(state="retiring")
-                )
-                session.add(EncryptionKey(key_id=new_id, state="current", created_at=utcnow()))
-                app.audit.append(
-                    session,
-                    actor,
-                    "key.rotate",
-                    outcome="started",
-                    details={"old_key": old_id, "new_key": new_id},
-                )
-            say(f"rotation started: key {old_id} -> {new_id}")
-            retiring = [old_id]
+                erasure_lock(session)  # one rotation switches; a concurrent one resumes
+                if not any(s == "retiring" for s in needed_keys(session).values()):
+                    session.execute(
+                        update(EncryptionKey)
+                        .where(EncryptionKey.key_id == old_id)
+                        .values(state="retiring")
+                    )
+                    session.add(EncryptionKey(key_id=new_id, state="current", created_at=utcnow()))
+                    app.audit.append(
+                        session,
+                        actor,
+                        "key.rotate",
+                        outcome="started",
+                        details={"old_key": old_id, "new_key": new_id},
+                    )
+                needed = needed_keys(session)
+            retiring = [k for k, s in needed.items() if s == "retiring"]
+            new_id = next(k for k, s in needed.items() if s == "current")
+            say(f"rotation started: key {', '.join(retiring)} -> {new_id}")
         else:
             new_id = next(k for k, s in needed.items() if s == "current")
             say(f"resuming rotation: key {', '.join(retiring)} -> {new_id}")
