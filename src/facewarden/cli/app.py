@@ -629,7 +629,14 @@ def key_status(as_json: JsonOpt = False) -> None:
     """The configured key's id, the keys the data is under, and faces per key."""
     fw, actor = open_app()
     data = fw.keys.status(actor)
-    output.emit_json(data) if as_json else output.show_mapping("keys", data)
+    if as_json:
+        output.emit_json(data)
+        return
+    output.out.print(f"configured key: {data['configured_key']} ({data['key_source']})")
+    for key in data["keys"]:
+        retired = f", retired {key['retired_at']}" if key["retired_at"] else ""
+        faces = data["faces"].get(key["key_id"], 0)
+        output.out.print(f"key {key['key_id']}: {key['state']}{retired}; {faces} faces")
 
 
 @key_app.command("rotate")
