@@ -634,9 +634,9 @@ def key_status(as_json: JsonOpt = False) -> None:
         return
     output.out.print(f"configured key: {data['configured_key']} ({data['key_source']})")
     for key in data["keys"]:
-        retired = f", retired {key['retired_at']}" if key["retired_at"] else ""
+        when = f" {key['retired_at']}" if key["retired_at"] else ""
         faces = data["faces"].get(key["key_id"], 0)
-        output.out.print(f"key {key['key_id']}: {key['state']}{retired}; {faces} faces")
+        output.out.print(f"key {key['key_id']}: {key['state']}{when}; {faces} faces")
 
 
 @key_app.command("rotate")
