@@ -332,14 +332,15 @@ class KeyService:
                 .order_by(Face.id)
                 .limit(batch)
             ).all()
+            changes = []
             for r in rows:
                 aad = template_aad(r.sha256, r.face_index)
                 plain = cipher.decrypt(r.template, aad, r.key_id or legacy)
-                session.execute(
-                    update(Face)
-                    .where(Face.id == r.id)
-                    .values(template=cipher.encrypt(plain, aad), key_id=new_id)
+                changes.append(
+                    {"id": r.id, "template": cipher.encrypt(plain, aad), "key_id": new_id}
                 )
+            if changes:
+                session.execute(update(Face), changes)  # bulk, by primary key
             return len(rows)
 
     def _crops(self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int) -> int:
@@ -356,14 +357,15 @@ class KeyService:
                 .order_by(FaceCrop.face_id)
                 .limit(batch)
             ).all()
+            changes = []
             for r in rows:
                 aad = crop_aad(r.sha256, r.face_index)
                 plain = cipher.decrypt(r.data, aad, r.key_id or legacy)
-                session.execute(
-                    update(FaceCrop)
-                    .where(FaceCrop.face_id == r.face_id)
-                    .values(data=cipher.encrypt(plain, aad), key_id=new_id)
+                changes.append(
+                    {"face_id": r.face_id, "data": cipher.encrypt(plain, aad), "key_id": new_id}
                 )
+            if changes:
+                session.execute(update(FaceCrop), changes)
             return len(rows)
 
     def _probes(self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int) -> int:
