@@ -311,3 +311,23 @@ def test_rotation_refuses_a_key_from_the_environment(tmp_path, database_url, pip
     with pytest.raises(Refused, match="FACEWARDEN_TEMPLATE_KEY"):
         app.keys.rotate(app.actor(name="admin"))
     app.engine.dispose()
+
+
+def test_init_makes_an_earlier_installation_private(tmp_path, database_url, pipeline):
+    """Directories and database files an earlier version left 0755/0644 are tightened."""
+    settings = make_settings(tmp_path / "data", database_url)
+    app, _ = Facewarden.init(settings, pipeline=pipeline)
+    app.engine.dispose()
+    old = settings.data_dir / "index" / "faiss"
+    old.mkdir(parents=True, exist_ok=True)
+    for path in (settings.data_dir, old.parent, old):
+        path.chmod(0o755)
+    database = settings.data_dir / "facewarden.db"
+    if database.exists():
+        database.chmod(0o644)
+    app, _ = Facewarden.init(settings, pipeline=pipeline)
+    app.engine.dispose()
+    for path in (settings.data_dir, old.parent, old):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    if database.exists():
+        assert stat.S_IMODE(database.stat().st_mode) == 0o600

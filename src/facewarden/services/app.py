@@ -126,7 +126,9 @@ class Facewarden:
         """
         private_files()
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        settings.data_dir.chmod(0o700)
+        # An installation made by an earlier version: its directories become private too.
+        for top, _, _ in os.walk(settings.data_dir):
+            Path(top).chmod(0o700)
         url = settings.resolved_database_url
         if url.startswith("sqlite:///"):
             # SQLite gives its WAL and shared-memory files the database file's mode.
