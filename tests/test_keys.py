@@ -331,3 +331,27 @@ def test_init_makes_an_earlier_installation_private(tmp_path, database_url, pipe
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
     if database.exists():
         assert stat.S_IMODE(database.stat().st_mode) == 0o600
+
+
+def test_rotation_stopped_before_and_after_its_transactions_resumes(fw, admin, settings):
+    """Stopped after writing the new key file but before switching: the re-run uses that
+    key. Stopped after the last transaction but before removing the old key file: the re-run
+    removes it and rebuilds the index, and starts no new rotation."""
+    from facewarden.adapters.crypto import create_key_file, pending_key_path
+
+    add_source(fw, admin)
+    fw.ingest.run(admin, [GALLERY / "obama.jpg"], "press")
+    key_file = settings.resolved_key_file
+    old_key = read_key_file(key_file)
+    pending = create_key_file(pending_key_path(key_file))  # as a killed first run left it
+    report = fw.keys.rotate(admin)
+    assert report["new_key"] == key_id_of(pending) and report["faces"] == 1
+    assert read_key_file(key_file) == pending and not pending_key_path(key_file).exists()
+
+    write_key_file(retiring_key_path(key_file), old_key)  # as if the unlink never happened
+    lines: list[str] = []
+    again = Facewarden(settings, fw.pipeline).keys.rotate(admin, lines.append)
+    assert again["new_key"] == key_id_of(pending) and again["faces"] == 0
+    assert lines[0].startswith("finishing the previous rotation")
+    assert not retiring_key_path(key_file).exists()
+    assert read_key_file(key_file) == pending

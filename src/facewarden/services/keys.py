@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, exists, func, or_, select, update
@@ -221,6 +222,10 @@ class KeyService:
         with app.sessions() as session:
             needed = needed_keys(session)
         retiring = [k for k, s in needed.items() if s == "retiring"]
+        if not retiring and old_path.is_file():
+            finished = self._finish_committed(actor, old_path, say)
+            if finished is not None:
+                return finished
         if not retiring:
             old_key = read_key_file(path)
             try:
@@ -266,18 +271,29 @@ class KeyService:
         legacy = retiring[0]  # values stored without a key id were sealed under the old key
         batch = settings.key_rotate_batch
         while True:
+            before = sum(counts.values())
             for kind, step in (
                 ("faces", self._faces),
                 ("crops", self._crops),
                 ("probes", self._probes),
                 ("suppression", self._suppression),
             ):
-                while done := step(cipher, new_id, legacy, batch):
+                after = 0  # keyset pagination: each batch starts past the last one
+                while True:
+                    done, after = step(cipher, new_id, legacy, batch, after)
+                    if not done:
+                        break
                     counts[kind] += done
                     say(f"re-encrypted {counts[kind]} {kind}")
             with transaction(app.writes) as session:
                 erasure_lock(session)  # no ingest under the old key is in flight
-                if self._remaining(session, new_id):
+                remaining = self._remaining(session, new_id)
+                if remaining and sum(counts.values()) == before:
+                    raise FacewardenError(
+                        f"{remaining} encrypted values under the old key could not be "
+                        "re-encrypted; the rotation stays open (run it again)"
+                    )
+                if remaining:
                     continue
                 session.execute(
                     update(EncryptionKey)
@@ -297,6 +313,27 @@ class KeyService:
         indexed = app.gallery.rebuild_index(actor)
         say(f"index rebuilt: {indexed}")
         return {"old_key": ",".join(retiring), "new_key": new_id, **counts}
+
+    def _finish_committed(
+        self, actor: Actor, old_path: Path, say: Progress
+    ) -> dict[str, Any] | None:
+        """A rotation that committed but stopped before removing the old key file and
+        rebuilding the index: do those two steps (and start no new rotation)."""
+        app = self.app
+        old_id = key_id_of(read_key_file(old_path))
+        with app.sessions() as session:
+            state = session.scalar(
+                select(EncryptionKey.state).where(EncryptionKey.key_id == old_id)
+            )
+        if state != "retired":
+            return None
+        old_path.unlink(missing_ok=True)
+        _fsync_dir(old_path)
+        say(f"finishing the previous rotation: old key {old_id} retired; its file removed")
+        indexed = app.gallery.rebuild_index(actor)
+        say(f"index rebuilt: {indexed}")
+        zero = {"faces": 0, "crops": 0, "probes": 0, "suppression": 0}
+        return {"old_key": old_id, "new_key": app.cipher.key_id, **zero}
 
     @staticmethod
     def _stale(column, new_id: str):
@@ -321,14 +358,16 @@ class KeyService:
             )
         )
 
-    def _faces(self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int) -> int:
+    def _faces(
+        self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
+    ) -> tuple[int, int]:
         from facewarden.services.app import template_aad
 
         with transaction(self.app.writes) as session:
             rows = session.execute(
                 select(Face.id, Face.template, Face.key_id, Face.face_index, Media.sha256)
                 .join(Media, Media.id == Face.media_id)
-                .where(self._stale(Face.key_id, new_id))
+                .where(Face.id > after, self._stale(Face.key_id, new_id))
                 .order_by(Face.id)
                 .limit(batch)
             ).all()
@@ -341,9 +380,11 @@ class KeyService:
                 )
             if changes:
                 session.execute(update(Face), changes)  # bulk, by primary key
-            return len(rows)
+            return len(rows), (rows[-1].id if rows else after)
 
-    def _crops(self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int) -> int:
+    def _crops(
+        self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
+    ) -> tuple[int, int]:
         from facewarden.services.app import crop_aad
 
         with transaction(self.app.writes) as session:
@@ -353,7 +394,7 @@ class KeyService:
                 )
                 .join(Face, Face.id == FaceCrop.face_id)
                 .join(Media, Media.id == Face.media_id)
-                .where(self._stale(FaceCrop.key_id, new_id))
+                .where(FaceCrop.face_id > after, self._stale(FaceCrop.key_id, new_id))
                 .order_by(FaceCrop.face_id)
                 .limit(batch)
             ).all()
@@ -366,9 +407,11 @@ class KeyService:
                 )
             if changes:
                 session.execute(update(FaceCrop), changes)
-            return len(rows)
+            return len(rows), (rows[-1].face_id if rows else after)
 
-    def _probes(self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int) -> int:
+    def _probes(
+        self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
+    ) -> tuple[int, int]:
         from facewarden.adapters.storage.tables import Case
         from facewarden.services.search import probe_aad
 
@@ -383,6 +426,7 @@ class KeyService:
                 )
                 .join(Case, Case.id == CaseSearch.case_id)
                 .where(
+                    CaseSearch.id > after,
                     CaseSearch.probe_templates.is_not(None),
                     self._stale(CaseSearch.key_id, new_id),
                 )
@@ -397,9 +441,11 @@ class KeyService:
                     .where(CaseSearch.id == r.id)
                     .values(probe_templates=cipher.encrypt(plain, aad), key_id=new_id)
                 )
-            return len(rows)
+            return len(rows), (rows[-1].id if rows else after)
 
-    def _suppression(self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int) -> int:
+    def _suppression(
+        self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
+    ) -> tuple[int, int]:
         from facewarden.services.subjects import suppression_aad
 
         with transaction(self.app.writes) as session:
@@ -408,6 +454,7 @@ class KeyService:
                     SubjectRequest.id, SubjectRequest.suppression_template, SubjectRequest.key_id
                 )
                 .where(
+                    SubjectRequest.id > after,
                     SubjectRequest.suppression_template.is_not(None),
                     self._stale(SubjectRequest.key_id, new_id),
                 )
@@ -422,7 +469,7 @@ class KeyService:
                     .where(SubjectRequest.id == r.id)
                     .values(suppression_template=cipher.encrypt(plain, aad), key_id=new_id)
                 )
-            return len(rows)
+            return len(rows), (rows[-1].id if rows else after)
 
 
 def _fsync_dir(path) -> None:
