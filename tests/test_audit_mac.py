@@ -242,3 +242,17 @@ def test_existing_sha256_log_is_migrated_explicitly(tmp_path, database_url, pipe
     sql(fw, "UPDATE audit_events SET actor = 'other' WHERE seq = 2")
     assert fw.audit.verify().first_bad_seq == 2
     fw.engine.dispose()
+
+
+def test_audit_key_from_the_environment_and_a_replaced_key(tmp_path, database_url, pipeline):
+    """FACEWARDEN_AUDIT_KEY instead of a file; another audit key cannot verify the log (nor
+    its anchors), so swapping the key does not launder a rewrite."""
+    settings = make_settings(tmp_path / "data", database_url, audit_key="ab" * 32)
+    fw, _ = Facewarden.init(settings, pipeline=pipeline)
+    add_source(fw, fw.actor(name="admin"))
+    assert not settings.resolved_audit_key_file.exists()
+    assert fw.audit.key == bytes.fromhex("ab" * 32) and fw.audit.verify().ok
+    fw.engine.dispose()
+    other = make_settings(tmp_path / "data", database_url, audit_key="cd" * 32)
+    report = Facewarden(other, pipeline).audit.verify()
+    assert not report.ok and "audit key" in report.reason
