@@ -63,8 +63,9 @@ class Facewarden:
         self.sessions = db.session_factory(self.engine)
         self.writes = db.session_factory(self.engine, write=True)
         cipher = load_cipher(settings)
-        check_keys(settings, self.engine, cipher)
-        assert cipher is not None
+        check_keys(settings, self.engine, cipher)  # raises without every key the data needs
+        if cipher is None:  # pragma: no cover - check_keys raised already
+            raise NotInitialised("no template key")
         self.cipher: TemplateCipher = cipher
         audit_key = load_audit_key(settings, self.engine)
         self.audit = AuditLog(
