@@ -143,6 +143,18 @@ def test_deleted_or_forged_anchor_file_is_detected(searched):
     path.unlink()
     report = fw.audit.verify()
     assert not report.ok and "missing or empty" in report.reason
+    # Later commits do not recreate it (a fresh file would hide what the old one anchored).
+    fw.audit.anchors.seconds = 1e-6
+    add_source(fw, fw.actor(name="admin"), "after")
+    assert not path.exists() and not fw.audit.verify().ok
+    fw.engine.dispose()
+    fw, _ = Facewarden.init(fw.settings, pipeline=fw.pipeline)  # nor does init
+    assert not path.exists()
+    # An explicit restart does, and says so in the MAC'd log.
+    admin = fw.actor(name="admin")
+    anchor = fw.oversight.restart_anchors(admin)
+    assert fw.audit.events(action="audit.anchor_restart")[0]["seq"] == anchor["seq"]
+    assert fw.audit.verify().ok
 
 
 def test_anchors_are_written_automatically_by_count_and_by_age(

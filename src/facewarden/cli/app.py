@@ -603,11 +603,23 @@ def audit_anchor(
     out: Annotated[
         Path | None, typer.Option(help="Append the anchor to this file (JSON lines).")
     ] = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="Start a new automatic anchor file after the old one was lost (logged).",
+        ),
+    ] = False,
 ) -> None:
     """Print the newest record's sequence number and hash; keep it outside the database."""
     import json
 
     fw, actor = open_app()
+    if restart:
+        anchor = fw.oversight.restart_anchors(actor)
+        output.out.print(f"new anchor file {fw.settings.resolved_anchor_file} started")
+        print(json.dumps(anchor))
+        return
     line = json.dumps(fw.oversight.head(actor))
     if out:
         with out.open("a") as fh:
@@ -675,9 +687,8 @@ def audit_verify(
     elif report["ok"]:
         output.out.print(f"[green]audit chain intact[/]: {report['records']} records")
     else:
-        output.err.print(
-            f"[red]audit chain broken at record {report['first_bad_seq']}[/]: {report['reason']}"
-        )
+        where = f"at record {report['first_bad_seq']}" if report["first_bad_seq"] else "(anchors)"
+        output.err.print(f"[red]audit chain broken {where}[/]: {escape(report['reason'])}")
     if not report["ok"]:
         raise typer.Exit(1)
 

@@ -149,6 +149,8 @@ class Facewarden:
         engine.dispose()
         app = cls(settings, pipeline)
         token = None
+        # The anchor file is created with the MAC chain, never later (see AnchorFile.write).
+        start_anchors = not app.audit.has_mac_records()
         with db.transaction(app.writes) as session:
             last = session.execute(
                 select(AuditEvent.seq, AuditEvent.hash, AuditEvent.chain)
@@ -181,7 +183,8 @@ class Facewarden:
                     "init",
                     details={"user": admin_name, "roles": list(SINGLE_OPERATOR_ROLES)},
                 )
-        app.audit.anchor_now()
+        if start_anchors or app.audit.anchors.path.exists():
+            app.audit.anchor_now(create=start_anchors)
         return app, token
 
     def close(self) -> None:

@@ -134,7 +134,10 @@ class AnchorFile:
             return True
         return age >= self.seconds
 
-    def write(self, seq: int, hash_: str) -> dict[str, Any]:
+    def write(self, seq: int, hash_: str, *, create: bool = False) -> dict[str, Any]:
+        """Append an anchor. The file is created only when ``create`` (at ``init`` on a log
+        with no MAC'd record yet, or by an explicit, audited restart): a deleted anchor file
+        is never silently replaced by a fresh one that would hide what it anchored."""
         anchor: dict[str, Any] = {
             "seq": seq,
             "hash": hash_,
@@ -143,7 +146,14 @@ class AnchorFile:
         anchor["mac"] = anchor_mac(self.key, anchor)
         line = json.dumps(anchor, sort_keys=True) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"the audit anchor file {self.path} is missing: restore it from its copy, or "
+                "start a new one with 'facewarden audit anchor --restart' (logged)"
+            ) from None
         try:
             os.write(fd, line.encode())
             os.fsync(fd)
@@ -199,7 +209,7 @@ class AuditLog:
     def _after_rollback(session: Session) -> None:
         session.info.pop("audit_head", None)
 
-    def anchor_now(self) -> dict[str, Any] | None:
+    def anchor_now(self, *, create: bool = False) -> dict[str, Any] | None:
         """Write an anchor of the newest record unless the last anchor already names it."""
         if self.anchors is None:
             return None
@@ -207,7 +217,14 @@ class AuditLog:
         last = self.anchors.last()
         if head["seq"] == 0 or (last and int(last.get("seq", 0)) >= head["seq"]):
             return None
-        return self.anchors.write(head["seq"], head["hash"])
+        return self.anchors.write(head["seq"], head["hash"], create=create)
+
+    def has_mac_records(self) -> bool:
+        with self.sessions() as session:
+            return (
+                session.scalar(select(AuditEvent.seq).where(AuditEvent.chain == 2).limit(1))
+                is not None
+            )
 
     def anchor_if_due(self) -> dict[str, Any] | None:
         """Anchor the newest record when the time-based interval has passed (server timer)."""
