@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import AuditEvent
 from facewarden.core.actors import Actor
-from facewarden.core.errors import AuditFailure
+from facewarden.core.errors import AuditFailure, InvalidInput
 
 GENESIS = "0" * 64
 HASHED_FIELDS = (
@@ -335,7 +335,14 @@ class AuditLog:
                     f"anchor file {self.anchors.path} line {a['line']} does not verify under "
                     "the audit key (forged, or the audit key was replaced)",
                 )
-        given = [a for a in anchors or [] if int(a["seq"]) > 0]
+        try:
+            given = [
+                {"seq": int(a["seq"]), "hash": str(a["hash"])}
+                for a in anchors or []
+                if int(a["seq"]) > 0
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput("an anchor needs a sequence number 'seq' and a 'hash'") from exc
         wanted: dict[int, str] = {}
         for a in [*auto, *given]:
             seq = int(a["seq"])
