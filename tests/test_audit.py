@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from facewarden.core.errors import AuditFailure, Refused
-from facewarden.services.audit import GENESIS, record_hash
+from facewarden.services.audit import GENESIS, record_mac
 
 from conftest import PROBES, last_event, probe
 
@@ -59,7 +59,8 @@ def test_deleted_record_is_detected(logged):
 
 
 def test_inserted_record_is_detected(logged):
-    """A forged record, even with a self-consistent hash, breaks the link of its successor."""
+    """A forged record, even with a self-consistent MAC (the forger holds the audit key),
+    breaks the link of its successor."""
     events = logged.audit.events()
     last = events[-1]
     # shift the tail up by one to make room for a forged record at seq 3
@@ -73,7 +74,8 @@ def test_inserted_record_is_detected(logged):
         "details": "{}",
         "actor": "ghost",
     }
-    forged["hash"] = record_hash(forged)
+    forged["hash"] = record_mac(logged.audit.key, forged)
+    forged["chain"] = 2
     cols = ", ".join(forged)
     sql(
         logged,

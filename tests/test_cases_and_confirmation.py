@@ -100,7 +100,9 @@ def test_probe_templates_live_only_as_long_as_the_case(gallery_fw, admin, pipeli
     result = gallery_fw.search.search(admin, probe("obama1.jpg"), case="KEEP")
     with gallery_fw.sessions() as s:
         stored = s.get(CaseSearch, result.search_id).probe_templates
-    plain = gallery_fw.cipher.decrypt(stored, probe_aad("KEEP", result.probe_sha256))
+    plain = gallery_fw.cipher.decrypt(
+        stored, probe_aad("KEEP", result.probe_sha256), gallery_fw.cipher.key_id
+    )
     vec = np.frombuffer(plain, dtype="<f4")
     image = decode_image(probe("obama1.jpg"), max_pixels=10**8)
     expected = pipeline.process(image, enrol=False).faces[0].descriptor

@@ -4,10 +4,9 @@ import stat
 
 import numpy as np
 import pytest
-from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 
-from facewarden.adapters.crypto import TemplateKeyError, parse_key
+from facewarden.adapters.crypto import DecryptionFailed, TemplateKeyError, WrongKey, parse_key
 from facewarden.adapters.storage.tables import Face, Media
 from facewarden.config import Settings
 from facewarden.services.app import Facewarden, template_aad
@@ -36,7 +35,8 @@ def test_database_file_holds_no_plaintext_template(fw, admin, pipeline):
     # and it is in the database, encrypted: decrypting the row gives the known template
     with fw.sessions() as s:
         face, media = s.execute(select(Face, Media).join(Media)).one()
-    plain = fw.cipher.decrypt_template(face.template, template_aad(media.sha256, face.face_index))
+    aad = template_aad(media.sha256, face.face_index)
+    plain = fw.cipher.decrypt_template(face.template, aad, face.key_id)
     assert np.allclose(plain, known, atol=1e-6)
 
 
@@ -50,9 +50,8 @@ def test_wrong_key_cannot_read_templates(fw, admin, settings):
     add_source(fw, admin)
     fw.ingest.run(admin, [GALLERY / "obama.jpg"], "press")
     other = Settings(**settings.model_dump(exclude={"template_key"}), template_key="ab" * 32)
-    stranger = Facewarden(other, fw.pipeline)
-    with pytest.raises(InvalidTag):
-        stranger.load_templates([1])
+    with pytest.raises(WrongKey, match=fw.cipher.key_id):
+        Facewarden(other, fw.pipeline)
 
 
 def test_template_swapped_between_rows_fails_to_decrypt(fw, admin):
@@ -60,8 +59,8 @@ def test_template_swapped_between_rows_fails_to_decrypt(fw, admin):
     fw.ingest.run(admin, [GALLERY / "obama.jpg", GALLERY / "biden.jpg"], "press")
     with fw.sessions() as s:
         (f1, m1), (f2, _) = s.execute(select(Face, Media).join(Media).order_by(Face.id)).all()
-    with pytest.raises(InvalidTag):
-        fw.cipher.decrypt_template(f2.template, template_aad(m1.sha256, f1.face_index))
+    with pytest.raises(DecryptionFailed):
+        fw.cipher.decrypt_template(f2.template, template_aad(m1.sha256, f1.face_index), f2.key_id)
 
 
 def test_key_from_environment_and_bad_keys(tmp_path, database_url, pipeline):

@@ -27,6 +27,22 @@ class Settings(BaseSettings):
     template_key: SecretStr | None = None
     """Base64 (or 64 hex digits) 256-bit key; default: the key file in the data directory."""
     key_file: Path | None = None
+    """Where the template key file is (default ``<data_dir>/template.key``): may sit outside
+    the data directory, on another volume; back it up separately from the data."""
+    key_rotate_batch: int = Field(500, ge=1, le=100_000)
+    """Records re-encrypted per transaction by ``facewarden key rotate``."""
+    audit_key: SecretStr | None = None
+    """Base64 (or 64 hex digits) key of the audit log's MAC; default: the audit key file."""
+    audit_key_file: Path | None = None
+    """Where the audit MAC key file is (default ``<data_dir>/audit.key``)."""
+    audit_anchor_file: Path | None = None
+    """Append-only file of audit anchors (default ``<data_dir>/audit-anchors.log``); best on
+    another volume or host than the database."""
+    audit_anchor_every: int = Field(100, ge=1)
+    """An anchor is written after every this many audit records ..."""
+    audit_anchor_seconds: float = Field(3600.0, gt=0)
+    """... and when the newest record is this much younger than the last anchor (the server
+    also checks this on its own every few minutes)."""
 
     threshold: float = Field(0.6, gt=0, le=2)
     top_k: int = Field(10, ge=1, le=1000)
@@ -119,6 +135,14 @@ class Settings(BaseSettings):
     @property
     def resolved_key_file(self) -> Path:
         return self.key_file or self.data_dir / "template.key"
+
+    @property
+    def resolved_audit_key_file(self) -> Path:
+        return self.audit_key_file or self.data_dir / "audit.key"
+
+    @property
+    def resolved_anchor_file(self) -> Path:
+        return self.audit_anchor_file or self.data_dir / "audit-anchors.log"
 
     @property
     def index_dir(self) -> Path:

@@ -45,6 +45,7 @@ user_app = _group("user", "Manage users and their API tokens.")
 media_app = _group("media", "Restrict media from search.")
 retention_app = _group("retention", "Retention: purge what has expired.")
 subject_app = _group("subject", "Data subjects' rights: access and erasure.")
+key_app = _group("key", "The template key: status and rotation.")
 app.add_typer(eval_app, name="eval")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -127,6 +128,20 @@ def init(admin: Annotated[str, typer.Option(help="Name of the first user.")] = "
             if s.template_key
             else f"{s.resolved_key_file} (mode 0600)"
         )
+        + f", id {fw.cipher.key_id}"
+    )
+    output.out.print(
+        "audit key: "
+        + (
+            "from FACEWARDEN_AUDIT_KEY"
+            if s.audit_key
+            else f"{s.resolved_audit_key_file} (mode 0600)"
+        )
+        + f"; anchors: {s.resolved_anchor_file}"
+    )
+    output.out.print(
+        "[bold]back up the key files now, separately from the data[/] "
+        "(data encrypted under a lost key cannot be recovered)"
     )
     if token:
         path = token_file(s)
@@ -621,11 +636,23 @@ def audit_anchor(
     out: Annotated[
         Path | None, typer.Option(help="Append the anchor to this file (JSON lines).")
     ] = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="Start a new automatic anchor file after the old one was lost (logged).",
+        ),
+    ] = False,
 ) -> None:
     """Print the newest record's sequence number and hash; keep it outside the database."""
     import json
 
     fw, actor = open_app()
+    if restart:
+        anchor = fw.oversight.restart_anchors(actor)
+        output.out.print(f"new anchor file {fw.settings.resolved_anchor_file} started")
+        print(json.dumps(anchor))
+        return
     line = json.dumps(fw.oversight.head(actor))
     if out:
         with out.open("a") as fh:
@@ -642,6 +669,41 @@ def _read_anchors(path: Path) -> list[dict]:
         raise InvalidInput(f"{path} is not a file of audit anchors (JSON lines)") from exc
 
 
+@key_app.command("status")
+def key_status(as_json: JsonOpt = False) -> None:
+    """The configured key's id, the keys the data is under, and faces per key."""
+    fw, actor = open_app()
+    data = fw.keys.status(actor)
+    if as_json:
+        output.emit_json(data)
+        return
+    output.out.print(f"configured key: {data['configured_key']} ({data['key_source']})")
+    for key in data["keys"]:
+        when = f" {key['retired_at']}" if key["retired_at"] else ""
+        faces = data["faces"].get(key["key_id"], 0)
+        output.out.print(f"key {key['key_id']}: {key['state']}{when}; {faces} faces")
+
+
+@key_app.command("rotate")
+def key_rotate() -> None:
+    """Re-encrypt every template, crop, kept probe and suppression entry under a new key.
+
+    Resumable: after a crash, run it again. Stop the server first (a running server holds
+    the old key and refuses to write once the rotation has begun)."""
+    fw, actor = open_app()
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
+    report = fw.keys.rotate(actor, progress)
+    output.out.print(
+        f"key rotated: {report['old_key']} -> [bold]{report['new_key']}[/] "
+        f"({report['faces']} faces, {report['crops']} crops re-encrypted); "
+        f"back up the new key file {fw.settings.resolved_key_file} now"
+    )
+    fw.close()
+
+
 @audit_app.command("verify")
 def audit_verify(
     anchor: Annotated[
@@ -649,7 +711,8 @@ def audit_verify(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the hash chain; exits 1 and names the first bad record if it was tampered with."""
+    """Check the chain (MAC under the audit key) and the anchors (the automatic anchor file
+    and ``--anchor``); exits 1 and names the first bad record if it was tampered with."""
     fw, actor = open_app()
     report = fw.oversight.verify(actor, _read_anchors(anchor) if anchor else None)
     if as_json:
@@ -657,9 +720,8 @@ def audit_verify(
     elif report["ok"]:
         output.out.print(f"[green]audit chain intact[/]: {report['records']} records")
     else:
-        output.err.print(
-            f"[red]audit chain broken at record {report['first_bad_seq']}[/]: {report['reason']}"
-        )
+        where = f"at record {report['first_bad_seq']}" if report["first_bad_seq"] else "(anchors)"
+        output.err.print(f"[red]audit chain broken {where}[/]: {escape(report['reason'])}")
     if not report["ok"]:
         raise typer.Exit(1)
 

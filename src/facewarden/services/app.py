@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import threading
 import time
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import OperationalError
 
-from facewarden.adapters.crypto import TemplateCipher, create_key_file, load_key
+from facewarden.adapters.crypto import (
+    KeyMissing,
+    TemplateCipher,
+    create_key_file,
+    parse_key,
+    read_key_file,
+)
 from facewarden.adapters.index.base import FaceLabel, VectorIndex
 from facewarden.adapters.index.registry import build_index
 from facewarden.adapters.storage import db
-from facewarden.adapters.storage.tables import Face, Media, Source, User
+from facewarden.adapters.storage.tables import AuditEvent, Face, Media, Source, User
 from facewarden.config import Settings
 from facewarden.core.actors import SINGLE_OPERATOR_ROLES, Actor
+from facewarden.core.binding import crop_aad, template_aad  # noqa: F401 (re-exported)
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import (
     ConfigurationError,
@@ -28,7 +37,8 @@ from facewarden.core.errors import (
     Unauthenticated,
 )
 from facewarden.core.pipeline import FacePipeline, template_space_id
-from facewarden.services.audit import AuditLog
+from facewarden.services.audit import AnchorFile, AuditLog
+from facewarden.services.keys import KeyService, check_keys, load_cipher, prepare_init
 
 INDEX_GAP_TTL_S = 600.0  # how long a missing id below the mark is watched for a late commit
 INDEX_GAP_LIMIT = 10_000  # most such ids watched (beyond, the maintenance round's full sync)
@@ -40,6 +50,7 @@ class Facewarden:
     def __init__(self, settings: Settings, pipeline: FacePipeline | None = None) -> None:
         self.settings = settings
         check_production(settings)
+        private_files()
         self.engine = db.make_engine(settings.resolved_database_url)
         try:
             current = inspect(self.engine).has_table("alembic_version") and db.is_current(
@@ -58,9 +69,24 @@ class Facewarden:
         self.single_reads = db.single_read(self.engine)
         self.sessions = db.session_factory(self.engine)
         self.writes = db.session_factory(self.engine, write=True)
-        secret = settings.template_key.get_secret_value() if settings.template_key else None
-        self.cipher = TemplateCipher(load_key(secret, settings.resolved_key_file))
-        self.audit = AuditLog(self.sessions, self.writes)
+        cipher = load_cipher(settings)
+        check_keys(settings, self.engine, cipher)  # raises without every key the data needs
+        if cipher is None:  # pragma: no cover - check_keys raised already
+            raise NotInitialised("no template key")
+        self.cipher: TemplateCipher = cipher
+        audit_key = load_audit_key(settings, self.engine)
+        self.audit = AuditLog(
+            self.sessions,
+            self.writes,
+            audit_key,
+            AnchorFile(
+                settings.resolved_anchor_file,
+                audit_key,
+                settings.audit_anchor_every,
+                settings.audit_anchor_seconds,
+            ),
+        )
+        self.keys = KeyService(self)
         self._pipeline = pipeline
         self._index_synced = False
         self._index_mark = 0  # largest face id this process's index has caught up to
@@ -106,15 +132,46 @@ class Facewarden:
         Returns the app and the first user's API token (shown once), or None when the
         database already had users (init is idempotent and upgrades the schema).
         """
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        settings.data_dir.chmod(0o700)
+        private_files()
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # An installation made by an earlier version: its directories become private too.
+        for top, _, _ in os.walk(settings.data_dir):
+            Path(top).chmod(0o700)
+        url = settings.resolved_database_url
+        if url.startswith("sqlite:///"):
+            # SQLite gives its WAL and shared-memory files the database file's mode.
+            database = Path(url.removeprefix("sqlite:///"))
+            if database.parent.is_dir():
+                os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
+                for f in database.parent.glob(database.name + "*"):
+                    f.chmod(0o600)
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        # No new key while data encrypted under another key exists (a lost key is restored
+        # from its backup, never replaced).
+        prepare_init(settings, engine)
         if not settings.template_key and not settings.resolved_key_file.exists():
             create_key_file(settings.resolved_key_file)
-        engine = db.make_engine(settings.resolved_database_url)
-        db.upgrade(engine)
+        prepare_audit_key(settings, engine)
         engine.dispose()
         app = cls(settings, pipeline)
         token = None
+        # The anchor file is created with the MAC chain, never later (see AnchorFile.write).
+        start_anchors = not app.audit.has_mac_records()
+        with db.transaction(app.writes) as session:
+            last = session.execute(
+                select(AuditEvent.seq, AuditEvent.hash, AuditEvent.chain)
+                .order_by(AuditEvent.seq.desc())
+                .limit(1)
+            ).first()
+            if last is not None and last.chain == 1:
+                # The switch from the unkeyed chain to the MAC'd one, itself MAC'd.
+                app.audit.append(
+                    session,
+                    "facewarden init",
+                    "audit.mac",
+                    details={"continues_seq": last.seq, "continues_hash": last.hash},
+                )
         with db.transaction(app.writes) as session:
             if session.scalar(select(func.count(User.id))) == 0:
                 token = secrets.token_urlsafe(32)
@@ -134,6 +191,8 @@ class Facewarden:
                     "init",
                     details={"user": admin_name, "roles": list(SINGLE_OPERATOR_ROLES)},
                 )
+        if start_anchors or app.audit.anchors.path.exists():
+            app.audit.anchor_now(create=start_anchors)
         return app, token
 
     def close(self) -> None:
@@ -305,6 +364,7 @@ class Facewarden:
                 select(
                     Face.id,
                     Face.template,
+                    Face.key_id,
                     Face.face_index,
                     Media.sha256,
                     Source.name,
@@ -320,7 +380,9 @@ class Facewarden:
         vecs = (
             np.stack(
                 [
-                    self.cipher.decrypt_template(r.template, template_aad(r.sha256, r.face_index))
+                    self.cipher.decrypt_template(
+                        r.template, template_aad(r.sha256, r.face_index), r.key_id
+                    )
                     for r in rows
                 ]
             )
@@ -355,6 +417,43 @@ class Facewarden:
             }
 
 
+def private_files() -> None:
+    """Files this process creates are 0600 and directories 0700 (database, write-ahead log,
+    keys, anchors, index files, uploads): the umask only ever gets stricter."""
+    current = os.umask(0o077)
+    os.umask(current | 0o077)
+
+
+def load_audit_key(settings: Settings, engine) -> bytes:
+    """The audit MAC key (environment, else its file). Missing: ``key_missing`` when the log
+    holds MAC'd records, else 'run init' (which creates it)."""
+    if settings.audit_key:
+        return parse_key(settings.audit_key.get_secret_value())
+    path = settings.resolved_audit_key_file
+    if path.is_file():
+        return read_key_file(path)
+    with db.session_factory(engine)() as session:
+        macd = session.scalar(select(AuditEvent.seq).where(AuditEvent.chain == 2).limit(1))
+    if macd is not None:
+        raise KeyMissing(
+            f"audit key file {path} not found, and the audit log is MAC'd under it: restore it "
+            "from its backup (or set FACEWARDEN_AUDIT_KEY / FACEWARDEN_AUDIT_KEY_FILE)"
+        )
+    raise NotInitialised(f"audit key file {path} not found: run 'facewarden init'")
+
+
+def prepare_audit_key(settings: Settings, engine) -> None:
+    if settings.audit_key or settings.resolved_audit_key_file.exists():
+        return
+    try:
+        load_audit_key(settings, engine)
+    except KeyMissing:
+        raise  # MAC'd records need the lost key: never replace it
+    except NotInitialised:
+        pass
+    create_key_file(settings.resolved_audit_key_file)
+
+
 def check_production(settings: Settings) -> None:
     """Production mode refuses to run without the controller's identity and contacts."""
     if not settings.production:
@@ -373,15 +472,6 @@ def check_production(settings: Settings) -> None:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def template_aad(sha256: str, face_index: int) -> bytes:
-    """Associated data binding a template to its media and position (swaps fail to decrypt)."""
-    return f"face:{sha256}:{face_index}".encode()
-
-
-def crop_aad(sha256: str, face_index: int) -> bytes:
-    return f"crop:{sha256}:{face_index}".encode()
 
 
 def build_pipeline(settings: Settings, threads: int | None = None) -> FacePipeline:

@@ -21,6 +21,7 @@ from facewarden.adapters.storage.tables import (
     Source,
 )
 from facewarden.core.actors import MEMBER_ROLES, OVERSIGHT, Actor
+from facewarden.core.binding import crop_aad
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, NotFound, Refused
 from facewarden.services.audit import canonical
@@ -52,7 +53,6 @@ class GalleryService:
         the people assigned to its case while it is open, and for the DPO and auditors;
         without: any held face, for the DPO (subject access and erasure previews). A face
         of restricted media is shown to the DPO only. Every crop shown is logged."""
-        from facewarden.services.app import crop_aad
 
         app = self.app
         target = {"face_id": face_id, "search_id": search_id}
@@ -81,7 +81,9 @@ class GalleryService:
                 if hit is None:
                     raise NotFound(f"face {face_id} is not a candidate of search {search_id}")
             row = session.execute(
-                select(FaceCrop.data, Media.sha256, Face.face_index, Media.restricted)
+                select(
+                    FaceCrop.data, FaceCrop.key_id, Media.sha256, Face.face_index, Media.restricted
+                )
                 .join(Face, Face.id == FaceCrop.face_id)
                 .join(Media, Media.id == Face.media_id)
                 .where(FaceCrop.face_id == face_id)
@@ -99,7 +101,7 @@ class GalleryService:
                 actor, "crop.view", outcome="refused", error=problem, details=target, **case_fields
             )
             raise Refused(problem, code="restricted")
-        data = app.cipher.decrypt(row.data, crop_aad(row.sha256, row.face_index))
+        data = app.cipher.decrypt(row.data, crop_aad(row.sha256, row.face_index), row.key_id)
         app.audit.record(actor, "crop.view", details=target | {"access": via}, **case_fields)
         return data
 

@@ -28,6 +28,7 @@ from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media, SubjectRequest
 from facewarden.adapters.video import file_sha256
 from facewarden.core.actors import Actor
+from facewarden.core.binding import crop_aad, template_aad
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import MediaError
 from facewarden.core.pipeline import FacePipeline
@@ -361,17 +362,16 @@ class IngestService:
         result: Processed,
         summary: IngestSummary,
     ) -> None:
-        from facewarden.services.app import crop_aad, template_aad
 
         app = self.app
         now = utcnow()
-        cipher = app.cipher
         started = time.perf_counter()
         try:
             with transaction(app.writes) as session:
                 # Under the erasure lock, an erasure committed before this write (during
                 # this run too) is on the suppression list, and none is half done.
                 erasure_lock(session, shared=True)
+                cipher = app.keys.writing(session)
                 self._refresh_suppression(session)
                 kept = self._not_suppressed(result.faces)
                 if result.faces and not kept:
@@ -416,6 +416,7 @@ class IngestService:
                             FaceCrop(
                                 face_id=row.id,
                                 data=cipher.encrypt(face["chip"], crop_aad(sha, row.face_index)),
+                                key_id=cipher.key_id,
                             )
                         )
         except IntegrityError:

@@ -102,6 +102,26 @@ class OversightService:
         )
         return result
 
+    def restart_anchors(self, actor: Actor) -> dict[str, Any]:
+        """Start a new anchor file when the old one is lost for good (a destroyed volume).
+        Recorded in the log first, so the restart is itself anchored and MAC'd; what the lost
+        file anchored can no longer be checked, which the record says."""
+        app = self.app
+        app.authorize(actor, "audit.anchor_restart", "auditor", "admin")
+        anchors = app.audit.anchors
+        if anchors is None or anchors.path.exists():
+            raise InvalidInput(
+                f"the anchor file {anchors.path if anchors else '(none)'} exists: a restart "
+                "is only for a lost anchor file"
+            )
+        app.audit.record(
+            actor,
+            "audit.anchor_restart",
+            details={"anchor_file": str(anchors.path), "previous_head": app.audit.head()},
+        )
+        head = app.audit.head()
+        return anchors.write(head["seq"], head["hash"], create=True)
+
     def head(self, actor: Actor) -> dict[str, Any]:
         """The newest record's sequence number and hash, to keep as an anchor elsewhere."""
         self.app.authorize(actor, "audit.anchor", *AUDIT_READERS)

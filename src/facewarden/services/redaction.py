@@ -26,6 +26,7 @@ from facewarden.adapters.imaging import IMAGE_SUFFIXES, decode_image
 from facewarden.adapters.storage.tables import Face, Media
 from facewarden.adapters.video import VideoReader, file_sha256, is_video_path
 from facewarden.core.actors import Actor
+from facewarden.core.binding import template_aad
 from facewarden.core.errors import FacewardenError, InvalidInput
 from facewarden.core.schemas import Box
 from facewarden.core.tracking import Track, iou
@@ -137,7 +138,6 @@ class RedactionService:
         return report
 
     def _kept_templates(self, keep: list[int]) -> np.ndarray:
-        from facewarden.services.app import template_aad
 
         app = self.app
         with app.sessions() as session:
@@ -150,7 +150,7 @@ class RedactionService:
         if missing:
             raise InvalidInput(f"no such gallery face: {', '.join(map(str, missing))}")
         vecs = [
-            app.cipher.decrypt_template(f.template, template_aad(sha, f.face_index))
+            app.cipher.decrypt_template(f.template, template_aad(sha, f.face_index), f.key_id)
             for f, sha in rows
         ]
         return np.stack(vecs) if vecs else np.zeros((0, 128), np.float32)

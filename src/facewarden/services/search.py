@@ -16,6 +16,7 @@ from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit, Source
 from facewarden.core.actors import Actor
+from facewarden.core.binding import template_aad
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
@@ -143,7 +144,8 @@ class SearchService:
                 templates = None
                 if case.keep_probe_templates and faces:
                     vecs = np.stack([f.descriptor for f in faces]).astype("<f4")
-                    templates = app.cipher.encrypt(vecs.tobytes(), probe_aad(ref, probe_hash))
+                    cipher = app.keys.writing(session)
+                    templates = cipher.encrypt(vecs.tobytes(), probe_aad(ref, probe_hash))
                 record = CaseSearch(
                     case_id=case.id,
                     probe_sha256=probe_hash,
@@ -153,6 +155,7 @@ class SearchService:
                     audit_seq=event.seq,
                     faces=len(faces),
                     probe_templates=templates,
+                    key_id=app.cipher.key_id if templates is not None else None,
                 )
                 session.add(record)
                 session.flush()
@@ -233,7 +236,6 @@ class SearchService:
     ) -> list[tuple[float, Row]]:
         """(distance, row) of each proposed face the database still holds and admits,
         re-scored from its decrypted template, within ``threshold``."""
-        from facewarden.services.app import template_aad
 
         app = self.app
         statement = recheck_statement(searchable_only, where, len(face_ids))
@@ -244,7 +246,9 @@ class SearchService:
         if not rows:
             return []
         decrypt = app.cipher.decrypt_template
-        vecs = np.stack([decrypt(r.template, template_aad(r.sha256, r.face_index)) for r in rows])
+        vecs = np.stack(
+            [decrypt(r.template, template_aad(r.sha256, r.face_index), r.key_id) for r in rows]
+        )
         dist = np.linalg.norm(vecs - probe, axis=1)
         return [(float(d), r) for d, r in zip(dist, rows, strict=True) if d <= threshold]
 
@@ -354,6 +358,7 @@ def recheck_statement(searchable_only: bool, where: IndexFilter | None, count: i
             Media.ingested_at,
             Source.name.label("source"),
             Source.jurisdiction,
+            Face.key_id,
         )
         .join(Media, Media.id == Face.media_id)
         .join(Source, Source.id == Media.source_id)
@@ -374,7 +379,7 @@ def candidate(rank: int, distance: float, row: Row) -> Candidate:
     """A re-checked hit as a candidate; ``row`` has ``recheck_statement``'s columns, unpacked
     by position (faster than attribute access on a hot path)."""
     (face_id, _, face_index, top, right, bottom, left, time_s, track) = row[:9]
-    (media_id, path, sha256, ingested_at, source, jurisdiction) = row[9:]
+    (media_id, path, sha256, ingested_at, source, jurisdiction) = row[9:15]
     return Candidate(
         rank=rank,
         distance=round(distance, 4),

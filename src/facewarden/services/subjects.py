@@ -254,9 +254,11 @@ class SubjectService:
             )
             session.add(request)
             session.flush()
-            request.suppression_template = app.cipher.encrypt_template(
+            cipher = app.keys.writing(session)
+            request.suppression_template = cipher.encrypt_template(
                 face.descriptor, suppression_aad(request.id)
             )
+            request.key_id = cipher.key_id
             counts = app.gallery.delete_faces(session, chosen)
             event = app.audit.append(
                 session,
@@ -330,13 +332,14 @@ class SubjectService:
         """The erased people's templates, decrypted for ingest to compare against."""
         with self.app.sessions() as session:
             rows = session.execute(
-                select(SubjectRequest.id, SubjectRequest.suppression_template).where(
-                    SubjectRequest.suppression_template.is_not(None)
-                )
+                select(
+                    SubjectRequest.id, SubjectRequest.suppression_template, SubjectRequest.key_id
+                ).where(SubjectRequest.suppression_template.is_not(None))
             ).all()
         if not rows:
             return np.zeros((0, 128), np.float32)
-        return np.stack([self.app.cipher.decrypt_template(t, suppression_aad(i)) for i, t in rows])
+        decrypt = self.app.cipher.decrypt_template
+        return np.stack([decrypt(t, suppression_aad(i), k) for i, t, k in rows])
 
 
 def render_report_html(report: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from facewarden.adapters.crypto import DecryptionFailed
 from facewarden.core.errors import (
     AuditFailure,
     ConfigurationError,
@@ -33,6 +34,7 @@ STATUS = [
     (Refused, 403),
     (NotInitialised, 503),
     (AuditFailure, 503),
+    (DecryptionFailed, 503),  # key_missing and wrong_key are NotInitialised: 503 as well
     (ConfigurationError, 500),
 ]
 

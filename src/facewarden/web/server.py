@@ -75,18 +75,57 @@ class RetentionTimer:
         return {"index": synced, "retention": receipt, "purge": purged}
 
 
+class AnchorTimer:
+    """Writes an audit anchor (to the anchor file and this server's log) whenever records
+    were appended and the last anchor is older than ``audit_anchor_seconds``: at least
+    hourly by default, even when no request arrives to append another record."""
+
+    def __init__(self, fw: Facewarden) -> None:
+        self.fw = fw
+        self.every_s = min(fw.settings.audit_anchor_seconds, 300.0)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="audit-anchors", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.every_s):
+            try:
+                self.fw.audit.anchor_if_due()
+            except OSError as exc:  # the anchor file is missing or unwritable
+                log.error("audit anchor not written: %s", exc)
+            except Exception:  # keep the timer alive; the error is logged
+                log.exception("audit anchor failed")
+
+
+def _log_anchors() -> None:
+    """Anchors go to the server log too (a second copy outside the database)."""
+    audit_log = logging.getLogger("facewarden.audit")
+    if not audit_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s %(message)s"))
+        audit_log.addHandler(handler)
+        audit_log.setLevel(logging.INFO)
+
+
 def create_app(settings: Settings | None = None, fw: Facewarden | None = None) -> FastAPI:
     settings = settings or Settings()
     fw = fw or Facewarden(settings)
     timer = RetentionTimer(fw, settings.retention_interval_minutes)
+    anchors = AnchorTimer(fw)
+    _log_anchors()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         fw.index  # noqa: B018 - reconcile the index with the database before serving
         if settings.retention_interval_minutes:
             timer.thread.start()
+        anchors.thread.start()
         yield
         timer.stop.set()
+        anchors.stop.set()
+        try:
+            fw.audit.anchor_now()
+        except OSError as exc:
+            log.error("audit anchor not written: %s", exc)
         app.state.jobs.shutdown()
         fw.close()
 

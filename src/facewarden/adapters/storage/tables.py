@@ -127,6 +127,8 @@ class FaceCrop(Base):
     )
     data: Mapped[bytes] = mapped_column(LargeBinary)
     """Encrypted JPEG of the aligned 150x150 chip."""
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    """Id of the key that sealed ``data`` (None only for crops stored before ids were kept)."""
 
 
 class Case(Base):
@@ -178,6 +180,8 @@ class CaseSearch(Base):
     audit_seq: Mapped[int] = mapped_column(Integer)
     faces: Mapped[int] = mapped_column(Integer)
     probe_templates: Mapped[bytes | None] = mapped_column(LargeBinary)
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    """Id of the key that sealed ``probe_templates``."""
     templates_wiped_at: Mapped[datetime | None] = mapped_column(UTC_DT)
 
 
@@ -239,6 +243,8 @@ class SubjectRequest(Base):
     receipt: Mapped[dict | None] = mapped_column(JSON)
     suppression_template: Mapped[bytes | None] = mapped_column(LargeBinary)
     """AES-256-GCM template (erasure only); bound to this request by its AAD."""
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    """Id of the key that sealed ``suppression_template``."""
     audit_seq: Mapped[int | None] = mapped_column(Integer)
 
 
@@ -265,3 +271,20 @@ class AuditEvent(Base):
     error: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    chain: Mapped[int] = mapped_column(Integer, default=1)
+    """1: ``hash`` is SHA-256 of the record (logs written before the audit key); 2: HMAC-SHA256
+    under the audit key, which the database does not hold."""
+
+
+class EncryptionKey(Base):
+    """The keys the data is (or was) encrypted under, by id: which one is current, which one
+    a rotation is retiring. Holds no key material."""
+
+    __tablename__ = "encryption_keys"
+    __table_args__ = (
+        CheckConstraint("state IN ('current', 'retiring', 'retired')", name="ck_key_state"),
+    )
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    state: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(UTC_DT)
+    retired_at: Mapped[datetime | None] = mapped_column(UTC_DT)
