@@ -185,9 +185,14 @@ def stat_mode(path) -> int:
 
 def test_cli_verify_exits_1_naming_the_first_bad_record(searched):
     fw = searched()
+    token = fw.users.rotate(fw.actor(name="admin"))  # the CLI acts by a credential
     victim = search_seq(fw)
     delete_and_reseal(fw, victim, lambda r: record_hash({k: r[k] for k in HASHED_FIELDS}), chain=2)
-    env = os.environ | {"FACEWARDEN_DATA_DIR": str(fw.settings.data_dir), "COLUMNS": "200"}
+    env = os.environ | {
+        "FACEWARDEN_DATA_DIR": str(fw.settings.data_dir),
+        "COLUMNS": "200",
+        "FACEWARDEN_TOKEN": token,
+    }
     if fw.settings.database_url:
         env["FACEWARDEN_DATABASE_URL"] = fw.settings.database_url
     proc = subprocess.run(

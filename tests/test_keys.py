@@ -28,16 +28,15 @@ from conftest import GALLERY, PROBES, REFERENCE, add_source, make_settings, open
 
 
 def cli_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[str, str]:
-    env = (
-        os.environ
-        | {
-            "FACEWARDEN_DATA_DIR": str(data_dir),
-            "FACEWARDEN_WORKERS": "1",
-            "COLUMNS": "250",
-        }
-        | extra
-    )
+    env = os.environ | {
+        "FACEWARDEN_DATA_DIR": str(data_dir),
+        "FACEWARDEN_WORKERS": "1",
+        "COLUMNS": "250",
+        # init's token file for this data directory, kept beside it
+        "XDG_CONFIG_HOME": str(data_dir.parent / "config"),
+    }
     env.pop("FACEWARDEN_TOKEN", None)
+    env |= extra
     if database_url:
         env["FACEWARDEN_DATABASE_URL"] = database_url
     else:
@@ -182,9 +181,12 @@ def test_key_rotate_killed_halfway_and_rerun(gallery_fw, admin, settings, databa
         faces = s.scalars(select(Face.id).order_by(Face.id)).all()
     assert len(faces) >= 12
     _, before = fw.load_templates(faces)
+    token = fw.users.rotate(admin)  # the CLI acts by the admin's credential
     fw.close()
 
-    env = cli_env(settings.data_dir, database_url, FACEWARDEN_KEY_ROTATE_BATCH="1")
+    env = cli_env(
+        settings.data_dir, database_url, FACEWARDEN_KEY_ROTATE_BATCH="1", FACEWARDEN_TOKEN=token
+    )
     child = subprocess.Popen(
         [sys.executable, "-m", "facewarden", "key", "rotate"],
         env=env,
@@ -294,7 +296,8 @@ def test_a_running_process_follows_a_rotation_done_by_another(
     files for a key id it does not hold) and writes under the new key, never the old one."""
     fw = gallery_fw
     old_id = fw.cipher.key_id
-    run(cli_env(settings.data_dir, database_url), "key", "rotate")
+    token = fw.users.rotate(admin)
+    run(cli_env(settings.data_dir, database_url, FACEWARDEN_TOKEN=token), "key", "rotate")
     new_id = key_id_of(read_key_file(settings.resolved_key_file))
     ids, vecs = fw.load_templates([1, 2])
     assert len(ids) == 2 and vecs.shape == (2, 128)
