@@ -158,6 +158,10 @@ class Facewarden:
         token = None
         # The anchor file is created with the MAC chain, never later (see AnchorFile.write).
         start_anchors = not app.audit.has_mac_records()
+        if start_anchors and app.audit.anchors is not None:
+            # Create it now, so the records init writes below are anchored as they commit.
+            app.audit.anchors.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(app.audit.anchors.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         with db.transaction(app.writes) as session:
             last = session.execute(
                 select(AuditEvent.seq, AuditEvent.hash, AuditEvent.chain)
