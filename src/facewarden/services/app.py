@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -24,6 +25,10 @@ from facewarden.core.errors import ConfigurationError, NotFound, NotInitialised,
 from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AuditLog
 
+log = logging.getLogger(__name__)
+
+INDEX_CHECK_SAMPLE = 32  # vectors compared with the database's templates when the index opens
+INDEX_CHECK_ATOL = 1e-4  # float32 rounding of the rotation is about 1e-7
 INDEX_GAP_TTL_S = 600.0  # how long a missing id below the mark is watched for a late commit
 INDEX_GAP_LIMIT = 10_000  # most such ids watched (beyond, the maintenance round's full sync)
 
@@ -53,7 +58,9 @@ class Facewarden:
         self.sessions = db.session_factory(self.engine)
         self.writes = db.session_factory(self.engine, write=True)
         secret = settings.template_key.get_secret_value() if settings.template_key else None
-        self.cipher = TemplateCipher(load_key(secret, settings.resolved_key_file))
+        template_key = load_key(secret, settings.resolved_key_file)
+        self.cipher = TemplateCipher(template_key)
+        self._template_key = template_key  # the index's subkeys are derived from it
         self.audit = AuditLog(self.sessions, self.writes)
         self._pipeline = pipeline
         self._index_synced = False
@@ -188,7 +195,12 @@ class Facewarden:
 
     @cached_property
     def _index(self) -> VectorIndex:
-        return build_index(self.settings, self.engine)
+        return self.open_index()
+
+    def open_index(self, backend: str | None = None) -> VectorIndex:
+        """A new handle on ``backend`` (default: the configured one), behind this
+        deployment's keyed rotation and, for FAISS, sealed with its file key."""
+        return build_index(self.settings, self.engine, backend, master_key=self._template_key)
 
     @property
     def index(self) -> VectorIndex:
@@ -206,16 +218,57 @@ class Facewarden:
                 session.scalars(select(Face.id).where(Face.model_id == self.model_id)), np.int64
             )
         held = index.ids()
+        problem = getattr(index, "load_problem", None) or self._check_index(index, held, db_ids)
+        if problem:
+            index.reset()
+            held = index.ids()
         stale = np.setdiff1d(held, db_ids)
         missing = np.setdiff1d(db_ids, held)
         if len(stale):
             index.remove(stale)
         self._fill_index(missing.tolist())
-        if len(stale) or len(missing):
+        if len(stale) or len(missing) or problem:
             index.save()
         self._index_mark = max(self._index_mark, int(db_ids.max(initial=0)))
         self._index_gaps.clear()
+        if problem:
+            self._report_damaged_index(problem, len(missing))
         return {"added": len(missing), "removed": len(stale)}
+
+    def _check_index(self, index: VectorIndex, held: np.ndarray, db_ids: np.ndarray) -> str | None:
+        """A quick consistency check when the index opens: a random sample of the faces both
+        hold must have, in the index, exactly the database's templates (read back through
+        the keyed rotation). Catches an index built under another key or another deployment,
+        and vectors altered in place (a backend's files that are valid but wrong)."""
+        both = np.intersect1d(held, db_ids)
+        if len(both) == 0:
+            return None
+        rng = np.random.default_rng(secrets.randbits(64))
+        sample = np.sort(rng.choice(both, size=min(INDEX_CHECK_SAMPLE, len(both)), replace=False))
+        ids, want = self.load_templates(sample.tolist())
+        found, got = index.vectors(ids)
+        order = np.argsort(found)
+        if not np.array_equal(found[order], ids):
+            return "index lost vectors it lists"
+        bad = ~np.all(np.abs(got[order] - want) <= INDEX_CHECK_ATOL, axis=1)
+        if bad.any():
+            return f"{int(bad.sum())} of {len(ids)} sampled vectors differ from the database"
+        return None
+
+    def _report_damaged_index(self, problem: str, refilled: int) -> None:
+        """Log (server log and audit log) that the index was discarded and rebuilt."""
+        log.warning("vector index discarded (%s); rebuilt with %d faces", problem, refilled)
+        try:
+            self.audit.record(
+                "system",
+                "index.damaged",
+                outcome="error",
+                error=problem,
+                details={"backend": self._index.name, "rebuilt_faces": refilled},
+            )
+        except Exception as exc:  # the rebuild stands; the log line above says what happened
+            log.warning("could not audit the index rebuild: %s", exc)
+        self._index.load_problem = None
 
     def catch_up_index(self) -> int:
         """Index the faces other processes committed since this one last looked (a CLI
@@ -267,6 +320,7 @@ class Facewarden:
 
     def rebuild_index(self) -> int:
         """Empty the index and refill it from every template in the database."""
+        problem = getattr(self._index, "load_problem", None)
         self._index.reset()
         self._index_synced = True
         with self.sessions() as session:
@@ -275,9 +329,13 @@ class Facewarden:
                     select(Face.id).where(Face.model_id == self.model_id).order_by(Face.id)
                 )
             )
+        if hasattr(self._index, "reserve"):
+            self._index.reserve(len(ids))
         self._fill_index(ids)
         self._index.save()
         self._index_mark = ids[-1] if ids else 0
+        if problem:
+            self._report_damaged_index(problem, len(ids))
         return len(self._index)
 
     def _fill_index(self, face_ids: list[int], batch: int = 5000) -> None:
