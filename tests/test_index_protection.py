@@ -4,6 +4,7 @@ an erasure through the real server leaving no byte of the template in any file."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,6 +118,27 @@ def test_search_results_are_exactly_those_on_the_raw_templates(gallery_fw, admin
     d, _ = gallery_fw.index.inner.search(templates, 1)  # raw templates against the index
     assert d[:, 0].min() > 0.3
     assert "rotation" in str(gallery_fw.index.describe()["transform"])
+
+
+def test_rekeying_renews_the_index_without_reporting_damage(gallery_fw, admin, pipeline):
+    """A new key (template key rotation, or renewing a leaked index): the index is rebuilt
+    under the new subkeys; the old files no longer open under the new key and vice versa."""
+    probe = (PROBES / "obama1.jpg").read_bytes()
+
+    def candidates() -> list[int]:
+        result = gallery_fw.search.search(admin, probe, case="CASE-1")
+        return [c.face_id for c in result.faces[0].candidates]
+
+    before = candidates()
+    old_rows = gallery_fw.index.inner.vectors(gallery_fw.index.ids())[1]
+    new_key = os.urandom(32)
+    assert gallery_fw.rekey_index(new_key) == 5
+    assert candidates() == before and not _damaged_events(gallery_fw)
+    new_rows = gallery_fw.index.inner.vectors(gallery_fw.index.ids())[1]
+    assert np.abs(np.sort(new_rows, axis=0) - np.sort(old_rows, axis=0)).max() > 0.05
+    directory = gallery_fw.settings.index_dir / "faiss"
+    assert FaissIndex(directory, key=derive_key(new_key, INDEX_FILE)).load_problem is None
+    gallery_fw.close()
 
 
 def _damaged_events(fw: Facewarden) -> list[AuditEvent]:

@@ -318,6 +318,21 @@ class Facewarden:
         finally:
             self._catching_up.release()
 
+    def rekey_index(self, template_key: bytes) -> int:
+        """After the template key is rotated (``key rotate``): reopen the index under the new
+        key's subkeys and rebuild it (FAISS's old files no longer verify; every backend's
+        vectors are rotated anew). Also how a leaked index is renewed. Returns its size."""
+        if "_index" in self.__dict__:
+            self._index.close()
+            del self.__dict__["_index"]
+        self._template_key = template_key
+        index = self._index
+        backend = getattr(index, "inner", index)
+        if getattr(backend, "load_problem", None):
+            log.info("index files under the previous key discarded (%s)", backend.load_problem)
+            backend.load_problem = None  # expected after a rotation: not damage
+        return self.rebuild_index()
+
     def rebuild_index(self) -> int:
         """Empty the index and refill it from every template in the database."""
         problem = getattr(self._index, "load_problem", None)
