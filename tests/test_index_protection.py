@@ -4,6 +4,7 @@ an erasure through the real server leaving no byte of the template in any file."
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select
+from test_cli import cli, gallery_cli  # noqa: F401 (fixtures)
 from test_index_backends import _labels, _vectors, open_index  # noqa: F401 (fixture)
 from webserver import running_server
 
@@ -177,6 +179,20 @@ def test_a_damaged_index_is_detected_audited_and_rebuilt(gallery_fw, admin, pipe
     reopened.close()
     again = Facewarden(gallery_fw.settings, pipeline)  # rebuilt files verify
     assert again.stats()["index_size"] == 5 and len(_damaged_events(again)) == 1
+
+
+def test_cli_stats_and_rebuild_survive_a_truncated_index(gallery_cli, tmp_path):  # noqa: F811
+    """The issue's sequence: ``stats`` and ``index rebuild`` over a truncated state file
+    printed tracebacks. Now: exit 0, no traceback, the rebuild logged."""
+    state = tmp_path / "data" / "index" / "faiss" / "state.sealed"
+    state.write_bytes(state.read_bytes()[:1000])
+    stats = gallery_cli("stats", "--json")
+    assert "Traceback" not in stats.stderr and json.loads(stats.stdout)["index_size"] == 5
+    state.write_bytes(b"PK\x03\x04 not a zip file")
+    rebuilt = gallery_cli("index", "rebuild")
+    assert "Traceback" not in rebuilt.stderr + rebuilt.stdout
+    lines = gallery_cli("audit", "export").stdout.splitlines()
+    assert [json.loads(line)["action"] for line in lines].count("index.damaged") == 2
 
 
 def test_a_qdrant_index_built_under_another_key_is_rebuilt(gallery_fw, admin, pipeline):
