@@ -158,8 +158,9 @@ def test_a_damaged_index_is_detected_audited_and_rebuilt(gallery_fw, admin, pipe
     state = gallery_fw.settings.index_dir / "faiss" / "state.sealed"
     if damage == "valid-but-wrong":
         inner = gallery_fw.index.inner
-        inner._raw[: len(inner._slots)] += 0.05  # noise, then sealed properly
-        inner.save()
+        inner._raw[: len(inner._slots)] += 0.05  # noise, then sealed properly with the key
+        inner._mark(np.arange(len(inner._slots)))
+        inner._persist()
     gallery_fw.close()
     if damage == "truncated":
         state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])

@@ -173,6 +173,7 @@ class FaissIndex:
         self._chunk_gens = np.zeros(0, np.uint64)
         self._chunk_tags = np.zeros((0, 16), np.uint8)
         self._dirty: set[int] = set()  # chunks changed since they were last sealed
+        self._saved_version = -1  # ``_version`` when the files were last written
         self.load_problem: str | None = None
         """Why the files on disk were discarded at load (None: loaded, or none there)."""
         if not self._load():
@@ -249,6 +250,7 @@ class FaissIndex:
         if self._trained_on and not isinstance(self._index, faiss.IndexIVFPQFastScan):
             log.info("index state holds 8-bit PQ codes: retraining with fast-scan codes")
             self._train()  # from the raw vectors: no templates decrypted
+            self._version += 1  # saved at the next save
         return True
 
     def _discard(self, problem: str) -> None:
@@ -304,6 +306,7 @@ class FaissIndex:
         self._generation = header.generation
         self._chunk_gens, self._chunk_tags = gens, tags
         self._dirty = set()
+        self._saved_version = self._version
 
     # -- the interface ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -548,7 +551,9 @@ class FaissIndex:
 
     @_locked
     def save(self) -> None:
-        if self.directory is not None:
+        """Seal what changed since the last save (nothing, when nothing did: an erasure has
+        already sealed its change)."""
+        if self.directory is not None and self._saved_version != self._version:
             self._persist()
 
     def _persist(self) -> None:
@@ -599,6 +604,7 @@ class FaissIndex:
                 path.unlink(missing_ok=True)  # beyond the last chunk, or a stale temporary
         self._generation, self._chunk_gens, self._chunk_tags = generation, gens, tags
         self._dirty = set()
+        self._saved_version = self._version
 
     @_locked
     def purge(self) -> PurgeReport:

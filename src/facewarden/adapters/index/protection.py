@@ -82,6 +82,8 @@ class TransformedIndex:
 
     def __getattr__(self, name: str):
         # Backend specifics (``mode``, ``load_problem``, ``reserve``...) pass through.
+        if name == "inner":  # not yet set (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, labels: Sequence[FaceLabel]) -> None:
