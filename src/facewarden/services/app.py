@@ -226,6 +226,8 @@ class Facewarden:
         missing = np.setdiff1d(db_ids, held)
         if len(stale):
             index.remove(stale)
+        if len(missing) and hasattr(index, "reserve"):
+            index.reserve(len(held) + len(missing))  # a rebuild allocates the vectors once
         self._fill_index(missing.tolist())
         if len(stale) or len(missing) or problem:
             index.save()
