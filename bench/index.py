@@ -139,10 +139,11 @@ def sweep(index, setting: str, values: list[int], queries, truth, k: int = 10) -
 
 
 def open_backend(name: str, workdir: Path, pg_uri: str | None, args) -> object:
+    key = os.urandom(32)  # seals the index files (a subkey of the template key in facewarden)
     if name == "faiss-flat":
-        return FaissIndex(workdir / "faiss", ivf_threshold=2**62)
+        return FaissIndex(workdir / "faiss", key=key, ivf_threshold=2**62)
     if name == "faiss":
-        return FaissIndex(workdir / "faiss")
+        return FaissIndex(workdir / "faiss", key=key)
     if name == "pgvector":
         from facewarden.adapters.index.pgvector_index import PgvectorIndex
 

@@ -133,6 +133,31 @@ def test_index_bench_runs_on_tiny_input(tmp_path):
     assert (tmp_path / "templates.npz").is_file()
 
 
+def test_index_encrypted_bench_runs_on_tiny_input(tmp_path):
+    result = _bench(
+        "index_encrypted.py",
+        tmp_path / "e.json",
+        "--data",
+        str(GALLERY.parent),
+        "--templates",
+        str(tmp_path / "templates.npz"),
+        "--size",
+        "400",
+        "--queries",
+        "3",
+        "--erasures",
+        "2",
+        "--workdir",
+        str(tmp_path),
+    )
+    encrypted, memmap = result["encrypted_in_ram"], result["memmap"]
+    assert result["describe"]["storage"].startswith("RAM; AES-256-GCM")
+    assert encrypted["files"] >= 2 and encrypted["load_unseal_verify_s"] >= 0
+    assert encrypted["filter_none"]["recall_at_10"] == memmap["filter_none"]["recall_at_10"] == 1
+    assert result["capacity_10m"]["computed_not_measured"] is True
+    assert not list(tmp_path.glob("fw-bench-encrypted-*"))  # its work directory is removed
+
+
 def test_index_bench_sweeps_pgvector_ef_search(tmp_path, pg_server):
     result = _bench(
         "index.py",

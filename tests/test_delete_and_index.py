@@ -90,7 +90,7 @@ def test_index_rebuild_gives_the_same_results(gallery_fw, admin):
 def test_lost_or_corrupt_index_file_is_rebuilt_from_database(gallery_fw, admin, pipeline):
     before = search_ids(gallery_fw, admin)
     gallery_fw.close()
-    path = gallery_fw.settings.index_dir / "faiss" / "state.npz"
+    path = gallery_fw.settings.index_dir / "faiss" / "state.sealed"
     path.write_bytes(b"garbage")
     reopened = Facewarden(gallery_fw.settings, pipeline)
     assert len(reopened.index) == 5

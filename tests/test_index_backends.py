@@ -22,6 +22,7 @@ from conftest import pg_database_url
 
 D = 128
 N = 3000
+KEY = bytes(range(32))  # seals FAISS's files (a subkey of the template key in facewarden)
 JURISDICTIONS = ["FR", "DE", "NL"]
 
 
@@ -54,9 +55,9 @@ def open_index(request, tmp_path) -> Iterator[Callable[[], VectorIndex]]:
     if kind == "pgvector":
         url = pg_database_url(request.getfixturevalue("pg_server"))
     factories = {
-        "faiss-flat": lambda: FaissIndex(tmp_path / "faiss"),
+        "faiss-flat": lambda: FaissIndex(tmp_path / "faiss", key=KEY),
         "faiss-ivfpq": lambda: FaissIndex(
-            tmp_path / "faiss", ivf_threshold=1000, exact_subset=100, nprobe=64
+            tmp_path / "faiss", key=KEY, ivf_threshold=1000, exact_subset=100, nprobe=64
         ),
         "qdrant-local": lambda: QdrantIndex(str(tmp_path / "qdrant")),
         "pgvector": lambda: __import__(
@@ -225,18 +226,37 @@ def test_purge_reports_and_keeps_the_rest_searchable(filled):
 
 
 @pytest.mark.parametrize("ivf", [False, True])
-def test_faiss_purge_leaves_no_removed_vector_bytes_in_its_files(tmp_path, ivf):
-    index = FaissIndex(tmp_path / "f", ivf_threshold=1000 if ivf else 10**9)
+def test_faiss_files_hold_no_plaintext_vector_and_removal_erases_it_at_once(tmp_path, ivf):
+    """No vector is ever in a file in plaintext (float32, float16 or float64); an insider
+    holding the key as well finds no trace of a removed vector once ``remove`` returns."""
+    from facewarden.adapters.index.sealed import CHUNK_MAGIC, unseal
+
+    index = FaissIndex(tmp_path / "f", key=KEY, ivf_threshold=1000 if ivf else 10**9)
     vectors = _vectors(N)
     index.add(np.arange(N), vectors, _labels(N))
     index.save()
+    files = [p for p in (tmp_path / "f").rglob("*") if p.is_file()]
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o600}
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "f").rglob("*") if p.is_dir()} == {0o700}
+    on_disk = b"".join(p.read_bytes() for p in files)
+    for dtype in ("<f4", "<f2", "<f8"):
+        assert vectors[42].astype(dtype)[:8].tobytes() not in on_disk
+
+    def unsealed() -> bytes:
+        """Every chunk's plaintext, as a thief holding the key would read it."""
+        return b"".join(
+            unseal(KEY, p.read_bytes(), CHUNK_MAGIC)[1]
+            for p in sorted((tmp_path / "f" / "chunks").iterdir())
+        )
+
     secret = vectors[42].tobytes()
-    assert any(secret in p.read_bytes() for p in (tmp_path / "f").iterdir())
-    index.remove(np.array([42]))
-    index.purge()
-    index.close()
-    assert not any(secret in p.read_bytes() for p in (tmp_path / "f").iterdir())
-    assert vectors[43].tobytes() in (tmp_path / "f" / "vectors.f32").read_bytes()
+    assert secret in unsealed()
+    index.remove(np.array([42]))  # no save, no purge: the bytes are gone at once
+    assert secret not in unsealed() and vectors[43].tobytes() in unsealed()
+    reopened = FaissIndex(tmp_path / "f", key=KEY, ivf_threshold=1000 if ivf else 10**9)
+    assert reopened.load_problem is None and 42 not in reopened.ids() and len(reopened) == N - 1
+    reopened.purge()
+    assert secret not in unsealed()
 
 
 def test_pgvector_vacuum_full_leaves_no_removed_vector_bytes(pg_server):
@@ -266,7 +286,7 @@ def test_pgvector_vacuum_full_leaves_no_removed_vector_bytes(pg_server):
 
 
 def test_ivfpq_trains_once_enough_faces_and_retrains_as_the_gallery_grows(tmp_path):
-    index = FaissIndex(tmp_path / "f", ivf_threshold=500)
+    index = FaissIndex(tmp_path / "f", key=KEY, ivf_threshold=500)
     index.add(np.arange(400), _vectors(400), _labels(400))
     assert index.describe()["mode"] == "flat"
     index.add(np.arange(400, 600), _vectors(200, seed=3), _labels(200))
@@ -278,7 +298,7 @@ def test_ivfpq_trains_once_enough_faces_and_retrains_as_the_gallery_grows(tmp_pa
 def test_an_index_saved_with_8_bit_pq_codes_is_retrained_with_fast_scan_codes(tmp_path):
     import faiss
 
-    index = FaissIndex(tmp_path / "f", ivf_threshold=1000)
+    index = FaissIndex(tmp_path / "f", key=KEY, ivf_threshold=1000)
     vectors = _vectors(N)
     index.add(np.arange(1, N + 1), vectors, _labels(N))
     old = faiss.IndexIVFPQ(faiss.IndexFlatL2(128), 128, index._index.nlist, 32, 8)
@@ -286,18 +306,91 @@ def test_an_index_saved_with_8_bit_pq_codes_is_retrained_with_fast_scan_codes(tm
     old.add_with_ids(vectors, np.arange(N, dtype=np.int64))  # what an earlier version saved
     index._index = old
     index.save()
-    reopened = FaissIndex(tmp_path / "f", ivf_threshold=1000)
+    reopened = FaissIndex(tmp_path / "f", key=KEY, ivf_threshold=1000)
     assert isinstance(reopened._index, faiss.IndexIVFPQFastScan) and len(reopened) == N
     _, found = reopened.search(vectors[:5], 1)
     assert found[:, 0].tolist() == [1, 2, 3, 4, 5]
 
 
-def test_a_damaged_faiss_state_file_is_an_empty_index_to_rebuild(tmp_path):
-    index = FaissIndex(tmp_path / "f")
-    index.add(np.arange(10), _vectors(10), _labels(10))
+def _perturb(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, well inside the ciphertext
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "state-garbage",
+        "state-truncated",
+        "state-bit",
+        "chunk-bit",
+        "chunk-truncated",
+        "chunk-missing",
+        "chunk-swapped",
+        "chunk-replayed",
+        "wrong-key",
+        "legacy-plaintext",
+    ],
+)
+def test_faiss_files_that_do_not_verify_are_discarded_for_a_rebuild(tmp_path, damage):
+    """Whatever an insider does to the files (or a crash, or a key rotation) short of
+    forging AES-GCM, the index opens empty with the reason in ``load_problem``, the bad
+    files deleted, and no exception: the caller rebuilds it from the database."""
+    directory = tmp_path / "f"
+    index = FaissIndex(directory, key=KEY, chunk_rows=256)
+    vectors = _vectors(1000)
+    index.add(np.arange(1000), vectors, _labels(1000))
     index.save()
-    (tmp_path / "f" / "state.npz").write_bytes(b"garbage")
-    assert len(FaissIndex(tmp_path / "f")) == 0
+    chunks = directory / "chunks"
+    old_chunk_1 = (chunks / "000001.sealed").read_bytes()
+    index.remove(np.array([300]))  # chunk 1 sealed again under a new generation
+    state = directory / "state.sealed"
+    key = KEY
+    if damage == "state-garbage":
+        state.write_bytes(b"garbage")
+    elif damage == "state-truncated":
+        state.write_bytes(state.read_bytes()[:-100])
+    elif damage == "state-bit":
+        _perturb(state)
+    elif damage == "chunk-bit":
+        _perturb(chunks / "000002.sealed")
+    elif damage == "chunk-truncated":
+        (chunks / "000002.sealed").write_bytes((chunks / "000002.sealed").read_bytes()[:999])
+    elif damage == "chunk-missing":
+        (chunks / "000003.sealed").unlink()
+    elif damage == "chunk-swapped":
+        a, b = (chunks / "000000.sealed").read_bytes(), (chunks / "000002.sealed").read_bytes()
+        (chunks / "000000.sealed").write_bytes(b)
+        (chunks / "000002.sealed").write_bytes(a)
+    elif damage == "chunk-replayed":  # the copy that still held the erased vector
+        (chunks / "000001.sealed").write_bytes(old_chunk_1)
+    elif damage == "wrong-key":
+        key = bytes(32)
+    elif damage == "legacy-plaintext":
+        (directory / "vectors.f32").write_bytes(vectors.tobytes())
+    reopened = FaissIndex(directory, key=key, chunk_rows=256)
+    assert len(reopened) == 0 and reopened.load_problem
+    assert not state.exists() and not any(chunks.iterdir())
+    assert not (directory / "vectors.f32").exists()
+    reopened.add(np.arange(10), vectors[:10], _labels(10))
+    reopened.save()
+    again = FaissIndex(directory, key=key, chunk_rows=256)
+    assert again.load_problem is None and len(again) == 10
+
+
+def test_an_index_on_disk_needs_a_key(tmp_path):
+    with pytest.raises(ValueError, match="key"):
+        FaissIndex(tmp_path / "f")
+
+
+def test_vectors_reads_back_what_was_added(filled):
+    index, ids, vectors = filled
+    index.remove(ids[3:4])
+    found, got = index.vectors(ids[[1, 3, 7]])
+    order = np.argsort(found)
+    assert found[order].tolist() == ids[[1, 7]].tolist()
+    np.testing.assert_allclose(got[order], vectors[[1, 7]], atol=1e-6)
 
 
 def test_medium_filter_finds_admitted_faces_themselves(filled):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import threading
@@ -40,6 +41,10 @@ from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AnchorFile, AuditLog
 from facewarden.services.keys import KeyService, check_keys, load_cipher, prepare_init
 
+log = logging.getLogger(__name__)
+
+INDEX_CHECK_SAMPLE = 32  # vectors compared with the database's templates when the index opens
+INDEX_CHECK_ATOL = 1e-4  # float32 rounding of the rotation is about 1e-7
 INDEX_GAP_TTL_S = 600.0  # how long a missing id below the mark is watched for a late commit
 INDEX_GAP_LIMIT = 10_000  # most such ids watched (beyond, the maintenance round's full sync)
 
@@ -74,6 +79,9 @@ class Facewarden:
         if cipher is None:  # pragma: no cover - check_keys raised already
             raise NotInitialised("no template key")
         self.cipher: TemplateCipher = cipher
+        # The index's subkeys are derived from the template key it was opened under; after a
+        # rotation (self.cipher replaced) rebuild_index reopens it under the current key.
+        self._template_key = cipher.key
         audit_key = load_audit_key(settings, self.engine)
         self.audit = AuditLog(
             self.sessions,
@@ -258,7 +266,12 @@ class Facewarden:
 
     @cached_property
     def _index(self) -> VectorIndex:
-        return build_index(self.settings, self.engine)
+        return self.open_index()
+
+    def open_index(self, backend: str | None = None) -> VectorIndex:
+        """A new handle on ``backend`` (default: the configured one), behind this
+        deployment's keyed rotation and, for FAISS, sealed with its file key."""
+        return build_index(self.settings, self.engine, backend, master_key=self._template_key)
 
     @property
     def index(self) -> VectorIndex:
@@ -276,16 +289,59 @@ class Facewarden:
                 session.scalars(select(Face.id).where(Face.model_id == self.model_id)), np.int64
             )
         held = index.ids()
+        problem = getattr(index, "load_problem", None) or self._check_index(index, held, db_ids)
+        if problem:
+            index.reset()
+            held = index.ids()
         stale = np.setdiff1d(held, db_ids)
         missing = np.setdiff1d(db_ids, held)
         if len(stale):
             index.remove(stale)
+        if len(missing) and hasattr(index, "reserve"):
+            index.reserve(len(held) + len(missing))  # a rebuild allocates the vectors once
         self._fill_index(missing.tolist())
-        if len(stale) or len(missing):
+        if len(stale) or len(missing) or problem:
             index.save()
         self._index_mark = max(self._index_mark, int(db_ids.max(initial=0)))
         self._index_gaps.clear()
+        if problem:
+            self._report_damaged_index(problem, len(missing))
         return {"added": len(missing), "removed": len(stale)}
+
+    def _check_index(self, index: VectorIndex, held: np.ndarray, db_ids: np.ndarray) -> str | None:
+        """A quick consistency check when the index opens: a random sample of the faces both
+        hold must have, in the index, exactly the database's templates (read back through
+        the keyed rotation). Catches an index built under another key or another deployment,
+        and vectors altered in place (a backend's files that are valid but wrong)."""
+        both = np.intersect1d(held, db_ids)
+        if len(both) == 0:
+            return None
+        rng = np.random.default_rng(secrets.randbits(64))
+        sample = np.sort(rng.choice(both, size=min(INDEX_CHECK_SAMPLE, len(both)), replace=False))
+        ids, want = self.load_templates(sample.tolist())
+        found, got = index.vectors(ids)
+        order = np.argsort(found)
+        if not np.array_equal(found[order], ids):
+            return "index lost vectors it lists"
+        bad = ~np.all(np.abs(got[order] - want) <= INDEX_CHECK_ATOL, axis=1)
+        if bad.any():
+            return f"{int(bad.sum())} of {len(ids)} sampled vectors differ from the database"
+        return None
+
+    def _report_damaged_index(self, problem: str, refilled: int) -> None:
+        """Log (server log and audit log) that the index was discarded and rebuilt."""
+        log.warning("vector index discarded (%s); rebuilt with %d faces", problem, refilled)
+        try:
+            self.audit.record(
+                "system",
+                "index.damaged",
+                outcome="error",
+                error=problem,
+                details={"backend": self._index.name, "rebuilt_faces": refilled},
+            )
+        except Exception as exc:  # the rebuild stands; the log line above says what happened
+            log.warning("could not audit the index rebuild: %s", exc)
+        self._index.load_problem = None
 
     def catch_up_index(self) -> int:
         """Index the faces other processes committed since this one last looked (a CLI
@@ -335,8 +391,27 @@ class Facewarden:
         finally:
             self._catching_up.release()
 
+    def rekey_index(self, template_key: bytes) -> int:
+        """After the template key is rotated (``key rotate``): reopen the index under the new
+        key's subkeys and rebuild it (FAISS's old files no longer verify; every backend's
+        vectors are rotated anew). Also how a leaked index is renewed. Returns its size."""
+        if "_index" in self.__dict__:
+            self._index.close()
+            del self.__dict__["_index"]
+        self._template_key = template_key
+        index = self._index
+        backend = getattr(index, "inner", index)
+        if getattr(backend, "load_problem", None):
+            log.info("index files under the previous key discarded (%s)", backend.load_problem)
+            backend.load_problem = None  # expected after a rotation: not damage
+        return self.rebuild_index()
+
     def rebuild_index(self) -> int:
-        """Empty the index and refill it from every template in the database."""
+        """Empty the index and refill it from every template in the database (under the
+        current template key's subkeys: after a key rotation, the index is re-keyed)."""
+        if self._template_key != self.cipher.key:
+            return self.rekey_index(self.cipher.key)
+        problem = getattr(self._index, "load_problem", None)
         self._index.reset()
         self._index_synced = True
         with self.sessions() as session:
@@ -345,9 +420,13 @@ class Facewarden:
                     select(Face.id).where(Face.model_id == self.model_id).order_by(Face.id)
                 )
             )
+        if hasattr(self._index, "reserve"):
+            self._index.reserve(len(ids))
         self._fill_index(ids)
         self._index.save()
         self._index_mark = ids[-1] if ids else 0
+        if problem:
+            self._report_damaged_index(problem, len(ids))
         return len(self._index)
 
     def _fill_index(self, face_ids: list[int], batch: int = 5000) -> None:

@@ -295,7 +295,7 @@ class GalleryService:
     def migrate_index(self, actor: Actor, backend: str) -> dict[str, object]:
         """Fill ``backend`` from the database's templates (no re-embedding); switch to it by
         setting ``FACEWARDEN_INDEX``."""
-        from facewarden.adapters.index.registry import BACKENDS, build_index
+        from facewarden.adapters.index.registry import BACKENDS
 
         app = self.app
         app.authorize(actor, "index.migrate", "admin", details={"to": backend})
@@ -303,7 +303,7 @@ class GalleryService:
             raise InvalidInput(f"the index is already {backend}")
         if backend not in BACKENDS:
             raise InvalidInput(f"unknown index backend {backend!r}: faiss, pgvector or qdrant")
-        target = build_index(app.settings, app.engine, backend)
+        target = app.open_index(backend)
         try:
             target.reset()
             with app.sessions() as session:

@@ -92,6 +92,11 @@ class VectorIndex(Protocol):
         """Every id held, as int64."""
         ...
 
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of those of ``ids`` held, in any order: the consistency check
+        compares a sample of them with the database's templates."""
+        ...
+
     def reset(self) -> None: ...
 
     def save(self) -> None:

@@ -4,7 +4,7 @@ Small galleries are searched exactly (``IndexFlatL2``). Once a gallery holds
 ``ivf_threshold`` faces it switches to IVF-PQ: 32-byte codes in RAM (64 sub-quantisers of 4
 bits, scanned with FAISS's SIMD "fast-scan" kernels, 3-4x faster than 8-bit codes at equal
 recall after the re-rank) propose ``rerank`` candidates, which are re-scored exactly from
-the raw vectors in a memory-mapped file, so RAM stays near 40 MB per million faces. The
+the raw vectors, held in RAM (512 bytes per face, plus 32 for its code). The
 coarse quantiser is retrained automatically whenever the gallery has grown fourfold since
 the last training.
 
@@ -14,9 +14,18 @@ scan of just the admitted faces' raw vectors; broad filters (10% of faces or mor
 unfiltered search for proportionally more candidates, filtered before the re-rank; those in
 between go through the index with a FAISS ID selector.
 
-Removal is logical and physical at once: the face leaves the index and its raw vector is
-overwritten with zeros in the mapped file; ``purge`` flushes and fsyncs the file and rewrites
-the persisted state, after which the removed bytes are gone from the files facewarden owns.
+On disk nothing is in plaintext: the raw vectors are persisted as AES-256-GCM sealed chunks
+of ``CHUNK_ROWS`` vectors (``chunks/NNNNNN.sealed``) and the rest (ids, labels, the FAISS
+index with its codes) as one sealed state file that records each chunk's generation and
+tag, all under a key derived from the deployment's template key (``sealed``). Loading
+verifies everything; what does not verify (truncated, altered, replayed, another key, files
+of an earlier version) is discarded, reported in ``load_problem``, and the index is rebuilt
+from the database by the caller.
+
+Removal is logical and physical at once: the face leaves the index, its raw vector is
+overwritten with zeros, and, before ``remove`` returns, the chunks holding it and the state
+are sealed again and fsynced, so the removed bytes are gone from the current files.
+``purge`` also compacts the vectors when removed slots make up over a quarter of them.
 """
 
 from __future__ import annotations
@@ -25,7 +34,6 @@ import functools
 import io
 import json
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,10 +49,24 @@ from facewarden.adapters.index.base import (
     empty_result,
     pad_result,
 )
+from facewarden.adapters.index.sealed import (
+    CHUNK_MAGIC,
+    STATE_MAGIC,
+    Header,
+    SealError,
+    private_dir,
+    seal,
+    shred,
+    tag_of,
+    unseal,
+    write_durably,
+)
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1: plaintext state.npz and memory-mapped vectors.f32
+CHUNK_ROWS = 4096  # vectors per sealed chunk (2 MB at 128 dimensions)
+LEGACY_FILES = ("vectors.f32", "state.npz")
 PQ_M, PQ_BITS = 64, 4  # 64 sub-quantisers of 4 bits: 32 bytes per face, fast-scan layout
 NPROBE_SHARE = 3 / 16  # lists visited by default: recall@10 0.99 at 1M after the re-rank
 RAW_COST = 4  # an exact distance from a raw vector costs about 4 fast-scan code distances
@@ -124,22 +146,36 @@ class FaissIndex:
         directory: Path | None,
         dimension: int = 128,
         *,
+        key: bytes | None = None,
         ivf_threshold: int = 100_000,
         nprobe: int = 0,
         rerank: int = 200,
         exact_subset: int = 50_000,
+        chunk_rows: int = CHUNK_ROWS,
     ) -> None:
-        """``directory`` None keeps everything in memory (evaluation, tests)."""
+        """``directory`` None keeps everything in memory (evaluation, tests); otherwise
+        ``key`` (32 bytes, ``keyderive.INDEX_FILE`` of the template key) seals the files."""
+        if directory is not None and (key is None or len(key) != 32):
+            raise ValueError("an index kept on disk needs a 32-byte key to seal its files")
         self.directory = directory
         self.dimension = dimension
         self.ivf_threshold = ivf_threshold
         self.nprobe_setting = nprobe
         self.rerank = rerank
         self.exact_subset = exact_subset
+        self.chunk_rows = chunk_rows
+        self._key = key
         self._lock = threading.RLock()
         self._removed_since_purge = 0
         self._version = 0  # bumped by every change; keys the filter-mask cache
         self._filters: dict[IndexFilter, tuple[int, _Admitted]] = {}
+        self._generation = 0  # of the files last written; sealed into each
+        self._chunk_gens = np.zeros(0, np.uint64)
+        self._chunk_tags = np.zeros((0, 16), np.uint8)
+        self._dirty: set[int] = set()  # chunks changed since they were last sealed
+        self._saved_version = -1  # ``_version`` when the files were last written
+        self.load_problem: str | None = None
+        """Why the files on disk were discarded at load (None: loaded, or none there)."""
         if not self._load():
             self._clear()
 
@@ -154,65 +190,123 @@ class FaissIndex:
         self._version = getattr(self, "_version", 0) + 1
         self._filters = {}
         self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatL2(self.dimension))
-        self._open_raw(0, truncate=True)
+        self._raw = np.zeros((0, self.dimension), np.float32)
+        self._dirty = set()
+        self._chunk_gens = np.zeros(0, np.uint64)  # every chunk is written at the next save
+        self._chunk_tags = np.zeros((0, 16), np.uint8)
 
     @property
-    def _raw_path(self) -> Path | None:
-        return self.directory / "vectors.f32" if self.directory else None
+    def _chunk_dir(self) -> Path | None:
+        return self.directory / "chunks" if self.directory else None
 
     @property
     def _state_path(self) -> Path | None:
-        return self.directory / "state.npz" if self.directory else None
+        return self.directory / "state.sealed" if self.directory else None
 
-    def _open_raw(self, rows: int, *, truncate: bool = False) -> None:
-        """Map the raw-vector file with room for at least ``rows`` vectors."""
-        capacity = max(1024, 1 << int(np.ceil(np.log2(max(rows, 1)))))
-        if self._raw_path is None:
-            old = getattr(self, "_raw", None)
-            raw = np.zeros((capacity, self.dimension), np.float32)
-            if old is not None and not truncate:
-                raw[: min(len(old), capacity)] = old[: min(len(old), capacity)]
-            self._raw = raw
+    def _chunk_path(self, chunk: int) -> Path:
+        return self._chunk_dir / f"{chunk:06d}.sealed"
+
+    def _chunks(self, rows: int | None = None) -> int:
+        rows = len(self._slots) if rows is None else rows
+        return -(-rows // self.chunk_rows)
+
+    def _grow(self, rows: int, *, exact: bool = False) -> None:
+        """Room for ``rows`` raw vectors: by half again (or exactly), in whole chunks."""
+        if rows <= len(self._raw):
             return
-        self._raw_path.parent.mkdir(parents=True, exist_ok=True)
-        if hasattr(self, "_raw") and isinstance(self._raw, np.memmap):
-            self._raw.flush()
-            del self._raw
-        mode = "w+" if truncate or not self._raw_path.exists() else "r+"
-        with open(self._raw_path, "ab" if mode == "r+" else "wb") as f:
-            size = max(f.tell(), capacity * self.dimension * 4)
-            f.truncate(size)
-        self._raw = np.memmap(self._raw_path, np.float32, "r+").reshape(-1, self.dimension)
+        capacity = rows if exact else max(rows, len(self._raw) * 3 // 2)
+        capacity = self._chunks(capacity) * self.chunk_rows
+        raw = np.zeros((capacity, self.dimension), np.float32)
+        raw[: len(self._slots)] = self._raw[: len(self._slots)]
+        self._raw = raw
+
+    @_locked
+    def reserve(self, rows: int) -> None:
+        """Allocate the raw vectors of ``rows`` faces at once (a rebuild knows how many)."""
+        self._grow(rows, exact=True)
+
+    def _mark(self, slots: np.ndarray) -> None:
+        self._dirty.update(np.unique(np.asarray(slots) // self.chunk_rows).tolist())
 
     def _load(self) -> bool:
-        path = self._state_path
-        if path is None or not path.is_file() or not self._raw_path.is_file():
+        directory = self.directory
+        if directory is None:
+            return False
+        legacy = [directory / name for name in LEGACY_FILES if (directory / name).exists()]
+        if legacy:
+            for path in legacy:
+                shred(path)
+            self._discard("plaintext index files of an earlier version found and erased")
+            return False
+        if not self._state_path.is_file():
+            if self._chunk_dir.is_dir() and any(self._chunk_dir.iterdir()):
+                self._discard("index state file missing")
             return False
         try:
-            with np.load(path, allow_pickle=False) as state:
-                meta = json.loads(bytes(state["meta"]).decode())
-                if meta["version"] != STATE_VERSION or meta["dimension"] != self.dimension:
-                    return False
-                self._slots = state["slots"].astype(np.int64)
-                self._src = state["src"].astype(np.int32)
-                self._jur = state["jur"].astype(np.int32)
-                self._index = faiss.deserialize_index(state["index"])
-            self._labels = _Labels(meta["sources"], meta["jurisdictions"])
-            self._trained_on = meta["trained_on"]
-            self._removed_since_purge = meta.get("removed_since_purge", 0)
-            self._live = int((self._slots >= 0).sum())
-            rows = os.path.getsize(self._raw_path) // (4 * self.dimension)
-            if rows < len(self._slots) or self._index.ntotal != self._live:
-                return False
-            self._open_raw(len(self._slots))
-            if self._trained_on and not isinstance(self._index, faiss.IndexIVFPQFastScan):
-                log.info("index state holds 8-bit PQ codes: retraining with fast-scan codes")
-                self._train()  # from the raw vectors: no templates decrypted
-            return True
-        except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError):
-            # A damaged cache is not an error: it is rebuilt from the database.
-            log.warning("index state at %s unreadable; it will be rebuilt", path)
+            self._read()
+        except Exception as exc:  # a damaged cache is not an error: it is rebuilt
+            self._discard(f"{type(exc).__name__}: {exc}")
             return False
+        if self._trained_on and not isinstance(self._index, faiss.IndexIVFPQFastScan):
+            log.info("index state holds 8-bit PQ codes: retraining with fast-scan codes")
+            self._train()  # from the raw vectors: no templates decrypted
+            self._version += 1  # saved at the next save
+        return True
+
+    def _discard(self, problem: str) -> None:
+        """Delete the files that did not verify; the caller rebuilds from the database."""
+        log.warning("index files at %s discarded (%s): rebuilt", self.directory, problem)
+        self.load_problem = problem
+        self._state_path.unlink(missing_ok=True)
+        if self._chunk_dir.is_dir():
+            for path in self._chunk_dir.iterdir():
+                path.unlink(missing_ok=True)
+
+    def _read(self) -> None:
+        """Unseal and check the state and every chunk; raises if anything does not verify."""
+        header, plaintext = unseal(self._key, self._state_path.read_bytes(), STATE_MAGIC)
+        with np.load(io.BytesIO(plaintext), allow_pickle=False) as state:
+            meta = json.loads(bytes(state["meta"]).decode())
+            if meta["version"] != STATE_VERSION or meta["dimension"] != self.dimension:
+                raise SealError(f"state of version {meta['version']}, {meta['dimension']}-d")
+            if meta["generation"] != header.generation or meta["chunk_rows"] != self.chunk_rows:
+                raise SealError("state header and content disagree")
+            slots = state["slots"].astype(np.int64)
+            src = state["src"].astype(np.int32)
+            jur = state["jur"].astype(np.int32)
+            gens = state["chunk_gens"].astype(np.uint64)
+            tags = state["chunk_tags"].astype(np.uint8)
+            index = faiss.deserialize_index(state["index"])
+        del plaintext
+        chunks = self._chunks(len(slots))
+        if len(gens) != chunks or len(tags) != chunks or not len(src) == len(jur) == len(slots):
+            raise SealError("state inconsistent with its chunk count")
+        raw = np.zeros((chunks * self.chunk_rows, self.dimension), np.float32)
+        for chunk in range(chunks):
+            blob = self._chunk_path(chunk).read_bytes()
+            head, data = unseal(self._key, blob, CHUNK_MAGIC)
+            rows = min(self.chunk_rows, len(slots) - chunk * self.chunk_rows)
+            if (
+                head.chunk != chunk
+                or head.generation != int(gens[chunk])
+                or head.rows != rows
+                or tag_of(blob) != tags[chunk].tobytes()
+            ):
+                raise SealError(f"chunk {chunk} is not the one the state sealed (replayed?)")
+            start = chunk * self.chunk_rows
+            raw[start : start + rows] = np.frombuffer(data, "<f4").reshape(rows, self.dimension)
+        live = int((slots >= 0).sum())
+        if index.ntotal != live:
+            raise SealError("index and slots disagree")
+        self._slots, self._src, self._jur, self._index, self._raw = slots, src, jur, index, raw
+        self._labels = _Labels(meta["sources"], meta["jurisdictions"])
+        self._trained_on = meta["trained_on"]
+        self._removed_since_purge = meta.get("removed_since_purge", 0)
+        self._live = live
+        self._generation = header.generation
+        self._chunk_gens, self._chunk_tags = gens, tags
+        self._dirty = set()
+        self._saved_version = self._version
 
     # -- the interface ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -234,9 +328,9 @@ class FaissIndex:
             self._remove(ids, erasure=False)  # replace, never duplicate
         start = len(self._slots)
         slots = np.arange(start, start + len(ids), dtype=np.int64)
-        if start + len(ids) > len(self._raw):
-            self._open_raw(start + len(ids))
+        self._grow(start + len(ids))
         self._raw[start : start + len(ids)] = vectors
+        self._mark(slots)
         src, jur = self._labels.codes(labels)
         self._slots = np.concatenate([self._slots, ids])
         self._src = np.concatenate([self._src, src])
@@ -289,7 +383,12 @@ class FaissIndex:
 
     @_locked
     def remove(self, ids: np.ndarray) -> int:
-        return self._remove(ids, erasure=True)
+        """Erase: when this returns, the faces' vectors are zeroed in RAM and in the sealed
+        files (their chunks and the state, which holds the codes, sealed again, fsynced)."""
+        removed = self._remove(ids, erasure=True)
+        if removed and self.directory is not None:
+            self._persist()
+        return removed
 
     def _remove(self, ids: np.ndarray, *, erasure: bool) -> int:
         if len(ids) == 0 or self._live == 0:
@@ -299,6 +398,7 @@ class FaissIndex:
             return 0
         self._index.remove_ids(slots.astype(np.int64))
         self._raw[slots] = 0.0  # the bytes go with the face, not at some later compaction
+        self._mark(slots)
         self._slots[slots] = -1
         self._version += 1
         self._filters.clear()  # cached copies of filters' vectors may hold the removed ones
@@ -444,14 +544,42 @@ class FaissIndex:
         self._clear()
 
     @_locked
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of those of ``ids`` held, as the index holds them."""
+        slots = np.flatnonzero(np.isin(self._slots, np.asarray(ids, np.int64)))
+        return self._slots[slots].copy(), np.array(self._raw[slots])
+
+    @_locked
     def save(self) -> None:
-        if self.directory is None:
-            return
-        if isinstance(self._raw, np.memmap):
-            self._raw.flush()
+        """Seal what changed since the last save (nothing, when nothing did: an erasure has
+        already sealed its change)."""
+        if self.directory is not None and self._saved_version != self._version:
+            self._persist()
+
+    def _persist(self) -> None:
+        """Seal the changed chunks and then the state under a new generation, each written
+        atomically and fsynced; drop chunk files beyond the last."""
+        private_dir(self.directory)
+        private_dir(self._chunk_dir)
+        generation = self._generation + 1
+        chunks = self._chunks()
+        gens = np.zeros(chunks, np.uint64)
+        tags = np.zeros((chunks, 16), np.uint8)
+        kept = min(chunks, len(self._chunk_gens))
+        gens[:kept], tags[:kept] = self._chunk_gens[:kept], self._chunk_tags[:kept]
+        for chunk in sorted(c for c in self._dirty | set(range(kept, chunks)) if c < chunks):
+            start = chunk * self.chunk_rows
+            rows = min(self.chunk_rows, len(self._slots) - start)
+            header = Header(CHUNK_MAGIC, generation, chunk, rows)
+            blob = seal(self._key, header, self._raw[start : start + rows].tobytes())
+            write_durably(self._chunk_path(chunk), blob)
+            gens[chunk] = generation
+            tags[chunk] = np.frombuffer(tag_of(blob), np.uint8)
         meta = {
             "version": STATE_VERSION,
             "dimension": self.dimension,
+            "generation": generation,
+            "chunk_rows": self.chunk_rows,
             "trained_on": self._trained_on,
             "sources": self._labels.sources,
             "jurisdictions": self._labels.jurisdictions,
@@ -464,27 +592,35 @@ class FaissIndex:
             slots=self._slots,
             src=self._src,
             jur=self._jur,
+            chunk_gens=gens,
+            chunk_tags=tags,
             index=faiss.serialize_index(self._index),
         )
-        tmp = self._state_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(buffer.getbuffer())
-        os.replace(tmp, self._state_path)
+        header = Header(STATE_MAGIC, generation, 0, len(self._slots))
+        write_durably(self._state_path, seal(self._key, header, buffer.getbuffer()))
+        del buffer
+        for path in self._chunk_dir.iterdir():
+            if not path.name.endswith(".sealed") or int(path.name.split(".")[0]) >= chunks:
+                path.unlink(missing_ok=True)  # beyond the last chunk, or a stale temporary
+        self._generation, self._chunk_gens, self._chunk_tags = generation, gens, tags
+        self._dirty = set()
+        self._saved_version = self._version
 
     @_locked
     def purge(self) -> PurgeReport:
-        """Removed vectors were zeroed in the raw file and dropped from the index at removal;
-        here the file is fsynced and the state rewritten without them. When removed slots
-        make up over a quarter of the file it is also compacted (and IVF-PQ retrained)."""
+        """Removed vectors were zeroed and their chunks sealed again at removal; here, when
+        removed slots make up over a quarter of them, the vectors are compacted (and IVF-PQ
+        retrained), and every file is sealed again."""
         report = PurgeReport(self.name, self._removed_since_purge)
-        report.actions.append("removed vectors overwritten with zeros at removal")
+        report.actions.append("removed vectors zeroed and their chunks re-sealed at removal")
         live = np.flatnonzero(self._slots >= 0)
         if len(self._slots) - len(live) > len(self._slots) // 4:
             vectors = np.array(self._raw[live])
             ids, src, jur = self._slots[live], self._src[live], self._jur[live]
             labels, trained = self._labels, self._trained_on
-            self._clear()  # truncates the file
+            self._clear()
             self._labels = labels
-            self._open_raw(len(live))
+            self._grow(len(live), exact=True)
             self._raw[: len(live)] = vectors
             self._slots, self._src, self._jur = ids, src, jur
             self._index.add_with_ids(vectors, np.arange(len(live), dtype=np.int64))
@@ -492,23 +628,18 @@ class FaissIndex:
             if trained and self._live >= self.ivf_threshold:
                 self._train()
             report.actions.append(f"raw vectors compacted to {len(live)} rows")
-        if isinstance(self._raw, np.memmap):
-            self._raw.flush()
-            with open(self._raw_path, "rb+") as f:
-                os.fsync(f.fileno())
-            report.actions.append("raw vectors fsynced")
         self._removed_since_purge = 0
-        self.save()
-        if self._state_path is not None:
-            with open(self._state_path, "rb") as f:
-                os.fsync(f.fileno())
-            report.actions.append("index state rewritten and fsynced")
+        if self.directory is not None:
+            self._dirty = set(range(self._chunks()))
+            self._persist()
+            report.actions.append(
+                f"{self._chunks()} vector chunks and the index state sealed again and fsynced"
+            )
         return report
 
     @_locked
     def close(self) -> None:
-        if isinstance(self._raw, np.memmap):
-            self._raw.flush()
+        """Nothing to release: the vectors are in RAM, the files written at each save."""
 
     def describe(self) -> dict[str, object]:
         return {
@@ -520,4 +651,5 @@ class FaissIndex:
             "nprobe": self.nprobe or None,
             "rerank": self.rerank if self._trained_on else None,
             "trained_on": self._trained_on or None,
+            "storage": "RAM; AES-256-GCM sealed files" if self.directory else "RAM only",
         }

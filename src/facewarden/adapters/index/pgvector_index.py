@@ -181,6 +181,18 @@ class PgvectorIndex:
             found = con.scalars(text(f"SELECT face_id FROM {TABLE} ORDER BY face_id")).all()
         return np.array(found, dtype=np.int64)
 
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.engine.connect() as con:
+            rows = con.execute(
+                text(f"SELECT face_id, embedding::text FROM {TABLE} WHERE face_id = ANY(:ids)"),
+                {"ids": [int(i) for i in ids]},
+            ).all()
+        found = np.array([r[0] for r in rows], np.int64)
+        vectors = np.array(
+            [np.array(r[1].strip("[]").split(","), np.float32) for r in rows], np.float32
+        ).reshape(-1, self.dimension)
+        return found, vectors
+
     def reset(self) -> None:
         """Empty the table and drop the HNSW index: a refill (``index rebuild``, ``index
         migrate``) loads the rows first and ``save`` builds the graph once, in bulk, which is

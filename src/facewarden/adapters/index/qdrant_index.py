@@ -158,6 +158,14 @@ class QdrantIndex:
             if offset is None:
                 return np.array(sorted(found), dtype=np.int64)
 
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points = self.client.retrieve(
+            self.collection, [int(i) for i in ids], with_payload=False, with_vectors=True
+        )
+        found = np.array([int(p.id) for p in points], np.int64)
+        vectors = np.array([p.vector for p in points], np.float32).reshape(-1, self.dimension)
+        return found, vectors
+
     def reset(self) -> None:
         self._removed_since_purge += len(self)
         self.client.delete_collection(self.collection)
