@@ -29,6 +29,7 @@ from facewarden.adapters.storage.tables import Face, FaceCrop, Media, SubjectReq
 from facewarden.adapters.video import file_sha256
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
+from facewarden.core.durations import MAX_DURATION_DAYS
 from facewarden.core.errors import MediaError
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import IngestSummary, Skipped
@@ -139,7 +140,7 @@ class IngestService:
         app.authorize(actor, "ingest", "operator", details={"source": source})
         with app.sessions() as session:
             src = app.sources.get(session, source)
-            retention = timedelta(days=src.retention_days)
+            retention = timedelta(days=min(max(src.retention_days, 0.0), MAX_DURATION_DAYS))
             source_id, basis, purpose = src.id, src.lawful_basis, src.purpose
             index_label = FaceLabel(src.name, src.jurisdiction)
         settings = app.settings

@@ -26,6 +26,7 @@ from facewarden.adapters.storage.tables import (
 from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
+from facewarden.core.limits import REFERENCE_CHARS, check_text
 from facewarden.core.schemas import Candidate, FaceTemplate
 from facewarden.services.audit import canonical
 
@@ -141,6 +142,7 @@ class SubjectService:
 
         app = self.app
         threshold = self._threshold(threshold)
+        check_text(reference, "reference", REFERENCE_CHARS)
         app.authorize(actor, "subject.access", "dpo", details={"reference": reference})
         received = utcnow()
         sha, face = self._selfie(actor, "subject.access", selfie)
@@ -230,6 +232,7 @@ class SubjectService:
 
         app = self.app
         threshold = self._threshold(threshold)
+        check_text(reference, "reference", REFERENCE_CHARS)
         app.authorize(actor, "subject.erase", "dpo", details={"reference": reference})
         received = utcnow()
         sha, face = self._selfie(actor, "subject.erase", selfie)

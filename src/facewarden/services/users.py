@@ -13,6 +13,7 @@ from facewarden.adapters.storage.tables import User
 from facewarden.core.actors import ROLES, Actor
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput
+from facewarden.core.limits import NAME_CHARS, check_text
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
@@ -26,6 +27,9 @@ class UserService:
         """Create a user and return its API token; only its hash is stored."""
         from facewarden.services.app import hash_token
 
+        check_text(name, "user name", NAME_CHARS)
+        for role in roles:
+            check_text(role, "role", NAME_CHARS)
         self.app.authorize(actor, "user.add", "admin", details={"user": name, "roles": roles})
         unknown = sorted(set(roles) - set(ROLES))
         if not name.strip() or not roles or unknown:
