@@ -23,6 +23,7 @@ from facewarden.core.clock import utcnow
 from facewarden.core.errors import ConfigurationError, NotFound, NotInitialised, PermissionDenied
 from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AuditLog
+from facewarden.services.probes import Probe, ProbePool, analyse
 
 INDEX_GAP_TTL_S = 600.0  # how long a missing id below the mark is watched for a late commit
 INDEX_GAP_LIMIT = 10_000  # most such ids watched (beyond, the maintenance round's full sync)
@@ -56,6 +57,8 @@ class Facewarden:
         self.cipher = TemplateCipher(load_key(secret, settings.resolved_key_file))
         self.audit = AuditLog(self.sessions, self.writes)
         self._pipeline = pipeline
+        self.probes: ProbePool | None = None
+        """The server's probe workers (``serve`` sets them); None: probes in process."""
         self._index_synced = False
         self._index_mark = 0  # largest face id this process's index has caught up to
         self._index_checked = 0.0
@@ -129,7 +132,17 @@ class Facewarden:
                 )
         return app, token
 
+    def analyse_probe(self, data: bytes) -> Probe:
+        """A probe's faces, decoded at a bounded size and capped (see ``services.probes``):
+        in the server's probe workers, else in this process."""
+        if self.probes is not None:
+            return self.probes.analyse(data)
+        return analyse(self.pipeline, data, self.settings)
+
     def close(self) -> None:
+        if self.probes is not None:
+            self.probes.close()
+            self.probes = None
         if self._index_synced:
             self.index.save()
         if "_index" in self.__dict__:

@@ -175,6 +175,10 @@ class IngestService:
             tick(path)
 
         seen: set[str] = set()
+        copies: dict[str, list[str]] = {}
+        """Content met again in this run: sha256 -> the paths of its later copies."""
+        refused: dict[str, MediaError] = {}
+        """Content refused in this run (its copies are reported with the same reason)."""
 
         def pending() -> Iterator[tuple[str, str, bytes]]:
             for item in items:
@@ -185,7 +189,8 @@ class IngestService:
                 loaded = self._load(item, seen)
                 if isinstance(loaded, MediaError):
                     skip(item.path, loaded)
-                elif loaded is None:
+                elif isinstance(loaded, str):
+                    copies.setdefault(loaded, []).append(item.path)
                     summary.duplicates += 1
                     tick(item.path)
                 else:
@@ -193,7 +198,9 @@ class IngestService:
 
         def store(path: str, sha: str, result: Processed) -> None:
             if result.error_code:
-                skip(path, MediaError(result.error or "unreadable", code=result.error_code))
+                error = MediaError(result.error or "unreadable", code=result.error_code)
+                refused[sha] = error
+                skip(path, error)
                 return
             self._store(source_id, index_label, retention, label(path), sha, result, summary)
             tick(path)
@@ -251,6 +258,18 @@ class IngestService:
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
+            # A copy of refused content is not a duplicate of anything stored: it is
+            # reported as skipped, for the same reason, like the first copy.
+            for sha, error in refused.items():
+                for path in copies.get(sha, []):
+                    summary.duplicates -= 1
+                    summary.skipped.append(
+                        Skipped(
+                            label(path),
+                            f"{error.message} (same content as another file)",
+                            error.code,
+                        )
+                    )
             app.index.save()
             app.audit.record(
                 actor,
@@ -306,8 +325,9 @@ class IngestService:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
 
-    def _load(self, item: InputItem, seen: set[str]) -> tuple[str, bytes] | MediaError | None:
-        """(sha256, bytes) to process, a MediaError, or None when already ingested."""
+    def _load(self, item: InputItem, seen: set[str]) -> tuple[str, bytes] | MediaError | str:
+        """(sha256, bytes) to process, a MediaError, or the sha256 alone when this content
+        was met earlier in the run or is already stored."""
         if item.error is not None:
             return item.error
         assert item.read is not None
@@ -318,7 +338,7 @@ class IngestService:
         except OSError as exc:
             return MediaError(f"cannot read file: {exc}", code="unreadable")
         sha = hashlib.sha256(data).hexdigest()
-        return (sha, data) if self._is_new(sha, seen) else None
+        return (sha, data) if self._is_new(sha, seen) else sha
 
     def _is_new(self, sha: str, seen: set[str]) -> bool:
         """False when this content was met earlier in the run or is already stored."""

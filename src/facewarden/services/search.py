@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import Row, Select, bindparam, select
 
-from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit, Source
@@ -70,8 +69,8 @@ class SearchService:
         )
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
-            image = decode_image(probe, max_pixels=app.settings.max_image_pixels)
-            faces = app.pipeline.process(image, enrol=False).faces
+            analysed = app.analyse_probe(probe)
+            faces = analysed.faces
             matches = [self.match(f, top_k, threshold, where=where) for f in faces]
         except FacewardenError as exc:
             app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
@@ -85,10 +84,20 @@ class SearchService:
             matches,
             top_k,
             audit,
-            extra={"filter": filter_dict(where)} if where is not None else None,
+            extra=({"filter": filter_dict(where)} if where is not None else {})
+            | ({"notes": analysed.notes} if analysed.notes else {}),
         )
         return SearchResult(
-            probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, seq, search_id
+            probe_name,
+            probe_hash,
+            info.ref,
+            threshold,
+            size,
+            app.model_id,
+            matches,
+            seq,
+            search_id,
+            analysed.notes,
         )
 
     def record(
@@ -271,9 +280,7 @@ class SearchService:
         try:
             faces = []
             for label, data in (("A", a), ("B", b)):
-                found = app.pipeline.process(
-                    decode_image(data, max_pixels=app.settings.max_image_pixels), enrol=False
-                ).faces
+                found = app.analyse_probe(data).faces
                 if not found:
                     raise NoFaceFound(f"no face found in image {label}")
                 faces.append(found)

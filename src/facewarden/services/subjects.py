@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import select
 
-from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import (
     Case,
@@ -49,8 +48,7 @@ class SubjectService:
         """The one face of the selfie; several faces or none is a clear error (logged)."""
         sha = hashlib.sha256(selfie).hexdigest()
         try:
-            image = decode_image(selfie, max_pixels=self.app.settings.max_image_pixels)
-            faces = self.app.pipeline.process(image, enrol=False).faces
+            faces = self.app.analyse_probe(selfie).faces
             if not faces:
                 raise NoFaceFound("no face found in the selfie")
             if len(faces) > 1:

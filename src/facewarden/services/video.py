@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facewarden.adapters.imaging import IMAGE_HINT, looks_like_image
 from facewarden.adapters.video import VideoFrame, VideoInfo, VideoReader, file_sha256
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
-from facewarden.core.errors import FacewardenError, InvalidInput
+from facewarden.core.errors import FacewardenError, InvalidInput, MediaError
 from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
 from facewarden.core.tracking import FaceTracker, Track, build_timeline
@@ -173,6 +174,11 @@ class VideoSearchService:
         info = app.cases.require_usable(actor, case, "search", **audit)
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
+            with path.open("rb") as fh:
+                head = fh.read(1 << 16)
+            if looks_like_image(head):
+                # Refused before any frame is read: no search is recorded, no quota is used.
+                raise MediaError(IMAGE_HINT, code="image_not_video")
             scan = scan_video(
                 path,
                 app.pipeline,

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from facewarden.core.errors import (
     AuditFailure,
+    Busy,
     ConfigurationError,
     FacewardenError,
     InvalidInput,
@@ -20,6 +21,7 @@ from facewarden.core.errors import (
     NotInitialised,
     PermissionDenied,
     Refused,
+    StorageFull,
 )
 
 log = logging.getLogger("facewarden.web")
@@ -33,6 +35,8 @@ STATUS = [
     (Refused, 403),
     (NotInitialised, 503),
     (AuditFailure, 503),
+    (Busy, 503),
+    (StorageFull, 503),
     (ConfigurationError, 500),
 ]
 
@@ -66,6 +70,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(FacewardenError)
     async def _facewarden(_: Request, exc: FacewardenError) -> JSONResponse:
         headers = exc.headers if isinstance(exc, ApiError) else None
+        if isinstance(exc, Busy):
+            headers = {"Retry-After": str(exc.retry_after)}
         return error_response(status_of(exc), exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
