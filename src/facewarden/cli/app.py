@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from facewarden.adapters.index.base import IndexFilter
+from facewarden.adapters.storage.faults import storage_failure
 from facewarden.adapters.video import is_video_path
 from facewarden.cli import output
 from facewarden.cli.evaluate import eval_app
@@ -831,8 +832,17 @@ def serve(
 def main() -> None:
     try:
         app()
-    except FacewardenError as exc:
+    except Exception as exc:  # every error ends as one line, never a traceback
+        # A full disk is named as such, also under the audit failure it causes.
+        error = storage_failure(exc) or (exc if isinstance(exc, FacewardenError) else None)
+        if error is None:
+            if os.environ.get("FACEWARDEN_DEBUG"):
+                raise
+            error = FacewardenError(
+                f"{type(exc).__name__}: {exc} (set FACEWARDEN_DEBUG=1 for the traceback)",
+                code="internal",
+            )
         output.err.print(
-            f"[red]error[/] {escape(f'[{exc.code}]')}: {escape(exc.message)}", highlight=False
+            f"[red]error[/] {escape(f'[{error.code}]')}: {escape(error.message)}", highlight=False
         )
-        sys.exit(exc.exit_code)
+        sys.exit(error.exit_code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -16,6 +17,7 @@ from facewarden.adapters.crypto import TemplateCipher, create_key_file, load_key
 from facewarden.adapters.index.base import FaceLabel, VectorIndex
 from facewarden.adapters.index.registry import build_index
 from facewarden.adapters.storage import db
+from facewarden.adapters.storage.faults import storage_failure
 from facewarden.adapters.storage.tables import Face, Media, Source, User
 from facewarden.config import Settings
 from facewarden.core.actors import SINGLE_OPERATOR_ROLES, Actor
@@ -24,6 +26,8 @@ from facewarden.core.errors import ConfigurationError, NotFound, NotInitialised,
 from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AuditLog
 from facewarden.services.probes import Probe, ProbePool, analyse
+
+log = logging.getLogger("facewarden")
 
 INDEX_GAP_TTL_S = 600.0  # how long a missing id below the mark is watched for a late commit
 INDEX_GAP_LIMIT = 10_000  # most such ids watched (beyond, the maintenance round's full sync)
@@ -139,12 +143,25 @@ class Facewarden:
             return self.probes.analyse(data)
         return analyse(self.pipeline, data, self.settings)
 
+    def save_index(self) -> bool:
+        """Save the vector index. On a full disk this logs a warning and returns False: the
+        index is derived, and the next process to open it reconciles it with the database,
+        so a read-only command or a failed write must not fail again here."""
+        try:
+            self._index.save()
+            return True
+        except Exception as exc:
+            if storage_failure(exc) is None:
+                raise
+            log.warning("the vector index was not saved (%s); it is reconciled on next open", exc)
+            return False
+
     def close(self) -> None:
         if self.probes is not None:
             self.probes.close()
             self.probes = None
         if self._index_synced:
-            self.index.save()
+            self.save_index()
         if "_index" in self.__dict__:
             self._index.close()
             del self.__dict__["_index"]
@@ -225,7 +242,7 @@ class Facewarden:
             index.remove(stale)
         self._fill_index(missing.tolist())
         if len(stale) or len(missing):
-            index.save()
+            self.save_index()
         self._index_mark = max(self._index_mark, int(db_ids.max(initial=0)))
         self._index_gaps.clear()
         return {"added": len(missing), "removed": len(stale)}

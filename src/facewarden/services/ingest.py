@@ -206,7 +206,7 @@ class IngestService:
             tick(path)
             if summary.images % SAVE_INDEX_EVERY == 0:
                 started = time.perf_counter()
-                app.index.save()
+                app.save_index()
                 summary.seconds["index"] += time.perf_counter() - started
 
         def ingest_video(item: InputItem) -> None:
@@ -244,6 +244,7 @@ class IngestService:
             store(item.path, sha, video_processed(scan, settings.video_faces_per_track))
 
         n_workers = workers or settings.workers
+        failure: BaseException | None = None
         try:
             if n_workers <= 1 and ray is None:
                 for path, sha, data in pending():
@@ -257,6 +258,9 @@ class IngestService:
                     ingest_video(item)
         except KeyboardInterrupt:
             summary.interrupted = True
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             # A copy of refused content is not a duplicate of anything stored: it is
             # reported as skipped, for the same reason, like the first copy.
@@ -270,18 +274,26 @@ class IngestService:
                             error.code,
                         )
                     )
-            app.index.save()
-            app.audit.record(
-                actor,
-                "ingest.finish",
-                outcome="interrupted" if summary.interrupted else "ok",
-                legal_basis=basis,
-                purpose=purpose,
-                model_id=app.model_id,
-                gallery_size=len(app.index),
-                details={k: v for k, v in summary.as_dict().items() if k != "skipped"}
-                | {"skipped": len(summary.skipped)},
-            )
+            app.save_index()
+            outcome = "failed" if failure else "interrupted" if summary.interrupted else "ok"
+            try:
+                app.audit.record(
+                    actor,
+                    "ingest.finish",
+                    outcome=outcome,
+                    error=f"{type(failure).__name__}: {failure}" if failure else None,
+                    legal_basis=basis,
+                    purpose=purpose,
+                    model_id=app.model_id,
+                    gallery_size=len(app.index),
+                    details={k: v for k, v in summary.as_dict().items() if k != "skipped"}
+                    | {"skipped": len(summary.skipped)},
+                )
+            except Exception:
+                # The failure (a full disk) may forbid this record too: the original error
+                # is what the caller must see. It is never recorded as "ok".
+                if failure is None:
+                    raise
         return summary
 
     def _run_pool(

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from facewarden.adapters.storage.faults import storage_failure
 from facewarden.core.errors import (
     AuditFailure,
     Busy,
@@ -69,6 +70,9 @@ def error_response(
 def install(app: FastAPI) -> None:
     @app.exception_handler(FacewardenError)
     async def _facewarden(_: Request, exc: FacewardenError) -> JSONResponse:
+        full = storage_failure(exc) if isinstance(exc, AuditFailure) else None
+        if full is not None:
+            return error_response(503, full.code, full.message, {"Retry-After": "60"})
         headers = exc.headers if isinstance(exc, ApiError) else None
         if isinstance(exc, Busy):
             headers = {"Retry-After": str(exc.retry_after)}
@@ -89,5 +93,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        full = storage_failure(exc)
+        if full is not None:
+            log.error("write failed, storage full: %s", exc)
+            return error_response(503, full.code, full.message, {"Retry-After": "60"})
         log.exception("unexpected error", exc_info=exc)
         return error_response(500, "internal", "internal error; the server log has the details")

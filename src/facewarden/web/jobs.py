@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from facewarden.adapters.storage.faults import storage_failure
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NotFound
@@ -144,7 +145,12 @@ class IngestJobs:
             job.state, job.error = "failed", {"code": exc.code, "message": exc.message}
         except Exception as exc:  # a job must end with a state, not vanish
             job.state = "failed"
-            job.error = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+            full = storage_failure(exc)
+            job.error = (
+                {"code": full.code, "message": full.message}
+                if full is not None
+                else {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+            )
         finally:
             job.finished_at = utcnow().isoformat()
             shutil.rmtree(folder, ignore_errors=True)

@@ -467,8 +467,12 @@ class FaissIndex:
             index=faiss.serialize_index(self._index),
         )
         tmp = self._state_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(buffer.getbuffer())
-        os.replace(tmp, self._state_path)
+        try:
+            tmp.write_bytes(buffer.getbuffer())
+            os.replace(tmp, self._state_path)
+        except BaseException:  # a full disk leaves no partial temporary file behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     @_locked
     def purge(self) -> PurgeReport:
