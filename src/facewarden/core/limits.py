@@ -14,6 +14,10 @@ TEXT_CHARS = 10_000
 """Free text: purposes, legal bases, authorisations, notes."""
 MAX_QUOTA = 1_000_000
 """The most searches a case may allow."""
+MAX_TOP_K = 1000
+"""The most candidates per probe face."""
+MAX_WORKERS = 256
+"""The most worker processes one command may ask for."""
 MAX_ID = 2**31 - 1
 """Ids are INTEGER columns (32-bit on PostgreSQL)."""
 

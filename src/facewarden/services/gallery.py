@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -131,6 +132,8 @@ class GalleryService:
         """Delete all media of one jurisdiction or one source, with a receipt."""
         if bool(jurisdiction) == bool(source):
             raise InvalidInput("purge needs exactly one of --jurisdiction or --source")
+        if jurisdiction and not re.fullmatch(r"[A-Za-z]{2}", jurisdiction):
+            raise InvalidInput(f"jurisdiction {jurisdiction[:20]!r} must be a two-letter code")
         scope = {"jurisdiction": jurisdiction.upper()} if jurisdiction else {"source": source}
         self.app.authorize(actor, "purge", "dpo", details=scope)
         with transaction(self.app.writes) as session:

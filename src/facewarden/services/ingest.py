@@ -30,7 +30,8 @@ from facewarden.adapters.video import file_sha256
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
 from facewarden.core.durations import MAX_DURATION_DAYS
-from facewarden.core.errors import MediaError
+from facewarden.core.errors import InvalidInput, MediaError
+from facewarden.core.limits import MAX_WORKERS
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import IngestSummary, Skipped
 from facewarden.services.video import VideoScan, scan_video
@@ -137,6 +138,8 @@ class IngestService:
         images and stops the run like Ctrl-C (every stored image stays complete)."""
         app = self.app
         label = relabel or str
+        if workers is not None and not 1 <= workers <= MAX_WORKERS:
+            raise InvalidInput(f"workers must be between 1 and {MAX_WORKERS}")
         app.authorize(actor, "ingest", "operator", details={"source": source})
         with app.sessions() as session:
             src = app.sources.get(session, source)

@@ -17,6 +17,7 @@ from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, Se
 from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
+from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
 
 if TYPE_CHECKING:
@@ -54,10 +55,10 @@ class SearchService:
         """Search every face of ``probe``; ``where`` limits candidates to some sources or
         jurisdictions (the filter is recorded in the audit log)."""
         app = self.app
-        top_k = top_k or app.settings.top_k
+        top_k = app.settings.top_k if top_k is None else top_k
         threshold = app.settings.threshold if threshold is None else threshold
-        if not 0 < threshold <= 2 or top_k < 1:
-            raise InvalidInput("threshold must be in (0, 2] and top-k at least 1")
+        if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
         probe_hash = hashlib.sha256(probe).hexdigest()
         audit = {"probe_hash": probe_hash, "threshold": threshold, "model_id": app.model_id}
         app.authorize(actor, "search", "investigator", case_ref=case, **audit)
@@ -269,6 +270,8 @@ class SearchService:
         """Same person or not, comparing the largest face of each image."""
         app = self.app
         threshold = app.settings.threshold if threshold is None else threshold
+        if not 0 < threshold <= 2:
+            raise InvalidInput("threshold must be in (0, 2]")
         hashes = [hashlib.sha256(x).hexdigest() for x in (a, b)]
         audit = {
             "threshold": threshold,

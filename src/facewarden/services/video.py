@@ -22,6 +22,7 @@ from facewarden.adapters.video import VideoFrame, VideoInfo, VideoReader, file_s
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.errors import FacewardenError, InvalidInput, MediaError
+from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
 from facewarden.core.tracking import FaceTracker, Track, build_timeline
@@ -158,10 +159,10 @@ class VideoSearchService:
         cancelled: Callable[[], bool] | None = None,
     ) -> VideoSearchResult:
         app = self.app
-        top_k = top_k or app.settings.top_k
+        top_k = app.settings.top_k if top_k is None else top_k
         threshold = app.settings.threshold if threshold is None else threshold
-        if not 0 < threshold <= 2 or top_k < 1:
-            raise InvalidInput("threshold must be in (0, 2] and top-k at least 1")
+        if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
         if fps is not None and not 0 < fps <= 60:
             raise InvalidInput("fps must be in (0, 60]")
         try:
