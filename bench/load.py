@@ -44,9 +44,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare(data_dir: Path, gallery: Path) -> str:
-    """Gallery, case LOAD-1 and investigator 'ines'; returns her token."""
-    fw, _ = Facewarden.init(Settings(data_dir=data_dir, workers=1), admin_name="admin")
+def prepare(data_dir: Path, gallery: Path) -> tuple[str, str]:
+    """Gallery, case LOAD-1 and investigator 'ines'; returns her token and the admin's."""
+    fw, admin_token = Facewarden.init(Settings(data_dir=data_dir, workers=1), admin_name="admin")
     admin = fw.actor(name="admin")
     fw.sources.add(
         admin, "press", lawful_basis="bench", purpose="bench", jurisdiction="DE", retention="1y"
@@ -63,7 +63,7 @@ def prepare(data_dir: Path, gallery: Path) -> str:
         quota=1_000_000,
     )
     fw.close()
-    return token
+    return token, admin_token
 
 
 def jpeg(img: Image.Image, quality: int = 85) -> bytes:
@@ -173,7 +173,7 @@ def with_hostile(runner: Runner, probe: bytes, hostile: list[bytes], count: int,
     }
 
 
-def start_ingest(runner: Runner, probe: Path, images: int) -> None:
+def start_ingest(url: str, token: str, probe: Path, images: int) -> None:
     """An upload of ``images`` distinct photos as a background ingest job."""
     with Image.open(probe) as img:
         rgb = img.convert("RGB")
@@ -181,7 +181,13 @@ def start_ingest(runner: Runner, probe: Path, images: int) -> None:
     for n in range(images):
         rgb.putpixel((0, 0), (n % 256, n // 256, 3))
         files.append(("files", (f"ingest{n}.jpg", jpeg(rgb), "image/jpeg")))
-    r = runner.client().post("/api/v1/ingest", data={"source": "press"}, files=files)
+    r = httpx.post(
+        url + "/api/v1/ingest",
+        headers={"Authorization": f"Bearer {token}"},
+        data={"source": "press"},
+        files=files,
+        timeout=600,
+    )
     r.raise_for_status()
 
 
@@ -200,7 +206,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="facewarden-load-") as tmp:
         data_dir = Path(tmp) / "data"
-        token = prepare(data_dir, args.gallery)
+        token, admin_token = prepare(data_dir, args.gallery)
         port = free_port()
         env = os.environ | {
             "FACEWARDEN_DATA_DIR": str(data_dir),
@@ -229,7 +235,7 @@ def main() -> None:
             for _ in range(2 * args.search_workers):  # warm every worker's models
                 runner.search(probe)
             levels = [level(runner, probe, c, args.requests) for c in args.clients]
-            start_ingest(runner, args.probe, args.ingest_images)
+            start_ingest(url, admin_token, args.probe, args.ingest_images)
             during_ingest = [level(runner, probe, c, args.requests) for c in (1, 4)]
             hostile = with_hostile(
                 runner, probe, hostile_probes(args.probe), args.hostile, args.small

@@ -799,6 +799,56 @@ def report(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(help="New or empty folder for the snapshot.")],
+    with_key: Annotated[
+        bool, typer.Option("--with-key", help="Also copy the template key (keep it apart!).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a consistent snapshot of the database (SQLite), safe while the server runs."""
+    fw, actor = open_app()
+    manifest = fw.backups.backup(actor, dest, with_key=with_key)
+    fw.close()
+    if with_key:
+        output.err.print(
+            "[yellow]warning[/]: the backup holds the template key: whoever has it can read "
+            "every template; store it apart from ordinary backups"
+        )
+    if as_json:
+        output.emit_json(manifest)
+    else:
+        c = manifest["counts"]
+        output.out.print(
+            f"backup written to {escape(str(dest))}: {c['media']} media, {c['faces']} faces, "
+            f"{c['audit_events']} audit records (head #{manifest['audit_head']['seq']})"
+            + ("" if with_key else "; the template key was not copied")
+        )
+
+
+@app.command()
+def restore(
+    src: Annotated[Path, typer.Argument(help="A folder written by 'facewarden backup'.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the data directory's database.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a backup (checksum, audit chain, counts, key) and install it."""
+    from facewarden.services.backup import restore as restore_backup
+
+    report = restore_backup(settings(), src, force=force)
+    if as_json:
+        output.emit_json(report)
+    else:
+        c = report["counts"]
+        output.out.print(
+            f"restored and checked: {c['media']} media, {c['faces']} faces, "
+            f"{c['audit_events']} audit records; the index is rebuilt on first use"
+        )
+
+
+@app.command()
 def demo() -> None:
     """Build a small demo gallery from bundled press photos and run a search."""
     from facewarden.cli.demo import run_demo

@@ -71,6 +71,7 @@ class Facewarden:
         self._index_gaps: dict[int, float] = {}
         self._catching_up = threading.Lock()
 
+        from facewarden.services.backup import BackupService
         from facewarden.services.cases import CaseService
         from facewarden.services.confirmations import ConfirmationService
         from facewarden.services.gallery import GalleryService
@@ -96,6 +97,7 @@ class Facewarden:
         self.subjects = SubjectService(self)
         self.records = RecordsService(self)
         self.oversight = OversightService(self)
+        self.backups = BackupService(self)
 
     # -- setup -------------------------------------------------------------------------
     @classmethod
