@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -68,7 +69,32 @@ def test_searches_run_in_worker_processes_and_match(server):
     r = search(server, (PROBES / "obama1.jpg").read_bytes())
     assert r.status_code == 200, r.text
     assert "obama" in r.json()["faces"][0]["candidates"][0]["media_path"]
-    assert len(probe_workers(server)) == 2
+    assert len(probe_workers(server)) == 3  # two for searches, one for large probes
+
+
+def huge_photo() -> bytes:
+    """A 4000x3000 photo (12 MP): analysed by the large-probe lane."""
+    with Image.open(PROBES / "obama1.jpg") as img:
+        big = img.convert("RGB").resize((4000, 3000))
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+def test_large_probes_have_their_own_lane(server):
+    """With the large-probe lane full (one worker, two waiting), small searches are still
+    answered: huge photos cannot hold up every search behind them."""
+    huge, small = huge_photo(), (PROBES / "obama1.jpg").read_bytes()
+    with ThreadPoolExecutor(8) as pool:
+        heavy = [pool.submit(search, server, huge) for _ in range(6)]
+        time.sleep(0.5)
+        light = [search(server, small) for _ in range(3)]
+        heavy_codes = [f.result().status_code for f in heavy]
+    assert [r.status_code for r in light] == [200, 200, 200], [r.text for r in light]
+    assert set(heavy_codes) <= {200, 503} and 200 in heavy_codes, heavy_codes
+    if 503 in heavy_codes:
+        refused = next(f.result() for f in heavy if f.result().status_code == 503)
+        assert "large-probe" in refused.json()["error"]["message"]
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_uses_no_quota(server):

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     search_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0, le=256)
     """Server: worker processes that decode probes and run the models, in parallel (0: in the
     server process, one probe at a time)."""
+    search_heavy_pixels: int = Field(4_000_000, ge=0)
+    """Server: probes declaring more pixels than this are analysed by a separate lane of
+    workers (half of them, at least one), so huge photos cannot hold up small searches
+    (0: one lane for all)."""
     search_queue: int = Field(0, ge=0, le=10_000)
     """Server: probes waiting for a worker beyond those being processed (0: twice the
     workers); when full, the server answers 503 with Retry-After."""

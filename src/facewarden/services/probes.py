@@ -9,12 +9,16 @@ instead of piling up. The CLI analyses its one probe in process.
 
 from __future__ import annotations
 
+import io
 import math
 import threading
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+
+from PIL import Image
 
 from facewarden.adapters.imaging import decode
 from facewarden.config import Settings
@@ -67,23 +71,16 @@ def _ready() -> bool:
     return "pipeline" in WORKER
 
 
-class ProbePool:
-    """Probes analysed in ``search_workers`` processes (or, with 0, in this process one at a
-    time), at most ``search_queue`` more waiting; beyond that, :class:`Busy` at once."""
+class _Lane:
+    """A pool of ``workers`` processes with admission bounded to ``capacity`` probes."""
 
-    def __init__(self, settings: Settings, pipeline: FacePipeline | None = None) -> None:
-        self.settings = settings
-        self.workers = settings.search_workers
-        queue = settings.search_queue or 2 * max(1, self.workers)
-        self.capacity = max(1, self.workers) + queue
-        self._slots = threading.BoundedSemaphore(self.capacity)
-        self._pipeline = pipeline
-        self._settings_json = settings.model_dump_json()
-        self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
-        self._seconds = 1.0  # moving average of one probe's time (for Retry-After)
-        if self.workers:
-            self._pool = self._new_pool()
+    def __init__(self, name: str, settings: Settings, workers: int, queue: int) -> None:
+        self.name, self.settings, self.workers = name, settings, workers
+        self.capacity = workers + queue
+        self.slots = threading.BoundedSemaphore(self.capacity)
+        self.seconds = 1.0  # moving average of one probe's time (for Retry-After)
+        self.lock = threading.Lock()
+        self.pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         worker_settings = self.settings.model_copy(update={"workers": self.workers})
@@ -94,47 +91,107 @@ class ProbePool:
 
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: the queue's share of the workers' time."""
-        return max(1, min(60, math.ceil(self._seconds * self.capacity / max(1, self.workers))))
+        return max(1, min(60, math.ceil(self.seconds * self.capacity / self.workers)))
+
+    def run(self, data: bytes, settings_json: str) -> Probe | tuple[str, str]:
+        pool = self.pool
+        try:
+            return pool.submit(_worker_analyse, data, settings_json).result()
+        except BrokenProcessPool as exc:
+            # A worker died (killed, or out of memory): replace the pool for the next probe.
+            with self.lock:
+                if self.pool is pool:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self.pool = self._new_pool()
+            raise Busy("a probe worker stopped; try again", retry_after=5) from exc
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def probe_pixels(data: bytes) -> int:
+    """Pixels a probe declares in its header (0 when it cannot be read: it fails fast)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size[0] * img.size[1]
+    except Exception:  # anything unreadable is refused quickly by the decoder itself
+        return 0
+
+
+class ProbePool:
+    """Probes analysed in ``search_workers`` processes (or, with 0, in this process one at a
+    time), at most ``search_queue`` more waiting; beyond that, :class:`Busy` at once.
+
+    Probes declaring more than ``search_heavy_pixels`` go to a lane of their own (half the
+    workers, at least one, with its own short queue), so a few huge photos cannot hold up
+    every small search behind them."""
+
+    def __init__(self, settings: Settings, pipeline: FacePipeline | None = None) -> None:
+        self.settings = settings
+        self.workers = settings.search_workers
+        self._pipeline = pipeline
+        self._settings_json = settings.model_dump_json()
+        self._lock = threading.Lock()
+        queue = settings.search_queue or 2 * max(1, self.workers)
+        self.light: _Lane | None = None
+        self.heavy: _Lane | None = None
+        if self.workers:
+            self.light = _Lane("search", settings, self.workers, queue)
+            if settings.search_heavy_pixels:
+                heavy = max(1, self.workers // 2)
+                self.heavy = _Lane("large-probe", settings, heavy, 2 * heavy)
+            self.capacity = self.light.capacity
+        else:
+            self.capacity = 1 + queue
+        self._slots = threading.BoundedSemaphore(self.capacity)  # in-process mode
+        self._seconds = 1.0
 
     def analyse(self, data: bytes) -> Probe:
-        if not self._slots.acquire(blocking=False):
+        if self.light is None:
+            return self._in_process(data)
+        lane = self.light
+        if self.heavy is not None and probe_pixels(data) > self.settings.search_heavy_pixels:
+            lane = self.heavy
+        if not lane.slots.acquire(blocking=False):
             raise Busy(
-                f"the server is busy: {self.capacity} probes are being processed or queued; "
-                "try again shortly",
-                retry_after=self.retry_after(),
+                f"the server is busy: {lane.capacity} probes are being processed or queued "
+                f"({lane.name} workers); try again shortly",
+                retry_after=lane.retry_after(),
             )
         started = time.monotonic()
         try:
-            if self._pool is None:
-                from facewarden.services.app import build_pipeline
-
-                with self._lock:
-                    if self._pipeline is None:
-                        self._pipeline = build_pipeline(self.settings)
-                return analyse(self._pipeline, data, self.settings)
-            return self._in_worker(data)
+            result = lane.run(data, self._settings_json)
         finally:
-            self._slots.release()
-            self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - started)
-
-    def _in_worker(self, data: bytes) -> Probe:
-        pool = self._pool
-        assert pool is not None
-        try:
-            result = pool.submit(_worker_analyse, data, self._settings_json).result()
-        except BrokenProcessPool as exc:
-            # A worker died (killed, or out of memory): replace the pool for the next probe.
-            with self._lock:
-                if self._pool is pool:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    self._pool = self._new_pool()
-            raise Busy("a probe worker stopped; try again", retry_after=5) from exc
+            lane.slots.release()
+            lane.seconds = 0.8 * lane.seconds + 0.2 * (time.monotonic() - started)
         if isinstance(result, tuple):
             code, message = result
             raise MediaError(message, code=code)
         return result
 
+    def _in_process(self, data: bytes) -> Probe:
+        if not self._slots.acquire(blocking=False):
+            raise Busy(
+                f"the server is busy: {self.capacity} probes are being processed or queued; "
+                "try again shortly",
+                retry_after=max(1, min(60, math.ceil(self._seconds * self.capacity))),
+            )
+        started = time.monotonic()
+        try:
+            from facewarden.services.app import build_pipeline
+
+            with self._lock:
+                if self._pipeline is None:
+                    self._pipeline = build_pipeline(self.settings)
+            return analyse(self._pipeline, data, self.settings)
+        finally:
+            self._slots.release()
+            self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - started)
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for lane in (self.light, self.heavy):
+            if lane is not None:
+                lane.close()
+        self.light = self.heavy = None
