@@ -21,9 +21,10 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from facewarden.config import Settings
+if TYPE_CHECKING:  # imported late: a new worker runs die_with_parent as early as it can
+    from facewarden.config import Settings
 
 WORKER: dict[str, Any] = {}
 """Per-process state of a pool worker: its ``pipeline`` and ``max_pixels``."""
@@ -57,6 +58,7 @@ def worker_init(settings_json: str, parent_pid: int | None = None, main: bool = 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about Ctrl-C
     if parent_pid is not None:
         die_with_parent(parent_pid, kernel_signal=main)
+    from facewarden.config import Settings
     from facewarden.services.app import build_pipeline
 
     settings = Settings.model_validate_json(settings_json)
