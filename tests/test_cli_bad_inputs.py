@@ -178,6 +178,8 @@ def test_no_command_prints_a_traceback(env):
         shown = " ".join(a[:40] for a in args)
         if "Traceback" in r.stderr or "Traceback" in r.stdout:
             problems.append(f"{shown}: traceback\n{r.stderr[-1500:]}")
+        elif "error [internal]" in r.stderr:
+            problems.append(f"{shown}: not recognised as bad input\n{r.stderr[-600:]}")
         elif r.returncode not in (1, 2, 3):
             problems.append(f"{shown}: exit {r.returncode}\n{r.stdout[-300:]}{r.stderr[-300:]}")
         elif "error [" not in r.stderr and "Usage:" not in r.stderr and r.returncode != 1:

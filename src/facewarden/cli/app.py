@@ -885,6 +885,9 @@ def main() -> None:
     except Exception as exc:  # every error ends as one line, never a traceback
         # A full disk is named as such, also under the audit failure it causes.
         error = storage_failure(exc) or (exc if isinstance(exc, FacewardenError) else None)
+        if error is None and isinstance(exc, OSError) and exc.filename:
+            # A path given on the command line that cannot be read or written.
+            error = InvalidInput(f"{exc.strerror}: {exc.filename}", code="bad_path")
         if error is None:
             if os.environ.get("FACEWARDEN_DEBUG"):
                 raise

@@ -24,6 +24,7 @@ from facewarden.adapters.storage.tables import (
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, NotFound
+from facewarden.core.limits import check_id
 from facewarden.services.audit import canonical
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class GalleryService:
     def delete_media(self, actor: Actor, media_ids: list[int]) -> dict[str, int]:
         if not media_ids:
             raise InvalidInput("no media id given")
+        for media_id in media_ids:
+            check_id(media_id, "media id")
         self.app.authorize(actor, "delete", "operator", "dpo", details={"media": media_ids})
         with transaction(self.app.writes) as session:
             erasure_lock(session)
@@ -150,6 +153,7 @@ class GalleryService:
 
     def restrict(self, actor: Actor, media_id: int, restricted: bool = True) -> None:
         """Keep the record but exclude it from every search (or lift the restriction)."""
+        check_id(media_id, "media id")
         action = "media.restrict" if restricted else "media.unrestrict"
         self.app.authorize(actor, action, "dpo", details={"media": media_id})
         with transaction(self.app.writes) as session:

@@ -25,7 +25,7 @@ from facewarden.adapters.storage.tables import (
 from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
-from facewarden.core.limits import REFERENCE_CHARS, check_text
+from facewarden.core.limits import REFERENCE_CHARS, check_id, check_text
 from facewarden.core.schemas import Candidate, FaceTemplate
 from facewarden.services.audit import canonical
 
@@ -231,6 +231,8 @@ class SubjectService:
         app = self.app
         threshold = self._threshold(threshold)
         check_text(reference, "reference", REFERENCE_CHARS)
+        for face_id in face_ids or []:
+            check_id(face_id, "face id")
         app.authorize(actor, "subject.erase", "dpo", details={"reference": reference})
         received = utcnow()
         sha, face = self._selfie(actor, "subject.erase", selfie)
