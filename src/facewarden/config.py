@@ -81,6 +81,21 @@ class Settings(BaseSettings):
     min_face_size: int = Field(20, ge=8)
     """Faces whose box is smaller than this (pixels, shorter side) are not enrolled."""
     max_image_pixels: int = Field(50_000_000, ge=10_000)
+    probe_max_side: int = Field(1600, ge=64, le=20_000)
+    """Search, verification and subject probes are reduced to at most this many pixels on
+    their longer side before detection (a JPEG is decoded directly at a smaller scale)."""
+    max_probe_faces: int = Field(50, ge=1, le=10_000)
+    """Faces searched per probe: the largest this many (the result says how many were left)."""
+    search_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0, le=256)
+    """Server: worker processes that decode probes and run the models, in parallel (0: in the
+    server process, one probe at a time)."""
+    search_heavy_pixels: int = Field(4_000_000, ge=0)
+    """Server: probes declaring more pixels than this are analysed by a separate lane of
+    workers (half of them, at least one), so huge photos cannot hold up small searches
+    (0: one lane for all)."""
+    search_queue: int = Field(0, ge=0, le=10_000)
+    """Server: probes waiting for a worker beyond those being processed (0: twice the
+    workers); when full, the server answers 503 with Retry-After."""
     max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     max_archive_ratio: int = Field(200, ge=2)
     """Largest allowed uncompressed/compressed ratio of an archive member (zip bombs)."""

@@ -62,10 +62,15 @@ def _zip_items(archive: Path, limits: InputLimits) -> Iterator[InputItem]:
         )
         return
     with zf:
+        names: dict[str, int] = {}
         for info in zf.infolist():
             if info.is_dir():
                 continue
-            label = f"{archive}!{info.filename}"
+            # A zip may hold several members of one name: each is read by its own entry and
+            # labelled apart (the second "a.jpg" is "a.jpg [2]").
+            names[info.filename] = names.get(info.filename, 0) + 1
+            copy = names[info.filename]
+            label = f"{archive}!{info.filename}" + (f" [{copy}]" if copy > 1 else "")
             problem = _unsafe_member(info.filename)
             if problem:
                 yield InputItem(label, None, MediaError(problem, code="unsafe_archive_path"))
@@ -102,10 +107,10 @@ def _zip_items(archive: Path, limits: InputLimits) -> Iterator[InputItem]:
                     ),
                 )
                 continue
-            yield InputItem(label, _zip_reader(archive, info.filename, limits.max_file_bytes))
+            yield InputItem(label, _zip_reader(archive, info, limits.max_file_bytes))
 
 
-def _zip_reader(archive: Path, member: str, limit: int) -> Callable[[], bytes]:
+def _zip_reader(archive: Path, member: zipfile.ZipInfo, limit: int) -> Callable[[], bytes]:
     def read() -> bytes:
         try:
             with zipfile.ZipFile(archive) as zf, zf.open(member) as fh:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from facewarden.adapters.index.base import IndexFilter
+from facewarden.adapters.storage.faults import storage_failure
 from facewarden.adapters.video import is_video_path
 from facewarden.cli import output
 from facewarden.cli.credentials import cli_actor, token_file, write_token_file
@@ -1006,6 +1007,56 @@ def report(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(help="New or empty folder for the snapshot.")],
+    with_key: Annotated[
+        bool, typer.Option("--with-key", help="Also copy the template key (keep it apart!).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a consistent snapshot of the database (SQLite), safe while the server runs."""
+    fw, actor = open_app()
+    manifest = fw.backups.backup(actor, dest, with_key=with_key)
+    fw.close()
+    if with_key:
+        output.err.print(
+            "[yellow]warning[/]: the backup holds the template key: whoever has it can read "
+            "every template; store it apart from ordinary backups"
+        )
+    if as_json:
+        output.emit_json(manifest)
+    else:
+        c = manifest["counts"]
+        output.out.print(
+            f"backup written to {escape(str(dest))}: {c['media']} media, {c['faces']} faces, "
+            f"{c['audit_events']} audit records (head #{manifest['audit_head']['seq']})"
+            + ("" if with_key else "; the template key was not copied")
+        )
+
+
+@app.command()
+def restore(
+    src: Annotated[Path, typer.Argument(help="A folder written by 'facewarden backup'.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the data directory's database.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a backup (checksum, audit chain, counts, key) and install it."""
+    from facewarden.services.backup import restore as restore_backup
+
+    report = restore_backup(settings(), src, force=force)
+    if as_json:
+        output.emit_json(report)
+    else:
+        c = report["counts"]
+        output.out.print(
+            f"restored and checked: {c['media']} media, {c['faces']} faces, "
+            f"{c['audit_events']} audit records; the index is rebuilt on first use"
+        )
+
+
+@app.command()
 def demo() -> None:
     """Build a small demo gallery from bundled press photos and run a search."""
     from facewarden.cli.demo import run_demo
@@ -1039,8 +1090,20 @@ def serve(
 def main() -> None:
     try:
         app()
-    except FacewardenError as exc:
+    except Exception as exc:  # every error ends as one line, never a traceback
+        # A full disk is named as such, also under the audit failure it causes.
+        error = storage_failure(exc) or (exc if isinstance(exc, FacewardenError) else None)
+        if error is None and isinstance(exc, OSError) and exc.filename:
+            # A path given on the command line that cannot be read or written.
+            error = InvalidInput(f"{exc.strerror}: {exc.filename}", code="bad_path")
+        if error is None:
+            if os.environ.get("FACEWARDEN_DEBUG"):
+                raise
+            error = FacewardenError(
+                f"{type(exc).__name__}: {exc} (set FACEWARDEN_DEBUG=1 for the traceback)",
+                code="internal",
+            )
         output.err.print(
-            f"[red]error[/] {escape(f'[{exc.code}]')}: {escape(exc.message)}", highlight=False
+            f"[red]error[/] {escape(f'[{error.code}]')}: {escape(error.message)}", highlight=False
         )
-        sys.exit(exc.exit_code)
+        sys.exit(error.exit_code)

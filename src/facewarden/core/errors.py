@@ -73,3 +73,20 @@ class ConfigurationError(FacewardenError):
 
     code = "configuration"
     exit_code = 2
+
+
+class Busy(FacewardenError):
+    """Every worker is busy and the queue is full: try again after ``retry_after`` seconds."""
+
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageFull(FacewardenError):
+    """A write failed because the disk is full or the file system refused it (nothing was
+    half written; the operation can be re-run once space is freed)."""
+
+    code = "storage_full"

@@ -19,6 +19,8 @@ class PipelineOutput:
     faces: list[FaceTemplate]
     rejected: int
     """Faces detected but not enrolled (below the minimum size)."""
+    capped: int = 0
+    """Faces detected beyond ``max_faces``: not processed (the largest were kept)."""
 
 
 def template_space_id(embedder_id: str, aligner_id: str) -> str:
@@ -49,18 +51,26 @@ class FacePipeline:
     def model_id(self) -> str:
         return template_space_id(self.embedder.model_id, self.aligner.model_id)
 
-    def process(self, image: np.ndarray, *, enrol: bool = True) -> PipelineOutput:
-        """All faces of an RGB image. With ``enrol``, faces under the size floor are rejected."""
+    def process(
+        self, image: np.ndarray, *, enrol: bool = True, max_faces: int | None = None
+    ) -> PipelineOutput:
+        """All faces of an RGB image (with ``max_faces``, only the largest that many). With
+        ``enrol``, faces under the size floor are rejected."""
         with self._lock:
-            return self._process(image, enrol)
+            return self._process(image, enrol, max_faces)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Face boxes only (redaction covers every face, whatever its quality)."""
         with self._lock:
             return self.detector.detect(image)
 
-    def _process(self, image: np.ndarray, enrol: bool) -> PipelineOutput:
+    def _process(self, image: np.ndarray, enrol: bool, max_faces: int | None) -> PipelineOutput:
         detections = self.detector.detect(image)
+        capped = 0
+        if max_faces is not None and len(detections) > max_faces:
+            capped = len(detections) - max_faces
+            by_size = sorted(detections, key=lambda d: -d.box.width * d.box.height)
+            detections = by_size[:max_faces]
         chips, kept, rejected = [], [], 0
         for det in detections:
             chip, points = self.aligner.align(image, det.box)
@@ -75,7 +85,7 @@ class FacePipeline:
             FaceTemplate(det, quality, descriptors[i], _jpeg(chip) if self.keep_chips else None)
             for i, (det, quality, chip) in enumerate(kept)
         ]
-        return PipelineOutput(faces, rejected)
+        return PipelineOutput(faces, rejected, capped)
 
 
 def _jpeg(chip: np.ndarray) -> bytes:

@@ -129,9 +129,14 @@ class SearchResult:
     audit_seq: int | None = None
     search_id: int | None = None
     """The case's record of this search; confirmations name it."""
+    notes: list[str] = field(default_factory=list)
+    """What was bounded: a probe reduced for detection, faces beyond the cap not searched."""
 
     def as_dict(self) -> dict[str, Any]:
-        return search_header(self) | {"faces": [f.as_dict() for f in self.faces]}
+        return search_header(self) | {
+            "faces": [f.as_dict() for f in self.faces],
+            "notes": self.notes,
+        }
 
 
 @dataclass

@@ -25,6 +25,7 @@ from facewarden.adapters.crypto import (
 from facewarden.adapters.index.base import FaceLabel, VectorIndex
 from facewarden.adapters.index.registry import build_index
 from facewarden.adapters.storage import db
+from facewarden.adapters.storage.faults import storage_failure
 from facewarden.adapters.storage.tables import AuditEvent, Face, Media, Source, User
 from facewarden.config import Settings
 from facewarden.core.actors import SINGLE_OPERATOR_ROLES, Actor
@@ -40,6 +41,7 @@ from facewarden.core.errors import (
 from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.services.audit import AnchorFile, AuditLog
 from facewarden.services.keys import KeyService, check_keys, load_cipher, prepare_init
+from facewarden.services.probes import Probe, ProbePool, analyse
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ class Facewarden:
         )
         self.keys = KeyService(self)
         self._pipeline = pipeline
+        self.probes: ProbePool | None = None
+        """The server's probe workers (``serve`` sets them); None: probes in process."""
         self._index_synced = False
         self._index_mark = 0  # largest face id this process's index has caught up to
         self._index_checked = 0.0
@@ -104,6 +108,7 @@ class Facewarden:
         self._index_gaps: dict[int, float] = {}
         self._catching_up = threading.Lock()
 
+        from facewarden.services.backup import BackupService
         from facewarden.services.cases import CaseService
         from facewarden.services.confirmations import ConfirmationService
         from facewarden.services.gallery import GalleryService
@@ -129,6 +134,7 @@ class Facewarden:
         self.subjects = SubjectService(self)
         self.records = RecordsService(self)
         self.oversight = OversightService(self)
+        self.backups = BackupService(self)
 
     # -- setup -------------------------------------------------------------------------
     @classmethod
@@ -207,9 +213,32 @@ class Facewarden:
             app.audit.anchor_now(create=start_anchors)
         return app, token
 
+    def analyse_probe(self, data: bytes) -> Probe:
+        """A probe's faces, decoded at a bounded size and capped (see ``services.probes``):
+        in the server's probe workers, else in this process."""
+        if self.probes is not None:
+            return self.probes.analyse(data)
+        return analyse(self.pipeline, data, self.settings)
+
+    def save_index(self) -> bool:
+        """Save the vector index. On a full disk this logs a warning and returns False: the
+        index is derived, and the next process to open it reconciles it with the database,
+        so a read-only command or a failed write must not fail again here."""
+        try:
+            self._index.save()
+            return True
+        except Exception as exc:
+            if storage_failure(exc) is None:
+                raise
+            log.warning("the vector index was not saved (%s); it is reconciled on next open", exc)
+            return False
+
     def close(self) -> None:
+        if self.probes is not None:
+            self.probes.close()
+            self.probes = None
         if self._index_synced:
-            self.index.save()
+            self.save_index()
         if "_index" in self.__dict__:
             self._index.close()
             del self.__dict__["_index"]
@@ -301,7 +330,7 @@ class Facewarden:
             index.reserve(len(held) + len(missing))  # a rebuild allocates the vectors once
         self._fill_index(missing.tolist())
         if len(stale) or len(missing) or problem:
-            index.save()
+            self.save_index()
         self._index_mark = max(self._index_mark, int(db_ids.max(initial=0)))
         self._index_gaps.clear()
         if problem:

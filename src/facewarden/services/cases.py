@@ -16,6 +16,7 @@ from facewarden.core.actors import MEMBER_ROLES, OVERSIGHT, Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.durations import parse_duration
 from facewarden.core.errors import InvalidInput, NotFound, Refused
+from facewarden.core.limits import MAX_QUOTA, NAME_CHARS, check_text
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
@@ -103,6 +104,17 @@ class CaseService:
     ) -> CaseInfo:
         """Open a case. The opener, when an investigator, is assigned to it; the people named
         are assigned as investigators or, when they are only reviewers, as reviewers."""
+        check_text(ref, "case reference", NAME_CHARS)
+        for value, what in (
+            (purpose, "purpose"),
+            (legal_basis, "legal basis"),
+            (authorisation, "authorisation"),
+            (offence, "offence"),
+        ):
+            check_text(value, what)
+        for name in investigators or []:
+            check_text(name, "member name", NAME_CHARS)
+        lifetime = parse_duration(expires)
         self.app.authorize(actor, "case.open", "investigator", "admin", case_ref=ref)
 
         for value, what in (
@@ -114,8 +126,8 @@ class CaseService:
             if not (value or "").strip():
                 raise InvalidInput(f"a case needs a {what}: refused")
         quota = self.app.settings.case_search_quota if quota is None else quota
-        if quota < 1:
-            raise InvalidInput("a case's search quota must be at least 1")
+        if not 1 <= quota <= MAX_QUOTA:
+            raise InvalidInput(f"a case's search quota must be between 1 and {MAX_QUOTA}")
         members = set(investigators or [])
         if actor.has("investigator"):
             members.add(actor.name)
@@ -138,7 +150,7 @@ class CaseService:
                     status="open",
                     opened_by=actor.name,
                     opened_at=now,
-                    expires_at=now + parse_duration(expires),
+                    expires_at=now + lifetime,
                     search_quota=quota,
                     keep_probe_templates=keep_probe_templates,
                     members=[

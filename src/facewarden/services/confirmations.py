@@ -23,6 +23,7 @@ from facewarden.adapters.storage.tables import (
 from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import InvalidInput, NotFound
+from facewarden.core.limits import check_id, check_text
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
@@ -76,6 +77,9 @@ class ConfirmationService:
     ) -> CandidateState:
         """Record one person's confirmation or rejection of one candidate of one search."""
 
+        check_text(note, "note")
+        check_id(search_id, "search id")
+        check_id(face_id, "face id")
         if decision not in DECISIONS:
             raise InvalidInput(f"decision must be one of {', '.join(DECISIONS)}")
         action = f"candidate.{decision}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +25,7 @@ from facewarden.core.actors import MEMBER_ROLES, OVERSIGHT, Actor
 from facewarden.core.binding import crop_aad
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, NotFound, Refused
+from facewarden.core.limits import check_id
 from facewarden.services.audit import canonical
 
 if TYPE_CHECKING:
@@ -108,6 +110,8 @@ class GalleryService:
     def delete_media(self, actor: Actor, media_ids: list[int]) -> dict[str, int]:
         if not media_ids:
             raise InvalidInput("no media id given")
+        for media_id in media_ids:
+            check_id(media_id, "media id")
         self.app.authorize(actor, "delete", "operator", "dpo", details={"media": media_ids})
         with transaction(self.app.writes) as session:
             erasure_lock(session)
@@ -158,6 +162,8 @@ class GalleryService:
         """Delete all media of one jurisdiction or one source, with a receipt."""
         if bool(jurisdiction) == bool(source):
             raise InvalidInput("purge needs exactly one of --jurisdiction or --source")
+        if jurisdiction and not re.fullmatch(r"[A-Za-z]{2}", jurisdiction):
+            raise InvalidInput(f"jurisdiction {jurisdiction[:20]!r} must be a two-letter code")
         scope = {"jurisdiction": jurisdiction.upper()} if jurisdiction else {"source": source}
         self.app.authorize(actor, "purge", "dpo", details=scope)
         with transaction(self.app.writes) as session:
@@ -174,6 +180,7 @@ class GalleryService:
 
     def restrict(self, actor: Actor, media_id: int, restricted: bool = True) -> None:
         """Keep the record but exclude it from every search (or lift the restriction)."""
+        check_id(media_id, "media id")
         action = "media.restrict" if restricted else "media.unrestrict"
         self.app.authorize(actor, action, "dpo", details={"media": media_id})
         with transaction(self.app.writes) as session:

@@ -30,7 +30,9 @@ from facewarden.adapters.video import file_sha256
 from facewarden.core.actors import Actor
 from facewarden.core.binding import crop_aad, template_aad
 from facewarden.core.clock import utcnow
-from facewarden.core.errors import MediaError
+from facewarden.core.durations import MAX_DURATION_DAYS
+from facewarden.core.errors import InvalidInput, MediaError
+from facewarden.core.limits import MAX_WORKERS
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import IngestSummary, Skipped
 from facewarden.services.video import VideoScan, scan_video
@@ -137,10 +139,12 @@ class IngestService:
         images and stops the run like Ctrl-C (every stored image stays complete)."""
         app = self.app
         label = relabel or str
+        if workers is not None and not 1 <= workers <= MAX_WORKERS:
+            raise InvalidInput(f"workers must be between 1 and {MAX_WORKERS}")
         app.authorize(actor, "ingest", "operator", details={"source": source})
         with app.sessions() as session:
             src = app.sources.get(session, source)
-            retention = timedelta(days=src.retention_days)
+            retention = timedelta(days=min(max(src.retention_days, 0.0), MAX_DURATION_DAYS))
             source_id, basis, purpose = src.id, src.lawful_basis, src.purpose
             index_label = FaceLabel(src.name, src.jurisdiction)
         settings = app.settings
@@ -175,6 +179,10 @@ class IngestService:
             tick(path)
 
         seen: set[str] = set()
+        copies: dict[str, list[str]] = {}
+        """Content met again in this run: sha256 -> the paths of its later copies."""
+        refused: dict[str, MediaError] = {}
+        """Content refused in this run (its copies are reported with the same reason)."""
 
         def pending() -> Iterator[tuple[str, str, bytes]]:
             for item in items:
@@ -185,7 +193,8 @@ class IngestService:
                 loaded = self._load(item, seen)
                 if isinstance(loaded, MediaError):
                     skip(item.path, loaded)
-                elif loaded is None:
+                elif isinstance(loaded, str):
+                    copies.setdefault(loaded, []).append(item.path)
                     summary.duplicates += 1
                     tick(item.path)
                 else:
@@ -193,13 +202,15 @@ class IngestService:
 
         def store(path: str, sha: str, result: Processed) -> None:
             if result.error_code:
-                skip(path, MediaError(result.error or "unreadable", code=result.error_code))
+                error = MediaError(result.error or "unreadable", code=result.error_code)
+                refused[sha] = error
+                skip(path, error)
                 return
             self._store(source_id, index_label, retention, label(path), sha, result, summary)
             tick(path)
             if summary.images % SAVE_INDEX_EVERY == 0:
                 started = time.perf_counter()
-                app.index.save()
+                app.save_index()
                 summary.seconds["index"] += time.perf_counter() - started
 
         def ingest_video(item: InputItem) -> None:
@@ -237,6 +248,7 @@ class IngestService:
             store(item.path, sha, video_processed(scan, settings.video_faces_per_track))
 
         n_workers = workers or settings.workers
+        failure: BaseException | None = None
         try:
             if n_workers <= 1 and ray is None:
                 for path, sha, data in pending():
@@ -250,19 +262,42 @@ class IngestService:
                     ingest_video(item)
         except KeyboardInterrupt:
             summary.interrupted = True
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            app.index.save()
-            app.audit.record(
-                actor,
-                "ingest.finish",
-                outcome="interrupted" if summary.interrupted else "ok",
-                legal_basis=basis,
-                purpose=purpose,
-                model_id=app.model_id,
-                gallery_size=len(app.index),
-                details={k: v for k, v in summary.as_dict().items() if k != "skipped"}
-                | {"skipped": len(summary.skipped)},
-            )
+            # A copy of refused content is not a duplicate of anything stored: it is
+            # reported as skipped, for the same reason, like the first copy.
+            for sha, error in refused.items():
+                for path in copies.get(sha, []):
+                    summary.duplicates -= 1
+                    summary.skipped.append(
+                        Skipped(
+                            label(path),
+                            f"{error.message} (same content as another file)",
+                            error.code,
+                        )
+                    )
+            app.save_index()
+            outcome = "failed" if failure else "interrupted" if summary.interrupted else "ok"
+            try:
+                app.audit.record(
+                    actor,
+                    "ingest.finish",
+                    outcome=outcome,
+                    error=f"{type(failure).__name__}: {failure}" if failure else None,
+                    legal_basis=basis,
+                    purpose=purpose,
+                    model_id=app.model_id,
+                    gallery_size=len(app.index),
+                    details={k: v for k, v in summary.as_dict().items() if k != "skipped"}
+                    | {"skipped": len(summary.skipped)},
+                )
+            except Exception:
+                # The failure (a full disk) may forbid this record too: the original error
+                # is what the caller must see. It is never recorded as "ok".
+                if failure is None:
+                    raise
         return summary
 
     def _run_pool(
@@ -306,8 +341,9 @@ class IngestService:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
 
-    def _load(self, item: InputItem, seen: set[str]) -> tuple[str, bytes] | MediaError | None:
-        """(sha256, bytes) to process, a MediaError, or None when already ingested."""
+    def _load(self, item: InputItem, seen: set[str]) -> tuple[str, bytes] | MediaError | str:
+        """(sha256, bytes) to process, a MediaError, or the sha256 alone when this content
+        was met earlier in the run or is already stored."""
         if item.error is not None:
             return item.error
         assert item.read is not None
@@ -318,7 +354,7 @@ class IngestService:
         except OSError as exc:
             return MediaError(f"cannot read file: {exc}", code="unreadable")
         sha = hashlib.sha256(data).hexdigest()
-        return (sha, data) if self._is_new(sha, seen) else None
+        return (sha, data) if self._is_new(sha, seen) else sha
 
     def _is_new(self, sha: str, seen: set[str]) -> bool:
         """False when this content was met earlier in the run or is already stored."""

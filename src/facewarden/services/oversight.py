@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from facewarden.core.actors import Actor
+from facewarden.core.durations import bounded_instant
 from facewarden.core.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class OversightService:
         newest_first: bool = False,
     ) -> list[dict[str, Any]]:
         """Audit records matching the filters; the read itself is logged (``audit.read``)."""
+        since = bounded_instant(since, "since") if since is not None else None
         filters = {
             "case_ref": case_ref,
             "since": since.isoformat() if since else None,

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import Row, Select, bindparam, select
 
-from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit, Source
@@ -19,6 +18,7 @@ from facewarden.core.actors import Actor
 from facewarden.core.binding import template_aad
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
+from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
 
 if TYPE_CHECKING:
@@ -56,10 +56,10 @@ class SearchService:
         """Search every face of ``probe``; ``where`` limits candidates to some sources or
         jurisdictions (the filter is recorded in the audit log)."""
         app = self.app
-        top_k = top_k or app.settings.top_k
+        top_k = app.settings.top_k if top_k is None else top_k
         threshold = app.settings.threshold if threshold is None else threshold
-        if not 0 < threshold <= 2 or top_k < 1:
-            raise InvalidInput("threshold must be in (0, 2] and top-k at least 1")
+        if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
         probe_hash = hashlib.sha256(probe).hexdigest()
         audit = {"probe_hash": probe_hash, "threshold": threshold, "model_id": app.model_id}
         app.authorize(actor, "search", "investigator", case_ref=case, **audit)
@@ -71,8 +71,8 @@ class SearchService:
         )
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
-            image = decode_image(probe, max_pixels=app.settings.max_image_pixels)
-            faces = app.pipeline.process(image, enrol=False).faces
+            analysed = app.analyse_probe(probe)
+            faces = analysed.faces
             matches = [self.match(f, top_k, threshold, where=where) for f in faces]
         except FacewardenError as exc:
             app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
@@ -86,10 +86,20 @@ class SearchService:
             matches,
             top_k,
             audit,
-            extra={"filter": filter_dict(where)} if where is not None else None,
+            extra=({"filter": filter_dict(where)} if where is not None else {})
+            | ({"notes": analysed.notes} if analysed.notes else {}),
         )
         return SearchResult(
-            probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, seq, search_id
+            probe_name,
+            probe_hash,
+            info.ref,
+            threshold,
+            size,
+            app.model_id,
+            matches,
+            seq,
+            search_id,
+            analysed.notes,
         )
 
     def record(
@@ -266,6 +276,8 @@ class SearchService:
         its quota, and is logged under it."""
         app = self.app
         threshold = app.settings.threshold if threshold is None else threshold
+        if not 0 < threshold <= 2:
+            raise InvalidInput("threshold must be in (0, 2]")
         hashes = [hashlib.sha256(x).hexdigest() for x in (a, b)]
         audit: dict = {"threshold": threshold, "model_id": app.model_id, "probe_hash": hashes[0]}
         app.authorize(actor, "verify", "investigator", case_ref=case, **audit)
@@ -276,9 +288,7 @@ class SearchService:
         try:
             faces = []
             for label, data in (("A", a), ("B", b)):
-                found = app.pipeline.process(
-                    decode_image(data, max_pixels=app.settings.max_image_pixels), enrol=False
-                ).faces
+                found = app.analyse_probe(data).faces
                 if not found:
                     raise NoFaceFound(f"no face found in image {label}")
                 faces.append(found)

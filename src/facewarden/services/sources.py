@@ -15,6 +15,7 @@ from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
 from facewarden.core.durations import parse_duration
 from facewarden.core.errors import InvalidInput, NotFound
+from facewarden.core.limits import NAME_CHARS, check_text
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
@@ -68,6 +69,9 @@ class SourceService:
         note: str | None = None,
     ) -> SourceInfo:
         self.app.authorize(actor, "source.add", "operator", "admin")
+        check_text(name, "source name", NAME_CHARS)
+        for value, what in ((lawful_basis, "lawful basis"), (purpose, "purpose"), (note, "note")):
+            check_text(value, what)
         name = _required(name, "name")
         lawful_basis = _required(lawful_basis, "lawful basis (--lawful-basis)")
         purpose = _required(purpose, "purpose (--purpose)")

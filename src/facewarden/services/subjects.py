@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import select
 
-from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import (
     Case,
@@ -26,6 +25,7 @@ from facewarden.adapters.storage.tables import (
 from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
+from facewarden.core.limits import REFERENCE_CHARS, check_id, check_text
 from facewarden.core.schemas import Candidate, FaceTemplate
 from facewarden.services.audit import canonical
 
@@ -48,8 +48,7 @@ class SubjectService:
         """The one face of the selfie; several faces or none is a clear error (logged)."""
         sha = hashlib.sha256(selfie).hexdigest()
         try:
-            image = decode_image(selfie, max_pixels=self.app.settings.max_image_pixels)
-            faces = self.app.pipeline.process(image, enrol=False).faces
+            faces = self.app.analyse_probe(selfie).faces
             if not faces:
                 raise NoFaceFound("no face found in the selfie")
             if len(faces) > 1:
@@ -141,6 +140,7 @@ class SubjectService:
 
         app = self.app
         threshold = self._threshold(threshold)
+        check_text(reference, "reference", REFERENCE_CHARS)
         app.authorize(actor, "subject.access", "dpo", details={"reference": reference})
         received = utcnow()
         sha, face = self._selfie(actor, "subject.access", selfie)
@@ -230,6 +230,9 @@ class SubjectService:
 
         app = self.app
         threshold = self._threshold(threshold)
+        check_text(reference, "reference", REFERENCE_CHARS)
+        for face_id in face_ids or []:
+            check_id(face_id, "face id")
         app.authorize(actor, "subject.erase", "dpo", details={"reference": reference})
         received = utcnow()
         sha, face = self._selfie(actor, "subject.erase", selfie)

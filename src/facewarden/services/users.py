@@ -21,6 +21,7 @@ from facewarden.adapters.storage.tables import ConsoleSession, User
 from facewarden.core.actors import ROLES, Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import InvalidInput, NotFound, Refused, Unauthenticated
+from facewarden.core.limits import NAME_CHARS, check_text
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
@@ -140,6 +141,9 @@ class UserService:
     # -- administration ---------------------------------------------------------------------
     def add(self, actor: Actor, name: str, roles: list[str]) -> str:
         """Create a user and return its API token; only its hash is stored."""
+        check_text(name, "user name", NAME_CHARS)
+        for role in roles:
+            check_text(role, "role", NAME_CHARS)
         self.app.authorize(actor, "user.add", "admin", details={"user": name, "roles": roles})
         unknown = sorted(set(roles) - set(ROLES))
         if not name.strip() or not roles or unknown:

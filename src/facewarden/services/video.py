@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facewarden.adapters.imaging import IMAGE_HINT, looks_like_image
 from facewarden.adapters.video import VideoFrame, VideoInfo, VideoReader, file_sha256
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
-from facewarden.core.errors import FacewardenError, InvalidInput
+from facewarden.core.errors import FacewardenError, InvalidInput, MediaError
+from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
 from facewarden.core.tracking import FaceTracker, Track, build_timeline
@@ -157,10 +159,10 @@ class VideoSearchService:
         cancelled: Callable[[], bool] | None = None,
     ) -> VideoSearchResult:
         app = self.app
-        top_k = top_k or app.settings.top_k
+        top_k = app.settings.top_k if top_k is None else top_k
         threshold = app.settings.threshold if threshold is None else threshold
-        if not 0 < threshold <= 2 or top_k < 1:
-            raise InvalidInput("threshold must be in (0, 2] and top-k at least 1")
+        if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
         if fps is not None and not 0 < fps <= 60:
             raise InvalidInput("fps must be in (0, 60]")
         try:
@@ -173,6 +175,11 @@ class VideoSearchService:
         info = app.cases.require_usable(actor, case, "search", **audit)
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
+            with path.open("rb") as fh:
+                head = fh.read(1 << 16)
+            if looks_like_image(head):
+                # Refused before any frame is read: no search is recorded, no quota is used.
+                raise MediaError(IMAGE_HINT, code="image_not_video")
             scan = scan_video(
                 path,
                 app.pipeline,

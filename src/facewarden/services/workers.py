@@ -2,24 +2,63 @@
 
 Spawned, not forked (dlib and FAISS hold threads); each worker builds its pipeline once from
 the settings and ignores Ctrl-C, which the parent handles.
+
+Workers die with their parent, even when it is killed with SIGKILL: on Linux the kernel sends
+the worker SIGKILL when the parent dies (``PR_SET_PDEATHSIG``, set when the pool was made by
+the parent's main thread: the kernel ties the signal to the creating thread), and on every
+platform a watch thread in the worker exits it within half a second of the parent's death.
+The multiprocessing resource tracker exits by itself once the parent and the workers, which
+hold its pipe, are gone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from facewarden.config import Settings
+if TYPE_CHECKING:  # imported late: a new worker runs die_with_parent as early as it can
+    from facewarden.config import Settings
 
 WORKER: dict[str, Any] = {}
 """Per-process state of a pool worker: its ``pipeline`` and ``max_pixels``."""
 
 
-def worker_init(settings_json: str) -> None:
+PARENT_POLL_S = 0.5
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, *, kernel_signal: bool) -> None:
+    """Exit this process when ``parent_pid`` dies (see the module docstring)."""
+    if kernel_signal and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watch thread still works
+            pass
+    if os.getppid() != parent_pid:  # the parent died before this line ran
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def worker_init(settings_json: str, parent_pid: int | None = None, main: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about Ctrl-C
+    if parent_pid is not None:
+        die_with_parent(parent_pid, kernel_signal=main)
+    from facewarden.config import Settings
     from facewarden.services.app import build_pipeline
 
     settings = Settings.model_validate_json(settings_json)
@@ -35,5 +74,9 @@ def pipeline_pool(workers: int, settings: Settings) -> ProcessPoolExecutor:
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=worker_init,
-        initargs=(settings.model_dump_json(),),
+        initargs=(
+            settings.model_dump_json(),
+            os.getpid(),
+            threading.current_thread() is threading.main_thread(),
+        ),
     )

@@ -10,8 +10,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from facewarden.adapters.crypto import DecryptionFailed
+from facewarden.adapters.storage.faults import storage_failure
 from facewarden.core.errors import (
     AuditFailure,
+    Busy,
     ConfigurationError,
     FacewardenError,
     InvalidInput,
@@ -21,6 +23,7 @@ from facewarden.core.errors import (
     NotInitialised,
     PermissionDenied,
     Refused,
+    StorageFull,
 )
 
 log = logging.getLogger("facewarden.web")
@@ -35,6 +38,8 @@ STATUS = [
     (NotInitialised, 503),
     (AuditFailure, 503),
     (DecryptionFailed, 503),  # key_missing and wrong_key are NotInitialised: 503 as well
+    (Busy, 503),
+    (StorageFull, 503),
     (ConfigurationError, 500),
 ]
 
@@ -67,7 +72,12 @@ def error_response(
 def install(app: FastAPI) -> None:
     @app.exception_handler(FacewardenError)
     async def _facewarden(_: Request, exc: FacewardenError) -> JSONResponse:
+        full = storage_failure(exc) if isinstance(exc, AuditFailure) else None
+        if full is not None:
+            return error_response(503, full.code, full.message, {"Retry-After": "60"})
         headers = exc.headers if isinstance(exc, ApiError) else None
+        if isinstance(exc, Busy):
+            headers = {"Retry-After": str(exc.retry_after)}
         return error_response(status_of(exc), exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
@@ -85,5 +95,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        full = storage_failure(exc)
+        if full is not None:
+            log.error("write failed, storage full: %s", exc)
+            return error_response(503, full.code, full.message, {"Retry-After": "60"})
         log.exception("unexpected error", exc_info=exc)
         return error_response(500, "internal", "internal error; the server log has the details")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from facewarden.adapters.storage.faults import storage_failure
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NotFound
@@ -26,16 +27,27 @@ from facewarden.services.app import Facewarden
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
+NAME_CHARS = 120
+
+
 def safe_name(name: str, taken: set[str]) -> str:
-    """The upload's base name, without path parts or odd characters, unique in the job."""
+    """The upload's base name, without path parts or odd characters, unique in the job, at
+    most ``NAME_CHARS`` long: a long name is shortened in its stem, so it keeps its extension
+    (the extension decides whether a file is read as an image)."""
     base = SAFE_NAME.sub("_", Path(name.replace("\\", "/")).name).strip(" .") or "upload"
-    candidate, n = base[:120], 1
+    stem, dot, ext = base.rpartition(".")
+    if not stem or len(ext) > 10:
+        stem, dot, ext = base, "", ""
+    candidate, n = _fit(stem, "", dot + ext), 1
     while candidate in taken:
-        stem, dot, ext = base.rpartition(".")
-        candidate = f"{stem or base}-{n}{dot}{ext if stem else ''}"[:120]
+        candidate = _fit(stem, f"-{n}", dot + ext)
         n += 1
     taken.add(candidate)
     return candidate
+
+
+def _fit(stem: str, suffix: str, ext: str) -> str:
+    return stem[: max(1, NAME_CHARS - len(suffix) - len(ext))] + suffix + ext
 
 
 @dataclass
@@ -133,7 +145,12 @@ class IngestJobs:
             job.state, job.error = "failed", {"code": exc.code, "message": exc.message}
         except Exception as exc:  # a job must end with a state, not vanish
             job.state = "failed"
-            job.error = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+            full = storage_failure(exc)
+            job.error = (
+                {"code": full.code, "message": full.message}
+                if full is not None
+                else {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+            )
         finally:
             job.finished_at = utcnow().isoformat()
             shutil.rmtree(folder, ignore_errors=True)

@@ -23,6 +23,7 @@ from facewarden import __version__
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.services.app import Facewarden
+from facewarden.services.probes import ProbePool
 from facewarden.web import api, console, errors
 from facewarden.web.auth import RateLimiter
 from facewarden.web.jobs import IngestJobs
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None, fw: Facewarden | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         fw.index  # noqa: B018 - reconcile the index with the database before serving
+        # Made here, in the server's main thread: the workers die with it (workers.py).
+        fw.probes = ProbePool(settings, fw._pipeline)
         if settings.retention_interval_minutes:
             timer.thread.start()
         anchors.thread.start()
