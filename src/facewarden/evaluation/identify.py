@@ -24,7 +24,7 @@ from facewarden.config import Settings
 from facewarden.core.errors import InvalidInput
 from facewarden.core.pipeline import FacePipeline
 from facewarden.evaluation import metrics
-from facewarden.evaluation.embedding import FALLBACK, embed_paths
+from facewarden.evaluation.embedding import FALLBACK, embed_cached
 from facewarden.evaluation.provenance import machine, software_versions
 
 
@@ -69,6 +69,105 @@ def synthetic_distractors(real: np.ndarray, n: int, seed: int = 0) -> np.ndarray
     return rng.multivariate_normal(mean, cov, size=n, method="eigh").astype(np.float32)
 
 
+def nearest_distances(probes: np.ndarray, gallery: np.ndarray, chunk: int = 50_000) -> np.ndarray:
+    """Exact distance of each probe to its nearest gallery template."""
+    best = np.full(len(probes), np.inf)
+    p = probes.astype(np.float64)
+    psq = (p**2).sum(axis=1)
+    for start in range(0, len(gallery), chunk):
+        g = gallery[start : start + chunk].astype(np.float64)
+        d2 = psq[:, None] + (g**2).sum(axis=1)[None, :] - 2 * p @ g.T
+        best = np.minimum(best, d2.min(axis=1))
+    return np.sqrt(np.maximum(best, 0))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+FPIR_TARGETS = (0.01, 0.05, 0.1)
+FPIR_TOLERANCE = 0.25
+"""Predicted FPIR holds when it lies in the observed FPIR's 95% Wilson interval widened by
+25% of the prediction (the calibration's own sampling and the independence approximation)."""
+
+
+def predicted_vs_observed(
+    gallery_vecs: np.ndarray,
+    real: int,
+    nonmated_vecs: np.ndarray,
+    sizes: list[int],
+    distractors_from: np.ndarray,
+    model_id: str,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """FPIR predicted from the committed calibration (``1 - (1 - FMR(t)) ** N``) against
+    the share of non-mated searches that return a candidate within ``t``, for galleries of
+    each size in ``sizes``: a random subset of the real gallery when it is large enough,
+    else the whole real gallery plus synthetic distractors (``synthetic_distractors``).
+    ``t``: the fpir policy's threshold for each of ``FPIR_TARGETS`` and the fixed 0.6."""
+    from facewarden.calibration import for_model
+
+    cal = for_model(model_id)
+    if cal is None:
+        return {"error": f"no calibration for {model_id}"}
+    rng = np.random.default_rng(seed)
+    rows = []
+    n_probes = len(nonmated_vecs)
+    real_vecs = gallery_vecs[:real]
+    for size in sizes:
+        if size <= real:
+            g = real_vecs[rng.choice(real, size, replace=False)]
+            synthetic = 0
+        else:
+            synthetic = size - real
+            g = np.concatenate(
+                [real_vecs, synthetic_distractors(distractors_from, synthetic, seed=seed)]
+            )
+        nearest = nearest_distances(nonmated_vecs, g)
+        thresholds = {f"fpir {t:g}": cal.threshold_for_fpir(t, size) for t in FPIR_TARGETS}
+        thresholds["fixed 0.6"] = 0.6
+        for policy, t in thresholds.items():
+            fmr = cal.fmr(t)
+            predicted = 1 - (1 - fmr) ** size
+            k = int((nearest <= t).sum())
+            low, high = wilson(k, n_probes)
+            holds = (
+                low - FPIR_TOLERANCE * predicted <= predicted <= high + FPIR_TOLERANCE * predicted
+            )
+            rows.append(
+                {
+                    "gallery_size": size,
+                    "synthetic_distractors": synthetic,
+                    "policy": policy,
+                    "threshold": t,
+                    "fmr": float(f"{fmr:.3g}"),
+                    "fmr_at_floor": fmr <= cal.fmr_floor,
+                    "expected_false_candidates": round(size * fmr, 4),
+                    "predicted_fpir": round(predicted, 4),
+                    "observed_fpir": round(k / n_probes, 4),
+                    "observed_95ci": [round(low, 4), round(high, 4)],
+                    "within_tolerance": bool(holds),
+                }
+            )
+    return {
+        "nonmated_searches": n_probes,
+        "calibration": cal.summary() | {"recipe_id": cal.source.get("recipe_id")},
+        "prediction": "1 - (1 - FMR(t)) ** gallery_size, FMR from the committed calibration",
+        "tolerance": "predicted within the observed 95% Wilson interval, widened by "
+        f"{FPIR_TOLERANCE:.0%} of the prediction",
+        "distractors": "sizes up to the real gallery: a random subset of it (seed "
+        f"{seed}); larger: the whole real gallery plus templates drawn from a Gaussian with "
+        "the real templates' mean and covariance",
+        "rows": rows,
+    }
+
+
 def evaluate_identification(
     data: Path,
     settings: Settings,
@@ -77,11 +176,18 @@ def evaluate_identification(
     pipeline: FacePipeline | None = None,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    gallery_sizes: list[int] | None = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     gallery, mated, nonmated, _ = split(data)
     paths = gallery + [p for p, _ in mated] + nonmated
-    embedded = embed_paths(paths, settings, pipeline=pipeline, workers=workers, progress=progress)
+    if pipeline is not None:
+        from facewarden.evaluation.embedding import embed_paths
+
+        embedded = embed_paths(paths, settings, pipeline=pipeline)
+    else:
+        embedded = embed_cached(paths, data, settings, cache, workers=workers, progress=progress)
     vecs = np.stack([e.descriptor for e in embedded]).astype(np.float32)
     g, m = len(gallery), len(mated)
     gallery_vecs, mated_vecs, nonmated_vecs = vecs[:g], vecs[g : g + m], vecs[g + m :]
@@ -122,6 +228,18 @@ def evaluate_identification(
         fnir, threshold = metrics.fnir_at_fpir(md[:, 0], rank1, nd[:, 0], fpir)
         result[f"fnir_at_fpir_{fpir:g}"] = round(fnir, 4)
         result[f"threshold_at_fpir_{fpir:g}"] = round(threshold, 4)
+    if gallery_sizes:
+        from facewarden.adapters.models.dlib_models import FivePointAligner, ResnetEmbedder
+        from facewarden.core.pipeline import template_space_id
+
+        result["fpir_predicted_vs_observed"] = predicted_vs_observed(
+            gallery_vecs,
+            g,
+            nonmated_vecs,
+            gallery_sizes,
+            vecs,
+            template_space_id(ResnetEmbedder.model_id, FivePointAligner.model_id),
+        )
     fingerprint = hashlib.sha256()
     for p, e in zip(paths, embedded, strict=True):
         fingerprint.update(f"{p.relative_to(data)}:{e.sha256}\n".encode())

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facewarden.adapters.video import VideoFrame, VideoInfo, VideoReader, file_sha256
+from facewarden.calibration import for_model
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.errors import FacewardenError, InvalidInput
 from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
 from facewarden.core.tracking import FaceTracker, Track, build_timeline
+from facewarden.services.search import annotate
 from facewarden.services.workers import WORKER, pipeline_pool
 
 if TYPE_CHECKING:
@@ -158,6 +160,7 @@ class VideoSearchService:
     ) -> VideoSearchResult:
         app = self.app
         top_k = top_k or app.settings.top_k
+        requested = threshold
         threshold = app.settings.threshold if threshold is None else threshold
         if not 0 < threshold <= 2 or top_k < 1:
             raise InvalidInput("threshold must be in (0, 2] and top-k at least 1")
@@ -173,6 +176,8 @@ class VideoSearchService:
         info = app.cases.require_usable(actor, case, "search", **audit)
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
+            threshold, policy = app.search.threshold_policy(info, requested)
+            audit["threshold"] = threshold
             scan = scan_video(
                 path,
                 app.pipeline,
@@ -193,6 +198,7 @@ class VideoSearchService:
         templates = [max(t.observations, key=lambda o: o.score).face for t in scan.tracks]
         summary = scan.summary()
         extra = {
+            "threshold_policy": policy,
             "video": summary,
             "partial": scan.partial,
             "tracks": [
@@ -202,6 +208,9 @@ class VideoSearchService:
         search_id, size, seq = app.search.record(
             actor, info.ref, probe_name, probe_hash, templates, matches, top_k, audit, extra
         )
+        annotate(for_model(app.model_id), matches, threshold, size)
+        for t, m in zip(tracks, matches, strict=True):
+            t.expected_false_candidates = m.expected_false_candidates
         return VideoSearchResult(
             probe=probe_name,
             probe_sha256=probe_hash,

@@ -291,6 +291,8 @@ class CaseIn(BaseModel):
     investigators: list[Text] = []
     quota: int | None = Field(None, ge=1, le=1_000_000)
     keep_probe_templates: bool = False
+    threshold_policy: Literal["fixed", "fpir"] | None = None
+    target_fpir: float | None = Field(None, gt=0, lt=1)
 
 
 class MemberIn(BaseModel):
@@ -326,6 +328,8 @@ def open_case(body: CaseIn, request: Request, actor: CurrentActor) -> Json:
             investigators=body.investigators,
             quota=body.quota,
             keep_probe_templates=body.keep_probe_templates,
+            threshold_policy=body.threshold_policy,
+            target_fpir=body.target_fpir,
         )
         .as_dict()
     )
