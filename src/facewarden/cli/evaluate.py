@@ -99,25 +99,6 @@ def eval_lfw(
     for k, v in rows:
         table.add_row(k, v)
     output.out.print(table)
-    if "fpir_predicted_vs_observed" in result:
-        pvo = result["fpir_predicted_vs_observed"]
-        t = Table(title="FPIR predicted (calibration) vs observed", show_edge=False)
-        for col in ("gallery", "synthetic", "policy", "threshold", "predicted", "observed",
-                    "95% CI", "holds"):  # fmt: skip
-            t.add_column(col, no_wrap=True)
-        for r in pvo.get("rows", []):
-            t.add_row(
-                str(r["gallery_size"]),
-                str(r["synthetic_distractors"]),
-                r["policy"],
-                f"{r['threshold']:.3f}",
-                f"{r['predicted_fpir']:.4f}" + (" (bound)" if r["fmr_at_floor"] else ""),
-                f"{r['observed_fpir']:.4f}",
-                f"{r['observed_95ci'][0]:.3f}-{r['observed_95ci'][1]:.3f}",
-                "yes" if r["within_tolerance"] else "NO",
-            )
-        output.out.print(t)
-        output.out.print(f"tolerance: {pvo.get('tolerance')}")
 
 
 @eval_app.command("identify")
@@ -188,3 +169,24 @@ def eval_identify(
     for k, v in rows:
         table.add_row(k, v)
     output.out.print(table)
+    if "fpir_predicted_vs_observed" in result:
+        pvo = result["fpir_predicted_vs_observed"]
+        t = Table(title="FPIR predicted (calibration) vs observed", show_edge=False)
+        for col in ("gallery", "synthetic", "policy", "threshold", "predicted", "observed",
+                    "95% CI", "holds", "held-out pred.", "model w/ measured FMR"):  # fmt: skip
+            t.add_column(col, no_wrap=True)
+        for r in pvo.get("rows", []):
+            t.add_row(
+                str(r["gallery_size"]),
+                f"{r['synthetic_distractors']} {r['distractor_method'] or ''}".strip(),
+                r["policy"],
+                f"{r['threshold']:.3f}",
+                f"{r['predicted_fpir']:.4f}" + (" (bound)" if r["fmr_at_floor"] else ""),
+                f"{r['observed_fpir']:.4f}",
+                f"{r['observed_95ci'][0]:.3f}-{r['observed_95ci'][1]:.3f}",
+                "yes" if r["within_tolerance"] else "NO",
+                f"{r['predicted_fpir_held_out']:.4f}",
+                f"{r['fpir_from_measured_fmr']:.4f}",
+            )
+        output.out.print(t)
+        output.out.print(f"tolerance: {pvo.get('tolerance')}")
