@@ -95,6 +95,7 @@ def test_case_with_target_fpir_searches_at_the_calibrated_threshold(gallery_fw, 
     assert all(c.distance <= expected for f in result.faces for c in f.candidates)
     assert result.threshold_policy["policy"] == "fpir"
     assert result.threshold_policy["gallery_size"] == 5
+    assert result.threshold_policy["within_target"] is True
     ev = last_event(gallery_fw, "search")
     assert ev.threshold == expected
     details = json.loads(ev.details) if isinstance(ev.details, str) else ev.details

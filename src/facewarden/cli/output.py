@@ -75,7 +75,8 @@ def show_search(result: SearchResult) -> None:
 def policy_note(policy: dict | None) -> str:
     if not policy or policy.get("policy") != "fpir":
         return ""
-    return f" (by target FPIR {policy['target_fpir']:g})"
+    note = "" if policy.get("within_target", True) else "; NOT shown to meet it at this size"
+    return f" (by target FPIR {policy['target_fpir']:g}{note})"
 
 
 def _clock(seconds: float) -> str:

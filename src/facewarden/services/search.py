@@ -188,6 +188,9 @@ class SearchService:
             "target_fpir": target,
             "gallery_size": size,
             "expected_false_candidates": sig(size * calibration.fmr(chosen)),
+            # False when even the table's smallest distance cannot be shown to meet the
+            # target at this gallery size (its FMR there is an upper bound).
+            "within_target": size * calibration.fmr(chosen) <= target,
             "calibration": calibration.source.get("recipe_id"),
         }
 
