@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from facewarden.calibration import for_model
-from facewarden.core.errors import InvalidInput
+from facewarden.core.errors import InvalidInput, Refused
 
 from conftest import GALLERY, PROBES, REFERENCE, last_event, open_case
 
@@ -101,11 +101,29 @@ def test_case_with_target_fpir_searches_at_the_calibrated_threshold(gallery_fw, 
     details = json.loads(ev.details) if isinstance(ev.details, str) else ev.details
     assert details["threshold_policy"]["target_fpir"] == 1e-5
     assert details["threshold_policy"]["set_by"] == "case"
-    # An explicit threshold is a fixed one, and recorded as such.
-    loose = gallery_fw.search.search(
-        admin, (REFERENCE / "obama2.jpg").read_bytes(), case="STRICT", threshold=0.6
+    # A stricter explicit threshold is allowed and recorded with the case's own.
+    strict = gallery_fw.search.search(
+        admin, (REFERENCE / "obama2.jpg").read_bytes(), case="STRICT", threshold=0.3
     )
-    assert loose.threshold == 0.6 and loose.threshold_policy == {
+    assert strict.threshold == 0.3 and strict.threshold_policy["set_by"] == "request"
+    assert strict.threshold_policy["case_threshold"] == expected
+
+
+def test_an_investigator_cannot_loosen_a_cases_fpir_threshold(gallery_fw, admin):
+    open_case(gallery_fw, admin, "STRICT", target_fpir=1e-5)
+    before = gallery_fw.cases.show(admin, "STRICT").searches
+    with pytest.raises(Refused, match="looser threshold"):
+        gallery_fw.search.search(
+            admin, (REFERENCE / "obama2.jpg").read_bytes(), case="STRICT", threshold=0.6
+        )
+    ev = last_event(gallery_fw, "search")
+    assert ev.outcome == "refused" and "looser" in ev.error and ev.case_ref == "STRICT"
+    assert gallery_fw.cases.show(admin, "STRICT").searches == before  # no quota used
+    # a case without a policy of its own keeps today's behaviour
+    loose = gallery_fw.search.search(
+        admin, (REFERENCE / "obama2.jpg").read_bytes(), case="CASE-1", threshold=0.7
+    )
+    assert loose.threshold == 0.7 and loose.threshold_policy == {
         "policy": "fixed",
         "set_by": "request",
     }

@@ -291,6 +291,8 @@ class VideoSearchResult:
     """Why only part of the video was searched (damaged or truncated file), if so."""
     audit_seq: int | None = None
     search_id: int | None = None
+    threshold_policy: dict[str, Any] | None = None
+    """How the threshold was chosen: ``fixed`` or ``fpir`` (with its target)."""
 
     @property
     def unmatched_tracks(self) -> list[int]:
@@ -298,6 +300,7 @@ class VideoSearchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return search_header(self) | {
+            "threshold_policy": self.threshold_policy,
             "video": self.video,
             "partial": self.partial is not None,
             "partial_reason": self.partial,

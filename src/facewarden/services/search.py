@@ -26,7 +26,7 @@ from facewarden.adapters.storage.tables import (
 from facewarden.calibration import Calibration, for_model
 from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
-from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
+from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, Refused
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
 
 if TYPE_CHECKING:
@@ -121,7 +121,11 @@ class SearchService:
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
             threshold, policy = self.threshold_policy(info, requested)
-            audit["threshold"] = threshold
+        except Refused as exc:
+            app.audit.record(actor, "search", outcome="refused", error=exc.message, **audit)
+            raise
+        audit["threshold"] = threshold
+        try:
             image = decode_image(probe, max_pixels=app.settings.max_image_pixels)
             faces = app.pipeline.process(image, enrol=False).faces
             matches = [self.match(f, top_k, threshold, where=where, group=True) for f in faces]
@@ -163,13 +167,14 @@ class SearchService:
         event): the threshold the request names; else the case's policy, else the
         deployment's: ``fixed`` (the configured distance) or ``fpir`` (the largest distance
         whose calibrated gallery size x FMR is at most the target FPIR, never looser than
-        the configured distance)."""
+        the configured distance). Under a case's own fpir policy a request may name a
+        stricter threshold, not a looser one (``Refused``)."""
         app = self.app
         settings = app.settings
-        if requested is not None:
-            return requested, {"policy": "fixed", "set_by": "request"}
         name = info.threshold_policy or settings.threshold_policy
         set_by = "case" if info.threshold_policy else "settings"
+        if requested is not None and info.threshold_policy != "fpir":
+            return requested, {"policy": "fixed", "set_by": "request"}
         if name != "fpir":
             return settings.threshold, {"policy": "fixed", "set_by": set_by}
         calibration = for_model(app.model_id)
@@ -182,6 +187,21 @@ class SearchService:
         with app.sessions() as session:
             size = app.gallery_size(session)
         chosen = min(calibration.threshold_for_fpir(target, size), settings.threshold)
+        if requested is not None:
+            # A case's FPIR policy binds its searches: a stricter distance may be asked
+            # for, a looser one is refused.
+            if requested > chosen + 1e-9:
+                raise Refused(
+                    f"case {info.ref!r} searches by target FPIR {target:g}: at this gallery "
+                    f"size its threshold is {chosen}; a looser threshold ({requested}) is "
+                    "refused"
+                )
+            return requested, {
+                "policy": "fixed",
+                "set_by": "request",
+                "case_target_fpir": target,
+                "case_threshold": chosen,
+            }
         return chosen, {
             "policy": "fpir",
             "set_by": set_by,

@@ -21,7 +21,7 @@ from facewarden.adapters.video import VideoFrame, VideoInfo, VideoReader, file_s
 from facewarden.calibration import for_model
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
-from facewarden.core.errors import FacewardenError, InvalidInput
+from facewarden.core.errors import FacewardenError, InvalidInput, Refused
 from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
 from facewarden.core.tracking import FaceTracker, Track, build_timeline
@@ -177,7 +177,11 @@ class VideoSearchService:
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
             threshold, policy = app.search.threshold_policy(info, requested)
-            audit["threshold"] = threshold
+        except Refused as exc:
+            app.audit.record(actor, "search", outcome="refused", error=exc.message, **audit)
+            raise
+        audit["threshold"] = threshold
+        try:
             scan = scan_video(
                 path,
                 app.pipeline,
@@ -224,6 +228,7 @@ class VideoSearchService:
             partial=scan.partial,
             audit_seq=seq,
             search_id=search_id,
+            threshold_policy=policy,
         )
 
     def _search_track(self, track: Track, top_k: int, threshold: float) -> TrackMatches:
