@@ -53,6 +53,6 @@ def test_subject_rights_by_reference_answer_clearly(server):
     r = inv.post("/api/v1/subjects/by-reference/access", json={"subject": "R-404"})
     assert r.status_code == 403
     r = dpo.post("/api/v1/subjects/by-reference/erase", json={"subject": "R-404", "confirm": False})
-    assert r.status_code == 400
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
     r = dpo.post("/api/v1/subjects/by-reference/restrict", json={"subject": ""})
     assert r.status_code in (400, 422)
