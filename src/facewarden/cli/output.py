@@ -48,6 +48,7 @@ def show_search(result: SearchResult) -> None:
         for col in ("rank", "distance", "score", "FMR", "exp. strangers", "face", "media"):
             table.add_column(col, no_wrap=True)
         table.add_column("source", no_wrap=True)
+        table.add_column("subject / faces", no_wrap=True)
         table.add_column("path", overflow="fold")
         for c in face.candidates:
             table.add_row(
@@ -59,9 +60,16 @@ def show_search(result: SearchResult) -> None:
                 str(c.face_id),
                 str(c.media_id),
                 f"{c.source} ({c.jurisdiction})",
+                f"{c.subject or '-'} / {c.faces_matched}"
+                + (f" ({c.duplicates_collapsed} dup.)" if c.duplicates_collapsed else ""),
                 c.media_path,
             )
         out.print(table)
+        if face.duplicates_collapsed:
+            out.print(
+                f"  {face.duplicates_collapsed} near-duplicate photo(s) folded into the "
+                "candidates above"
+            )
     if result.calibration:
         out.print(
             "\n[dim]FMR: calibrated false match rate per comparison at the candidate's "

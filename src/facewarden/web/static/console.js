@@ -189,6 +189,9 @@ function candidateCard(searchId, c) {
         el("br"), `FMR ≈ ${c.fmr.toPrecision(2)} · est. strangers this close: ` +
         `${c.expected_strangers.toPrecision(3)}`),
       el("br"), el("span", { class: "path" }, c.media_path),
+      c.subject || c.faces_matched > 1 ? el("span", { class: "subject" }, el("br"),
+        (c.subject ? `subject ${c.subject} · ` : "") + `${c.faces_matched} face(s) matched` +
+        (c.duplicates_collapsed ? ` (${c.duplicates_collapsed} duplicate photo(s))` : "")) : "",
       el("br"), `${c.source} (${c.jurisdiction}) · ${date(c.ingested_at)}`,
       el("br"), `face ${c.face_id} `, status),
     el("div", { class: "actions" },
