@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from facewarden.adapters.storage.tables import Face, Subject, SubjectRequest
+from facewarden.adapters.storage.tables import Case, Face, Source, Subject, SubjectRequest
 from facewarden.core.errors import InvalidInput, NotFound, PermissionDenied
 
 from conftest import GALLERY, PROBES, REFERENCE, add_source, add_user, last_event, open_case
@@ -307,3 +307,29 @@ def test_cli_ingest_manifest_and_subject_commands(tmp_path, database_url):
     assert json.loads(erased.stdout)["faces"] == 3
     gone = cli("subject", "access", "--subject", "R-100")
     assert gone.returncode == 2 and "no subject" in gone.stderr
+
+
+def test_migration_0007_keeps_existing_faces_and_downgrades(gallery_fw):
+    from alembic import command
+
+    from facewarden.adapters.storage.db import alembic_config, upgrade
+
+    engine = gallery_fw.engine
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with gallery_fw.sessions() as s:
+        before = sorted(s.scalars(select(Face.id)))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    with engine.connect() as conn:
+        from sqlalchemy import inspect
+
+        insp = inspect(conn)
+        assert "subjects" not in insp.get_table_names()
+        assert "subject_id" not in {c["name"] for c in insp.get_columns("faces")}
+    upgrade(engine)
+    with gallery_fw.sessions() as s:
+        # nothing cascaded away: faces, the source and the case are all still there
+        assert sorted(s.scalars(select(Face.id))) == before
+        assert s.scalar(select(Case.ref)) == "CASE-1" and s.scalar(select(Source.name)) == "press"
+        assert s.scalar(select(func.count()).where(Face.subject_id.is_not(None))) == 0

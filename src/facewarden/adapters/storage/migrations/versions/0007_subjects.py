@@ -56,12 +56,19 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # On SQLite a batch re-creation of sources or cases would drop the old table with
+    # foreign keys on, and its ON DELETE CASCADE would empty media, faces and case records:
+    # plain DROP COLUMN instead (SQLite 3.35+).
     op.drop_index("ix_faces_subject_id", table_name="faces")
-    with op.batch_alter_table("faces") as batch:
-        batch.drop_column("subject_id")
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("ALTER TABLE faces DROP COLUMN subject_id")
+        op.drop_table("subjects")
+        op.execute("ALTER TABLE sources DROP COLUMN subject_fields")
+        op.execute("ALTER TABLE cases DROP COLUMN target_fpir")
+        op.execute("ALTER TABLE cases DROP COLUMN threshold_policy")
+        return
+    op.drop_column("faces", "subject_id")
     op.drop_table("subjects")
-    with op.batch_alter_table("sources") as batch:
-        batch.drop_column("subject_fields")
-    with op.batch_alter_table("cases") as batch:
-        batch.drop_column("target_fpir")
-        batch.drop_column("threshold_policy")
+    op.drop_column("sources", "subject_fields")
+    op.drop_column("cases", "target_fpir")
+    op.drop_column("cases", "threshold_policy")
