@@ -80,7 +80,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-pairs", type=int, default=None, help="sample this many pairs")
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=OUT, help="the calibration table")
+    parser.add_argument(
+        "--result",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results/calibration.json",
+        help="the run's record",
+    )
     parser.add_argument(
         "--cache", type=Path, default=None, help="templates cache (npz), shared with eval identify"
     )
@@ -151,13 +157,13 @@ def main() -> None:
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     at = {r["distance"]: r["fmr"] for r in table}
     write_result(
-        Path(__file__).resolve().parent / "results/calibration.json",
+        args.result,
         {k: v for k, v in doc.items() if k != "table"}
         | {
             "fmr_at": {f"{d:.2f}": at[d] for d in (0.35, 0.4, 0.45, 0.5, 0.55, 0.6)},
             "embed_seconds": round(embed_s, 1),
             "seconds": round(time.perf_counter() - started, 1),
-            "table_file": str(args.out.relative_to(Path(__file__).resolve().parents[1])),
+            "table_file": args.out.name,
         },
     )
 

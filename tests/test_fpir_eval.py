@@ -98,3 +98,23 @@ def test_eval_identify_reports_predicted_vs_observed_fpir_by_gallery_size(small_
     assert again.returncode == 0
     rows2 = json.loads(out.read_text())["fpir_predicted_vs_observed"]["rows"]
     assert [r["observed_fpir"] for r in rows2] == [r["observed_fpir"] for r in rows]
+
+
+def test_calibration_bench_writes_a_table_search_can_read(small_lfw, tmp_path):
+    from pathlib import Path
+
+    from facewarden.calibration import from_dict
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "calibrate.py"
+    table, record = tmp_path / "table.json", tmp_path / "record.json"
+    args = [sys.executable, bench, "--data", small_lfw, "--workers", "1", "--out", table,
+            "--result", record]  # fmt: skip
+    proc = subprocess.run(list(map(str, args)), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(table.read_text())
+    # 7 people, one image each, every one with a face: 21 impostor pairs
+    assert doc["data"]["people"] == 7 and doc["impostor_pairs"] == 21
+    assert len(doc["data"]["files_sha256"]) == 64 and doc["recipe_id"]
+    cal = from_dict(doc)
+    assert cal.fmr(0.8) >= cal.fmr(0.5) >= cal.fmr_floor == 3 / 21
+    assert json.loads(record.read_text())["impostor_pairs"] == 21
