@@ -189,3 +189,26 @@ def test_cli_case_open_target_fpir_and_search_text_output(tmp_path, database_url
     out = json.loads(cli("search", REFERENCE / "obama2.jpg", "--case", "C-1", "--json").stdout)
     assert out["threshold_policy"]["policy"] == "fpir"
     assert all("fmr" in c for f in out["faces"] for c in f["candidates"])
+
+
+def test_fpir_policy_without_a_calibration_is_a_clear_logged_error(gallery_fw, admin, monkeypatch):
+    """A template space no calibration covers (a future model): the fpir policy cannot be
+    applied; the search fails with a clear message and is logged, and fixed searches still
+    work without estimates."""
+    from facewarden import calibration
+
+    monkeypatch.delitem(calibration.TABLES, gallery_fw.model_id)
+    calibration.for_model.cache_clear()
+    try:
+        open_case(gallery_fw, admin, "FPIR", target_fpir=0.01)
+        with pytest.raises(InvalidInput, match="no calibration"):
+            gallery_fw.search.search(admin, (REFERENCE / "obama2.jpg").read_bytes(), case="FPIR")
+        ev = last_event(gallery_fw, "search")
+        assert ev.outcome == "error" and "no calibration" in ev.error
+        plain = gallery_fw.search.search(
+            admin, (REFERENCE / "obama2.jpg").read_bytes(), case="CASE-1"
+        )
+        assert plain.calibration is None
+        assert plain.faces[0].candidates and plain.faces[0].candidates[0].fmr is None
+    finally:
+        calibration.for_model.cache_clear()

@@ -177,8 +177,9 @@ class VideoSearchService:
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
             threshold, policy = app.search.threshold_policy(info, requested)
-        except Refused as exc:
-            app.audit.record(actor, "search", outcome="refused", error=exc.message, **audit)
+        except FacewardenError as exc:
+            outcome = "refused" if isinstance(exc, Refused) else "error"
+            app.audit.record(actor, "search", outcome=outcome, error=exc.message, **audit)
             raise
         audit["threshold"] = threshold
         try:
