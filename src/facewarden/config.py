@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     also checks this on its own every few minutes)."""
 
     threshold: float = Field(0.6, gt=0, le=2)
+    threshold_policy: Literal["fixed", "fpir"] = "fixed"
+    """How a search picks its distance threshold when none is given: ``fixed`` (``threshold``)
+    or ``fpir`` (the largest distance whose calibrated expected number of false candidates,
+    gallery size x FMR, is at most ``target_fpir``; never looser than ``threshold``). A case
+    can choose its own (``case open --target-fpir``)."""
+    target_fpir: float = Field(0.01, gt=0, lt=1)
+    """Target false positive identification rate of the ``fpir`` policy."""
     top_k: int = Field(10, ge=1, le=1000)
     detector: Literal["hog", "cnn"] = "hog"
     upsample: int = Field(1, ge=0, le=4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import datetime
@@ -165,6 +166,14 @@ def source_add(
     jurisdiction: Annotated[str, typer.Option(help="ISO 3166 two-letter country code.")] = "",
     retention: Annotated[str, typer.Option(help="How long media are kept, e.g. 365d.")] = "",
     note: Annotated[str | None, typer.Option(help="Free-text provenance note.")] = None,
+    subject_field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--subject-field",
+            help="A metadata field an ingest manifest may record about this source's "
+            "subjects (repeatable; only fields the source may lawfully hold).",
+        ),
+    ] = None,
 ) -> None:
     """Register a source. Lawful basis, purpose, jurisdiction and retention are mandatory."""
     fw, actor = open_app()
@@ -176,6 +185,7 @@ def source_add(
         jurisdiction=jurisdiction,
         retention=retention,
         note=note,
+        subject_fields=subject_field,
     )
     output.out.print(
         f"source [bold]{info.name}[/] registered ({info.jurisdiction}, "
@@ -224,6 +234,13 @@ def ingest(
             "(--workers actors; default one per CPU of the cluster)."
         ),
     ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV or JSON file mapping files to the source system's subject reference "
+            "(and allowed metadata): faces of one subject are one gallery identity."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Detect, align, embed and store every face of the given local media."""
@@ -236,7 +253,15 @@ def ingest(
                 task, completed=done, total=total, description=f"ingesting {Path(label).name[:30]}"
             )
 
-        summary = fw.ingest.run(actor, paths, source, workers=workers, progress=progress, ray=ray)
+        summary = fw.ingest.run(
+            actor,
+            paths,
+            source,
+            workers=workers,
+            progress=progress,
+            ray=ray,
+            manifest=manifest,
+        )
     fw.close()
     if as_json:
         output.emit_json(summary.as_dict())
@@ -517,6 +542,19 @@ def case_open(
         bool,
         typer.Option(help="Keep probe templates (encrypted) while the case lives."),
     ] = False,
+    threshold_policy: Annotated[
+        str | None,
+        typer.Option(
+            help="fixed (distance threshold) or fpir (by target FPIR at the gallery's size); "
+            "default FACEWARDEN_THRESHOLD_POLICY."
+        ),
+    ] = None,
+    target_fpir: Annotated[
+        float | None,
+        typer.Option(
+            help="Target false positive identification rate, e.g. 0.01 (sets the fpir policy)."
+        ),
+    ] = None,
 ) -> None:
     """Open a case; searches must name an open case they are assigned to."""
     fw, actor = open_app()
@@ -531,10 +569,17 @@ def case_open(
         investigators=investigator,
         quota=quota,
         keep_probe_templates=keep_probe_templates,
+        threshold_policy=threshold_policy,
+        target_fpir=target_fpir,
     )
     output.out.print(
         f"case [bold]{info.ref}[/] open until {info.expires_at:%Y-%m-%d %H:%M} UTC; "
         f"investigators {', '.join(info.investigators)}; quota {info.search_quota} searches"
+        + (
+            f"; threshold by target FPIR {info.target_fpir or fw.settings.target_fpir}"
+            if info.threshold_policy == "fpir"
+            else ""
+        )
     )
 
 
@@ -883,11 +928,29 @@ def logout() -> None:
 
 @media_app.command("restrict")
 def media_restrict(
-    media_id: int,
+    media_id: Annotated[int | None, typer.Argument(help="Media id.")] = None,
     lift: Annotated[bool, typer.Option("--lift", help="Lift the restriction.")] = False,
+    subject: Annotated[
+        str | None,
+        typer.Option("--subject", help="Every media of this subject (manifest reference)."),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="The subject's source (when several have it).")
+    ] = None,
 ) -> None:
     """Keep a media record but exclude it from every search."""
     fw, actor = open_app()
+    if subject is not None:
+        if media_id is not None:
+            raise InvalidInput("give a media id or --subject, not both")
+        done = fw.subject_records.restrict(actor, subject, source=source, restricted=not lift)
+        output.out.print(
+            f"subject {subject} ({done['source']}): {len(done['media'])} media "
+            f"{'no longer ' if lift else ''}restricted"
+        )
+        return
+    if media_id is None:
+        raise InvalidInput("give a media id or --subject REF")
     fw.gallery.restrict(actor, media_id, restricted=not lift)
     output.out.print(f"media {media_id} {'no longer ' if lift else ''}restricted")
 
@@ -920,19 +983,44 @@ def purge(
 
 @subject_app.command("access")
 def subject_access(
-    selfie: Annotated[Path, typer.Argument(help="Photo of the requester (used once).")],
+    selfie: Annotated[
+        Path | None, typer.Argument(help="Photo of the requester (used once).")
+    ] = None,
     reference: Annotated[str | None, typer.Option(help="Request reference.")] = None,
     threshold: Annotated[
         float | None, typer.Option(help="Distance (default FACEWARDEN_SUBJECT_THRESHOLD).")
     ] = None,
     html: Annotated[Path | None, typer.Option(help="Also write the report as HTML.")] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            "--subject", help="A subject reference (ingest manifest) instead of a selfie."
+        ),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="The subject's source (when several have it).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Export the report as JSON to this file.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Report everything held about the person in SELFIE (for human review before sending)."""
+    """Report everything held about the person in SELFIE, or about a subject of the source
+    system (--subject), for human review before sending."""
     from facewarden.services.subjects import render_report_html
 
     fw, actor = open_app()
-    report = fw.subjects.access(actor, read_bytes(selfie), reference=reference, threshold=threshold)
+    if (selfie is None) == (subject is None):
+        raise InvalidInput("give a selfie or --subject REF (one of them)")
+    if subject is not None:
+        report = fw.subject_records.access(actor, subject, source=source)
+    else:
+        assert selfie is not None
+        report = fw.subjects.access(
+            actor, read_bytes(selfie), reference=reference, threshold=threshold
+        )
+    if out:
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if html:
         html.write_text(render_report_html(report))
     if as_json:
@@ -946,7 +1034,9 @@ def subject_access(
 
 @subject_app.command("erase")
 def subject_erase(
-    selfie: Annotated[Path, typer.Argument(help="Photo of the requester (used once).")],
+    selfie: Annotated[
+        Path | None, typer.Argument(help="Photo of the requester (used once).")
+    ] = None,
     reference: Annotated[str | None, typer.Option(help="Request reference.")] = None,
     threshold: Annotated[
         float | None, typer.Option(help="Distance (default FACEWARDEN_SUBJECT_THRESHOLD).")
@@ -955,11 +1045,30 @@ def subject_erase(
         list[int] | None, typer.Option("--face", help="Erase only these reviewed candidates.")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    subject: Annotated[
+        str | None,
+        typer.Option("--subject", help="Erase every face of this subject (manifest reference)."),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="The subject's source (when several have it).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the candidates, then erase them, suppress the person from later ingest and
-    print a receipt."""
+    print a receipt. With --subject: every face the source system linked to the subject."""
     fw, actor = open_app()
+    if (selfie is None) == (subject is None):
+        raise InvalidInput("give a selfie or --subject REF (one of them)")
+    if subject is not None:
+        if not yes and not (
+            sys.stdin.isatty() and typer.confirm(f"Erase every face of subject {subject}?")
+        ):
+            raise InvalidInput("erasure not confirmed (use --yes)")
+        receipt = fw.subject_records.erase(actor, subject, source=source)
+        fw.close()
+        output.emit_json(receipt) if as_json else output.show_mapping("erasure receipt", receipt)
+        return
+    assert selfie is not None
     data = read_bytes(selfie)
     if not yes:
         matches = fw.subjects.erase_preview(actor, data, threshold=threshold)

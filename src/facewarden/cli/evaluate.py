@@ -110,8 +110,19 @@ def eval_identify(
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result.")] = False,
+    gallery_size: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Report predicted vs observed FPIR at this gallery size (repeatable; "
+            "synthetic distractors above the real gallery)."
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Templates cache file (npz) to reuse embeddings.")
+    ] = None,
 ) -> None:
-    """1:N identification: rank-1/rank-10 rates, FNIR at FPIR 1% and 0.1%."""
+    """1:N identification: rank-1/rank-10 rates, FNIR at FPIR 1% and 0.1%, predicted vs
+    observed FPIR by gallery size."""
     from facewarden.evaluation.identify import evaluate_identification
 
     settings = Settings()
@@ -123,6 +134,8 @@ def eval_identify(
             distractors=distractors,
             workers=workers or settings.workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            gallery_sizes=gallery_size,
+            cache=cache,
         )
     result["command"] = "facewarden " + " ".join(sys.argv[1:])
     if out:
@@ -156,3 +169,24 @@ def eval_identify(
     for k, v in rows:
         table.add_row(k, v)
     output.out.print(table)
+    if "fpir_predicted_vs_observed" in result:
+        pvo = result["fpir_predicted_vs_observed"]
+        t = Table(title="FPIR predicted (calibration) vs observed", show_edge=False)
+        for col in ("gallery", "synthetic", "policy", "threshold", "predicted", "observed",
+                    "95% CI", "holds", "held-out pred.", "model w/ measured FMR"):  # fmt: skip
+            t.add_column(col, no_wrap=True)
+        for r in pvo.get("rows", []):
+            t.add_row(
+                str(r["gallery_size"]),
+                f"{r['synthetic_distractors']} {r['distractor_method'] or ''}".strip(),
+                r["policy"],
+                f"{r['threshold']:.3f}",
+                f"{r['predicted_fpir']:.4f}" + (" (bound)" if r["fmr_at_floor"] else ""),
+                f"{r['observed_fpir']:.4f}",
+                f"{r['observed_95ci'][0]:.3f}-{r['observed_95ci'][1]:.3f}",
+                "yes" if r["within_tolerance"] else "NO",
+                f"{r['predicted_fpir_held_out']:.4f}",
+                f"{r['fpir_from_measured_fmr']:.4f}",
+            )
+        output.out.print(t)
+        output.out.print(f"tolerance: {pvo.get('tolerance')}")

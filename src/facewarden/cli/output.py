@@ -24,8 +24,8 @@ def show_search(result: SearchResult) -> None:
     out.print(
         f"[bold]Probe[/] {result.probe}  case [bold]{result.case}[/]  "
         f"search [bold]{result.search_id}[/]  "
-        f"threshold {result.threshold}  gallery {result.gallery_size} faces  "
-        f"audit #{result.audit_seq}"
+        f"threshold {result.threshold}{policy_note(result.threshold_policy)}  "
+        f"gallery {result.gallery_size} faces  audit #{result.audit_seq}"
     )
     if not result.faces:
         out.print("[yellow]No face detected in the probe.[/]")
@@ -36,25 +36,55 @@ def show_search(result: SearchResult) -> None:
             f"size {q['width']}x{q['height']}  blur {q['blur']}  pose {q['pose']}"
             + (f"  flags {', '.join(q['flags'])}" if q["flags"] else "")
         )
+        if face.expected_false_candidates is not None:
+            out.print(
+                "  Expected false candidates if this person is not in the gallery: "
+                f"{face.expected_false_candidates:g} (estimate)"
+            )
         if face.no_candidate:
             out.print(f"  [yellow]No candidate within threshold {result.threshold}.[/]")
             continue
         table = Table(show_edge=False)
-        for col in ("rank", "distance", "score", "face", "media", "source"):
+        for col in ("rank", "distance", "score", "FMR", "exp. strangers", "face", "media"):
             table.add_column(col, no_wrap=True)
+        table.add_column("source", no_wrap=True)
+        table.add_column("subject / faces", no_wrap=True)
         table.add_column("path", overflow="fold")
         for c in face.candidates:
             table.add_row(
                 str(c.rank),
                 f"{c.distance:.4f}",
                 f"{c.score:.3f}",
+                "-" if c.fmr is None else f"{c.fmr:.2g}",
+                "-" if c.expected_strangers is None else f"{c.expected_strangers:.3g}",
                 str(c.face_id),
                 str(c.media_id),
                 f"{c.source} ({c.jurisdiction})",
+                f"{c.subject or '-'} / {c.faces_matched}"
+                + (f" ({c.duplicates_collapsed} dup.)" if c.duplicates_collapsed else ""),
                 c.media_path,
             )
         out.print(table)
+        if face.duplicates_collapsed:
+            out.print(
+                f"  {face.duplicates_collapsed} near-duplicate photo(s) folded into the "
+                "candidates above"
+            )
+    if result.calibration:
+        out.print(
+            "\n[dim]FMR: calibrated false match rate per comparison at the candidate's "
+            "distance; exp. strangers: gallery size x FMR, the expected number of unrelated "
+            f"people within that distance. Estimates from {result.calibration['data']} "
+            f"({result.calibration['pairs']:,} impostor pairs).[/]"
+        )
     out.print("\n[dim]Candidates are leads for human review, not identifications.[/]")
+
+
+def policy_note(policy: dict | None) -> str:
+    if not policy or policy.get("policy") != "fpir":
+        return ""
+    note = "" if policy.get("within_target", True) else "; NOT shown to meet it at this size"
+    return f" (by target FPIR {policy['target_fpir']:g}{note})"
 
 
 def _clock(seconds: float) -> str:

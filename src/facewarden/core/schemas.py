@@ -82,6 +82,22 @@ class Candidate:
     track: int | None = None
     """For a face from a gallery video: its face track there (faces of one track are one
     person)."""
+    fmr: float | None = None
+    """Calibrated false match rate per comparison at this distance (an estimate, see
+    docs/match-strength-and-subjects.md); None without a calibration."""
+    expected_strangers: float | None = None
+    """Gallery size x ``fmr``: expected number of unrelated people within this distance in
+    the gallery searched (an estimate)."""
+    subject: str | None = None
+    """The source system's subject reference this face is linked to (ingest manifest)."""
+    subject_id: int | None = None
+    faces_matched: int = 1
+    """Faces of this candidate (subject, or photo and its near-duplicates) within the
+    threshold; this candidate shows the nearest."""
+    duplicates_collapsed: int = 0
+    """Of those, faces that near-duplicate another (the same photo at another resolution)."""
+    grouped_face_ids: list[int] = field(default_factory=list)
+    """The other faces folded into this candidate."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +108,11 @@ class FaceMatches:
     box: list[int]
     quality: dict[str, Any]
     candidates: list[Candidate] = field(default_factory=list)
+    expected_false_candidates: float | None = None
+    """For a probe of someone not in the gallery: expected number of candidates within the
+    threshold (gallery size x FMR at the threshold; an estimate)."""
+    duplicates_collapsed: int = 0
+    """Near-duplicate gallery faces folded into the candidates shown."""
 
     @property
     def no_candidate(self) -> bool:
@@ -103,6 +124,8 @@ class FaceMatches:
             "quality": self.quality,
             "candidates": [c.as_dict() for c in self.candidates],
             "no_candidate_within_threshold": self.no_candidate,
+            "expected_false_candidates": self.expected_false_candidates,
+            "duplicates_collapsed": self.duplicates_collapsed,
         }
 
 
@@ -131,9 +154,15 @@ class SearchResult:
     """The case's record of this search; confirmations name it."""
     notes: list[str] = field(default_factory=list)
     """What was bounded: a probe reduced for detection, faces beyond the cap not searched."""
+    threshold_policy: dict[str, Any] | None = None
+    """How the threshold was chosen: ``fixed`` or ``fpir`` (with its target)."""
+    calibration: dict[str, Any] | None = None
+    """Where the FMR estimates come from (data, fingerprint, recipe)."""
 
     def as_dict(self) -> dict[str, Any]:
         return search_header(self) | {
+            "threshold_policy": self.threshold_policy,
+            "calibration": self.calibration,
             "faces": [f.as_dict() for f in self.faces],
             "notes": self.notes,
         }
@@ -175,9 +204,11 @@ class IngestSummary:
     seconds: dict[str, float] = field(default_factory=lambda: {"store": 0.0, "index": 0.0})
     """Time this process spent writing the system of record (suppression check, encryption,
     inserts, commit) and adding to and saving the vector index."""
+    subjects: dict[str, Any] | None = None
+    """With a manifest: faces linked to subjects, subjects created, files not linked."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        return ({"subjects": self.subjects} if self.subjects is not None else {}) | {
             "source": self.source,
             "images": self.images,
             "faces": self.faces,
@@ -207,6 +238,7 @@ class TrackMatches:
     candidates: list[Candidate] = field(default_factory=list)
     thumbnail_jpeg: bytes | None = None
     """Aligned crop of the track's best frame (not serialised; see ``as_dict``)."""
+    expected_false_candidates: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -219,6 +251,7 @@ class TrackMatches:
             "detections": self.detections,
             "candidates": [c.as_dict() for c in self.candidates],
             "no_candidate_within_threshold": not self.candidates,
+            "expected_false_candidates": self.expected_false_candidates,
         }
 
 
@@ -261,6 +294,8 @@ class VideoSearchResult:
     """Why only part of the video was searched (damaged or truncated file), if so."""
     audit_seq: int | None = None
     search_id: int | None = None
+    threshold_policy: dict[str, Any] | None = None
+    """How the threshold was chosen: ``fixed`` or ``fpir`` (with its target)."""
 
     @property
     def unmatched_tracks(self) -> list[int]:
@@ -268,6 +303,7 @@ class VideoSearchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return search_header(self) | {
+            "threshold_policy": self.threshold_policy,
             "video": self.video,
             "partial": self.partial is not None,
             "partial_reason": self.partial,

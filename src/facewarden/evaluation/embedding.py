@@ -65,6 +65,50 @@ def _worker_embed(path: str) -> ImageTemplate:
     return embed_one(WORKER["pipeline"], Path(path).read_bytes(), WORKER["max_pixels"])
 
 
+def embed_cached(
+    paths: Sequence[Path],
+    root: Path,
+    settings: Settings,
+    cache: Path | None,
+    *,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[ImageTemplate]:
+    """``embed_paths`` with an optional cache file (npz) keyed by each file's path under
+    ``root`` and its content hash: only images not in it (or changed) are embedded, and the
+    cache is rewritten with them. The cache holds templates of a labelled research set, never
+    of a gallery; it is a file the operator names."""
+    known: dict[str, ImageTemplate] = {}
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            for name, sha, found, vec in zip(
+                z["names"], z["sha256"], z["found"], z["vecs"], strict=True
+            ):
+                known[str(name)] = ImageTemplate(vec.astype(np.float32), int(found), str(sha))
+    names = [str(Path(p).relative_to(root)) for p in paths]
+    hashes = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
+    todo = [
+        i
+        for i, (n, h) in enumerate(zip(names, hashes, strict=True))
+        if getattr(known.get(n), "sha256", None) != h
+    ]
+    fresh = embed_paths([paths[i] for i in todo], settings, workers=workers, progress=progress)
+    for i, t in zip(todo, fresh, strict=True):
+        known[names[i]] = t
+    if cache is not None and todo:
+        keys = sorted(known)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with cache.open("wb") as f:
+            np.savez(
+                f,
+                names=np.array(keys),
+                sha256=np.array([known[k].sha256 for k in keys]),
+                found=np.array([known[k].faces_found for k in keys]),
+                vecs=np.stack([known[k].descriptor for k in keys]).astype(np.float32),
+            )
+    return [known[n] for n in names]
+
+
 def embed_paths(
     paths: Sequence[Path],
     settings: Settings,

@@ -118,6 +118,7 @@ class Facewarden:
         from facewarden.services.redaction import RedactionService
         from facewarden.services.search import SearchService
         from facewarden.services.sources import SourceService
+        from facewarden.services.subject_records import SubjectRecordService
         from facewarden.services.subjects import SubjectService
         from facewarden.services.users import UserService
         from facewarden.services.video import VideoSearchService
@@ -132,6 +133,7 @@ class Facewarden:
         self.users = UserService(self)
         self.confirmations = ConfirmationService(self)
         self.subjects = SubjectService(self)
+        self.subject_records = SubjectRecordService(self)
         self.records = RecordsService(self)
         self.oversight = OversightService(self)
         self.backups = BackupService(self)

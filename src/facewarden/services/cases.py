@@ -46,6 +46,9 @@ class CaseInfo:
     searches: int
     keep_probe_templates: bool
     reviewers: list[str]
+    threshold_policy: str | None = None
+    """``fixed`` or ``fpir``; None: the deployment's default."""
+    target_fpir: float | None = None
 
     @property
     def members(self) -> list[str]:
@@ -75,6 +78,8 @@ class CaseInfo:
             searches,
             c.keep_probe_templates,
             sorted(m.user_name for m in c.members if m.role == "reviewer"),
+            c.threshold_policy,
+            c.target_fpir,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -101,6 +106,8 @@ class CaseService:
         investigators: list[str] | None = None,
         quota: int | None = None,
         keep_probe_templates: bool = False,
+        threshold_policy: str | None = None,
+        target_fpir: float | None = None,
     ) -> CaseInfo:
         """Open a case. The opener, when an investigator, is assigned to it; the people named
         are assigned as investigators or, when they are only reviewers, as reviewers."""
@@ -128,6 +135,14 @@ class CaseService:
         quota = self.app.settings.case_search_quota if quota is None else quota
         if not 1 <= quota <= MAX_QUOTA:
             raise InvalidInput(f"a case's search quota must be between 1 and {MAX_QUOTA}")
+        if target_fpir is not None:
+            if threshold_policy not in (None, "fpir"):
+                raise InvalidInput("a target FPIR needs the fpir threshold policy")
+            threshold_policy = "fpir"
+            if not 0 < target_fpir < 1:
+                raise InvalidInput("the target FPIR must be in (0, 1), e.g. 0.01")
+        if threshold_policy not in (None, "fixed", "fpir"):
+            raise InvalidInput("the threshold policy is fixed or fpir")
         members = set(investigators or [])
         if actor.has("investigator"):
             members.add(actor.name)
@@ -153,6 +168,8 @@ class CaseService:
                     expires_at=now + lifetime,
                     search_quota=quota,
                     keep_probe_templates=keep_probe_templates,
+                    threshold_policy=threshold_policy,
+                    target_fpir=target_fpir,
                     members=[
                         CaseMember(user_name=m, added_by=actor.name, added_at=now, role=roles[m])
                         for m in sorted(members)
@@ -174,6 +191,8 @@ class CaseService:
                         "reviewers": sorted(m for m in members if roles[m] == "reviewer"),
                         "search_quota": quota,
                         "keep_probe_templates": keep_probe_templates,
+                        "threshold_policy": threshold_policy,
+                        "target_fpir": target_fpir,
                     },
                 )
         except IntegrityError as exc:

@@ -25,7 +25,7 @@ from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.index.base import FaceLabel
 from facewarden.adapters.inputs import InputItem, InputLimits, iter_inputs
 from facewarden.adapters.storage.db import erasure_lock, transaction
-from facewarden.adapters.storage.tables import Face, FaceCrop, Media, SubjectRequest
+from facewarden.adapters.storage.tables import Face, FaceCrop, Media, Subject, SubjectRequest
 from facewarden.adapters.video import file_sha256
 from facewarden.core.actors import Actor
 from facewarden.core.binding import crop_aad, template_aad
@@ -35,6 +35,7 @@ from facewarden.core.errors import InvalidInput, MediaError
 from facewarden.core.limits import MAX_WORKERS
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import IngestSummary, Skipped
+from facewarden.services.manifest import ManifestEntry, load_manifest
 from facewarden.services.video import VideoScan, scan_video
 from facewarden.services.workers import WORKER, pipeline_pool
 
@@ -128,6 +129,7 @@ class IngestService:
         relabel: Callable[[str], str] | None = None,
         cancelled: Callable[[], bool] | None = None,
         ray: str | None = None,
+        manifest: Path | None = None,
     ) -> IngestSummary:
         """Ingest files, folders and zip archives into ``source``.
 
@@ -136,7 +138,11 @@ class IngestService:
 
         ``relabel`` turns a local path into the name recorded as provenance (uploads are
         stored under a job folder but named as uploaded); ``cancelled`` is polled between
-        images and stops the run like Ctrl-C (every stored image stays complete)."""
+        images and stops the run like Ctrl-C (every stored image stays complete).
+
+        ``manifest``: a CSV or JSON file mapping files to subject references of the source
+        system (``services.manifest``); the one face of each listed file is linked to its
+        subject (a file with several faces or none is reported, not linked)."""
         app = self.app
         label = relabel or str
         if workers is not None and not 1 <= workers <= MAX_WORKERS:
@@ -147,12 +153,30 @@ class IngestService:
             retention = timedelta(days=min(max(src.retention_days, 0.0), MAX_DURATION_DAYS))
             source_id, basis, purpose = src.id, src.lawful_basis, src.purpose
             index_label = FaceLabel(src.name, src.jurisdiction)
+            allowed = list(src.subject_fields or [])
         settings = app.settings
         limits = InputLimits(
             settings.max_file_bytes, settings.max_archive_ratio, settings.max_video_bytes
         )
         items = list(iter_inputs(paths, limits))
+        entries = load_manifest(manifest, allowed) if manifest is not None else None
+        if entries is not None:
+            listed = {Path(i.path).resolve() for i in items if "!" not in i.path}
+            absent = sorted(str(p) for p in entries if p not in listed)
+            if absent:
+                raise InvalidInput(
+                    f"the manifest names {len(absent)} file(s) not among the inputs: "
+                    + ", ".join(absent[:5])
+                )
         summary = IngestSummary(source=source)
+        if entries is not None:
+            summary.subjects = {"linked_faces": 0, "subjects": 0, "not_linked": []}
+
+        def subject_of(path: str) -> ManifestEntry | None:
+            if entries is None or "!" in path:
+                return None
+            return entries.get(Path(path).resolve())
+
         app.audit.record(
             actor,
             "ingest.start",
@@ -206,7 +230,16 @@ class IngestService:
                 refused[sha] = error
                 skip(path, error)
                 return
-            self._store(source_id, index_label, retention, label(path), sha, result, summary)
+            self._store(
+                source_id,
+                index_label,
+                retention,
+                label(path),
+                sha,
+                result,
+                summary,
+                subject_of(path),
+            )
             tick(path)
             if summary.images % SAVE_INDEX_EVERY == 0:
                 started = time.perf_counter()
@@ -290,8 +323,21 @@ class IngestService:
                     purpose=purpose,
                     model_id=app.model_id,
                     gallery_size=len(app.index),
-                    details={k: v for k, v in summary.as_dict().items() if k != "skipped"}
-                    | {"skipped": len(summary.skipped)},
+                    details={
+                        k: v
+                        for k, v in summary.as_dict().items()
+                        if k not in ("skipped", "subjects")
+                    }
+                    | {"skipped": len(summary.skipped)}
+                    | (
+                        {
+                            "manifest": label(str(manifest)),
+                            "subjects": summary.subjects
+                            | {"not_linked": len(summary.subjects["not_linked"])},
+                        }
+                        if summary.subjects is not None and manifest is not None
+                        else {}
+                    ),
                 )
             except Exception:
                 # The failure (a full disk) may forbid this record too: the original error
@@ -364,6 +410,35 @@ class IngestService:
         with self.app.sessions() as session:
             return session.scalar(select(Media.id).where(Media.sha256 == sha)) is None
 
+    def _subject(
+        self, session, source_id: int, entry: ManifestEntry, summary: IngestSummary
+    ) -> int:
+        """The id of the source's subject ``entry.subject`` (created, or its metadata
+        completed, in the caller's transaction)."""
+        q = select(Subject).where(
+            Subject.source_id == source_id, Subject.reference == entry.subject
+        )
+        subject = session.scalar(q)
+        if subject is None:
+            try:
+                with session.begin_nested():
+                    subject = Subject(
+                        source_id=source_id,
+                        reference=entry.subject,
+                        fields=dict(entry.fields),
+                        created_at=utcnow(),
+                        restricted=False,
+                    )
+                    session.add(subject)
+                    session.flush()
+                if summary.subjects is not None:
+                    summary.subjects["subjects"] += 1
+            except IntegrityError:  # another ingest created it meanwhile
+                subject = session.scalar(q)
+        elif entry.fields and any(subject.fields.get(k) != v for k, v in entry.fields.items()):
+            subject.fields = dict(subject.fields) | entry.fields
+        return subject.id
+
     def _refresh_suppression(self, session) -> None:
         """Reload the suppression list if an erasure has added to it since the last load."""
         mark = session.scalar(
@@ -397,6 +472,7 @@ class IngestService:
         sha: str,
         result: Processed,
         summary: IngestSummary,
+        entry: ManifestEntry | None = None,
     ) -> None:
 
         app = self.app
@@ -412,6 +488,9 @@ class IngestService:
                 kept = self._not_suppressed(result.faces)
                 if result.faces and not kept:
                     raise _OnlySuppressed
+                subject_id = None
+                if entry is not None and len(kept) == 1:
+                    subject_id = self._subject(session, source_id, entry, summary)
                 media = Media(
                     source_id=source_id,
                     sha256=sha,
@@ -442,6 +521,7 @@ class IngestService:
                         template=cipher.encrypt_template(vec, template_aad(sha, i)),
                         time_s=face.get("time_s"),
                         track=face.get("track"),
+                        subject_id=subject_id,
                     )
                     session.add(row)
                     new_faces.append((row, vec))
@@ -471,6 +551,18 @@ class IngestService:
         else:
             summary.images += 1
         summary.faces += len(new_faces)
+        if entry is not None and summary.subjects is not None:
+            if subject_id is not None:
+                summary.subjects["linked_faces"] += 1
+            else:
+                summary.subjects["not_linked"].append(
+                    {
+                        "path": path,
+                        "subject": entry.subject,
+                        "reason": f"{len(kept)} faces stored: a subject is linked to a "
+                        "file's only face",
+                    }
+                )
         summary.faces_suppressed += len(result.faces) - len(kept)
         summary.faces_rejected += result.rejected
         if new_faces:

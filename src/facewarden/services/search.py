@@ -13,20 +13,45 @@ from sqlalchemy import Row, Select, bindparam, select
 
 from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.storage.db import transaction
-from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit, Source
+from facewarden.adapters.storage.tables import (
+    Case,
+    CaseSearch,
+    Face,
+    Media,
+    SearchHit,
+    Source,
+    Subject,
+)
+from facewarden.calibration import Calibration, for_model
 from facewarden.core.actors import Actor
 from facewarden.core.binding import template_aad
 from facewarden.core.clock import as_utc, utcnow
-from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
+from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, Refused
 from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
+    from facewarden.services.cases import CaseInfo
 
 MODEL_THRESHOLD = 0.6
 SCORE_SCALE = 0.06
 FETCH_MARGIN = 8  # extra proposals per search for hits the database re-check drops
+GROUP_FETCH = 3
+"""A grouped search re-checks up to this many faces per candidate wanted (faces of one
+subject and near-duplicates fold into one candidate)."""
+DUPLICATE_DISTANCE = 0.15
+"""Faces of different media closer than this, with similar boxes, are one photo at
+several resolutions (or re-encoded): near-duplicates. The same photo at half size measured
+0.115 from the original; no impostor pair of the calibration (4.75 million) was closer
+than 0.208; video ingest drops faces of one track within the same 0.15."""
+DUPLICATE_BOX = 0.05
+"""Largest difference of the box centres of near-duplicates, as a share of the image's
+width and height."""
+DUPLICATE_BOX_SCALE = 1.5
+"""Largest ratio of the box sizes (relative to each image) of near-duplicates: the detector
+draws boxes of a few fixed scales, so one face measured 23% and 29% of the width of one
+photo at 560 and 910 pixels."""
 
 
 def probe_aad(case_ref: str, probe_sha256: str) -> bytes:
@@ -36,6 +61,30 @@ def probe_aad(case_ref: str, probe_sha256: str) -> bytes:
 def match_score(distance: float) -> float:
     """Monotone 0..1 score, 0.5 at the model's operating point (0.6). Not a probability."""
     return round(1.0 / (1.0 + math.exp((distance - MODEL_THRESHOLD) / SCORE_SCALE)), 4)
+
+
+def sig(x: float) -> float:
+    """Three significant digits (estimates span many orders of magnitude)."""
+    return float(f"{x:.3g}")
+
+
+def annotate(
+    calibration: Calibration | None,
+    matches: list[FaceMatches],
+    threshold: float,
+    gallery_size: int,
+) -> None:
+    """Give each candidate the calibrated FMR at its distance and the expected number of
+    strangers within that distance in a gallery of ``gallery_size``, and each probe face
+    the expected number of false candidates for someone not in the gallery."""
+    if calibration is None:
+        return
+    expected = sig(gallery_size * calibration.fmr(threshold))
+    for m in matches:
+        m.expected_false_candidates = expected
+        for c in m.candidates:
+            c.fmr = sig(calibration.fmr(c.distance))
+            c.expected_strangers = sig(gallery_size * calibration.fmr(c.distance))
 
 
 class SearchService:
@@ -57,6 +106,7 @@ class SearchService:
         jurisdictions (the filter is recorded in the audit log)."""
         app = self.app
         top_k = app.settings.top_k if top_k is None else top_k
+        requested = threshold
         threshold = app.settings.threshold if threshold is None else threshold
         if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
@@ -71,9 +121,16 @@ class SearchService:
         )
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
+            threshold, policy = self.threshold_policy(info, requested)
+        except FacewardenError as exc:
+            outcome = "refused" if isinstance(exc, Refused) else "error"
+            app.audit.record(actor, "search", outcome=outcome, error=exc.message, **audit)
+            raise
+        audit["threshold"] = threshold
+        try:
             analysed = app.analyse_probe(probe)
             faces = analysed.faces
-            matches = [self.match(f, top_k, threshold, where=where) for f in faces]
+            matches = [self.match(f, top_k, threshold, where=where, group=True) for f in faces]
         except FacewardenError as exc:
             app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
@@ -86,9 +143,12 @@ class SearchService:
             matches,
             top_k,
             audit,
-            extra=({"filter": filter_dict(where)} if where is not None else {})
+            extra={"threshold_policy": policy}
+            | ({"filter": filter_dict(where)} if where is not None else {})
             | ({"notes": analysed.notes} if analysed.notes else {}),
         )
+        calibration = for_model(app.model_id)
+        annotate(calibration, matches, threshold, size)
         return SearchResult(
             probe_name,
             probe_hash,
@@ -100,7 +160,63 @@ class SearchService:
             seq,
             search_id,
             analysed.notes,
+            threshold_policy=policy,
+            calibration=calibration.summary() if calibration else None,
         )
+
+    def threshold_policy(
+        self, info: CaseInfo, requested: float | None
+    ) -> tuple[float, dict[str, object]]:
+        """The distance threshold of a search and how it was chosen (recorded in the audit
+        event): the threshold the request names; else the case's policy, else the
+        deployment's: ``fixed`` (the configured distance) or ``fpir`` (the largest distance
+        whose calibrated gallery size x FMR is at most the target FPIR, never looser than
+        the configured distance). Under a case's own fpir policy a request may name a
+        stricter threshold, not a looser one (``Refused``)."""
+        app = self.app
+        settings = app.settings
+        name = info.threshold_policy or settings.threshold_policy
+        set_by = "case" if info.threshold_policy else "settings"
+        if requested is not None and info.threshold_policy != "fpir":
+            return requested, {"policy": "fixed", "set_by": "request"}
+        if name != "fpir":
+            return settings.threshold, {"policy": "fixed", "set_by": set_by}
+        calibration = for_model(app.model_id)
+        if calibration is None:
+            raise InvalidInput(
+                f"no calibration for template space {app.model_id}: the fpir threshold "
+                "policy is unavailable; give a --threshold"
+            )
+        target = info.target_fpir or settings.target_fpir
+        with app.sessions() as session:
+            size = app.gallery_size(session)
+        chosen = min(calibration.threshold_for_fpir(target, size), settings.threshold)
+        if requested is not None:
+            # A case's FPIR policy binds its searches: a stricter distance may be asked
+            # for, a looser one is refused.
+            if requested > chosen + 1e-9:
+                raise Refused(
+                    f"case {info.ref!r} searches by target FPIR {target:g}: at this gallery "
+                    f"size its threshold is {chosen}; a looser threshold ({requested}) is "
+                    "refused"
+                )
+            return requested, {
+                "policy": "fixed",
+                "set_by": "request",
+                "case_target_fpir": target,
+                "case_threshold": chosen,
+            }
+        return chosen, {
+            "policy": "fpir",
+            "set_by": set_by,
+            "target_fpir": target,
+            "gallery_size": size,
+            "expected_false_candidates": sig(size * calibration.fmr(chosen)),
+            # False when even the table's smallest distance cannot be shown to meet the
+            # target at this gallery size (its FMR there is an upper bound).
+            "within_target": size * calibration.fmr(chosen) <= target,
+            "calibration": calibration.source.get("recipe_id"),
+        }
 
     def record(
         self,
@@ -142,6 +258,11 @@ class SearchService:
                                 "box": m.box,
                                 "results": [
                                     {"face_id": c.face_id, "distance": c.distance, "rank": c.rank}
+                                    | (
+                                        {"grouped": c.grouped_face_ids}
+                                        if c.grouped_face_ids
+                                        else {}
+                                    )
                                     for c in m.candidates
                                 ],
                             }
@@ -198,6 +319,7 @@ class SearchService:
         searchable_only: bool = True,
         where: IndexFilter | None = None,
         exact: bool = False,
+        group: bool = False,
     ) -> FaceMatches:
         """Index proposes, the database disposes: every hit is re-checked and re-scored.
 
@@ -208,7 +330,36 @@ class SearchService:
         threshold and too many were dropped, the index is asked again for four times as many.
 
         ``searchable_only=False`` (subject rights) also finds restricted and expired faces
-        that are still held; ``exact`` has the index compare every vector."""
+        that are still held; ``exact`` has the index compare every vector.
+
+        ``group``: candidates are people, not photos: faces linked to one subject are one
+        candidate (its best face, with how many faces matched), and near-duplicate faces of
+        different media (the same photo at several resolutions) fold into the candidate they
+        duplicate; up to ``GROUP_FETCH x top_k`` faces are re-checked for the grouping."""
+        wanted = top_k * GROUP_FETCH if group else top_k
+        scored = self._scored(face, wanted, threshold, searchable_only, where, exact)
+        if group:
+            candidates, collapsed = group_hits(scored, top_k)
+        else:
+            candidates = [candidate(rank, d, row) for rank, (d, row, _) in enumerate(scored, 1)]
+            collapsed = 0
+        return FaceMatches(
+            face.detection.box.as_list(),
+            face.quality.as_dict(),
+            candidates,
+            duplicates_collapsed=collapsed,
+        )
+
+    def _scored(
+        self,
+        face: FaceTemplate,
+        top_k: int,
+        threshold: float,
+        searchable_only: bool,
+        where: IndexFilter | None,
+        exact: bool,
+    ) -> list[tuple[float, Row, np.ndarray]]:
+        """The nearest ``top_k`` re-checked hits: (distance, row, template), nearest first."""
         app = self.app
         app.catch_up_index()
         index = app.index
@@ -216,7 +367,7 @@ class SearchService:
         # the index is a COUNT(*) on pgvector. It is counted only when widening.
         fetch = top_k + FETCH_MARGIN
         checked: set[int] = set()
-        scored: list[tuple[float, Row]] = []
+        scored: list[tuple[float, Row, np.ndarray]] = []
         while True:
             dists, ids = index.search(face.descriptor[None, :], fetch, where, exact=exact)
             hit_ids = ids[0][(ids[0] >= 0) & (dists[0] <= threshold + 1e-6)].tolist()
@@ -233,8 +384,7 @@ class SearchService:
                 break
             fetch = min(fetch * 4, len(index))
         scored.sort(key=lambda r: (r[0], r[1][0]))
-        candidates = [candidate(rank, *hit) for rank, hit in enumerate(scored[:top_k], 1)]
-        return FaceMatches(face.detection.box.as_list(), face.quality.as_dict(), candidates)
+        return scored[:top_k]
 
     def _recheck(
         self,
@@ -243,9 +393,9 @@ class SearchService:
         threshold: float,
         searchable_only: bool,
         where: IndexFilter | None,
-    ) -> list[tuple[float, Row]]:
-        """(distance, row) of each proposed face the database still holds and admits,
-        re-scored from its decrypted template, within ``threshold``."""
+    ) -> list[tuple[float, Row, np.ndarray]]:
+        """(distance, row, template) of each proposed face the database still holds and
+        admits, re-scored from its decrypted template, within ``threshold``."""
 
         app = self.app
         statement = recheck_statement(searchable_only, where, len(face_ids))
@@ -260,7 +410,9 @@ class SearchService:
             [decrypt(r.template, template_aad(r.sha256, r.face_index), r.key_id) for r in rows]
         )
         dist = np.linalg.norm(vecs - probe, axis=1)
-        return [(float(d), r) for d, r in zip(dist, rows, strict=True) if d <= threshold]
+        return [
+            (float(d), r, v) for d, r, v in zip(dist, rows, vecs, strict=True) if d <= threshold
+        ]
 
     def verify(
         self,
@@ -369,9 +521,14 @@ def recheck_statement(searchable_only: bool, where: IndexFilter | None, count: i
             Source.name.label("source"),
             Source.jurisdiction,
             Face.key_id,
+            Media.width,
+            Media.height,
+            Face.subject_id,
+            Subject.reference.label("subject"),
         )
         .join(Media, Media.id == Face.media_id)
         .join(Source, Source.id == Media.source_id)
+        .outerjoin(Subject, Subject.id == Face.subject_id)
         .where(
             Face.id.in_([bindparam(f"id{n}") for n in range(count)]),
             Face.model_id == bindparam("model_id"),
@@ -390,6 +547,7 @@ def candidate(rank: int, distance: float, row: Row) -> Candidate:
     by position (faster than attribute access on a hot path)."""
     (face_id, _, face_index, top, right, bottom, left, time_s, track) = row[:9]
     (media_id, path, sha256, ingested_at, source, jurisdiction) = row[9:15]
+    subject_id, subject = row[18:20]
     return Candidate(
         rank=rank,
         distance=round(distance, 4),
@@ -405,7 +563,75 @@ def candidate(rank: int, distance: float, row: Row) -> Candidate:
         face_index=face_index,
         time_s=time_s,
         track=track,
+        subject=subject,
+        subject_id=subject_id,
     )
+
+
+def near_duplicates(a: tuple[float, Row, np.ndarray], b: tuple[float, Row, np.ndarray]) -> bool:
+    """Faces of two different still images that are one photo at two resolutions (or
+    re-encoded): templates within ``DUPLICATE_DISTANCE`` and boxes at the same place and of
+    about the same size relative to each image."""
+    ra, rb = a[1], b[1]
+    if ra.media_id == rb.media_id or ra.time_s is not None or rb.time_s is not None:
+        return False
+    if float(np.linalg.norm(a[2] - b[2])) >= DUPLICATE_DISTANCE:
+        return False
+
+    def rel(r: Row) -> tuple[float, float, float]:
+        w, h = max(r.width, 1), max(r.height, 1)
+        return (r.left + r.right) / 2 / w, (r.top + r.bottom) / 2 / h, max(r.right - r.left, 1) / w
+
+    (xa, ya, sa), (xb, yb, sb) = rel(ra), rel(rb)
+    return (
+        abs(xa - xb) < DUPLICATE_BOX
+        and abs(ya - yb) < DUPLICATE_BOX
+        and max(sa, sb) / min(sa, sb) <= DUPLICATE_BOX_SCALE
+    )
+
+
+def group_hits(
+    scored: list[tuple[float, Row, np.ndarray]], top_k: int
+) -> tuple[list[Candidate], int]:
+    """Candidates per person, nearest first: a subject's faces are one candidate; a face
+    that near-duplicates a face of a candidate already formed folds into it. Returns the
+    first ``top_k`` candidates and how many near-duplicate faces were folded into them."""
+    groups: list[list[tuple[float, Row, np.ndarray]]] = []
+    duplicates: list[int] = []
+    by_subject: dict[int, int] = {}
+    for hit in scored:
+        subject_id = hit[1].subject_id
+        at = by_subject.get(subject_id) if subject_id is not None else None
+        dup = False
+        if at is None:
+            for n, members in enumerate(groups):
+                if any(near_duplicates(m, hit) for m in members):
+                    at, dup = n, True
+                    break
+        else:
+            dup = any(near_duplicates(m, hit) for m in groups[at])
+        if at is None:
+            groups.append([hit])
+            duplicates.append(0)
+            at = len(groups) - 1
+        else:
+            groups[at].append(hit)
+            duplicates[at] += dup
+        if subject_id is not None:
+            by_subject.setdefault(subject_id, at)
+    out = []
+    for rank, (members, dups) in enumerate(zip(groups[:top_k], duplicates, strict=False), 1):
+        best = members[0]
+        c = candidate(rank, best[0], best[1])
+        if c.subject is None:  # a near-duplicate may carry the subject
+            linked = next((m[1] for m in members if m[1].subject_id is not None), None)
+            if linked is not None:
+                c.subject, c.subject_id = linked.subject, linked.subject_id
+        c.faces_matched = len(members)
+        c.duplicates_collapsed = dups
+        c.grouped_face_ids = [m[1].id for m in members[1:]]
+        out.append(c)
+    return out, sum(duplicates[:top_k])
 
 
 def filter_clauses(where: IndexFilter | None) -> list:

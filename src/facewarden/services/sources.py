@@ -32,6 +32,8 @@ class SourceInfo:
     retention_days: float
     note: str | None
     media: int = 0
+    subject_fields: list[str] | None = None
+    """Metadata fields an ingest manifest may record about this source's subjects."""
 
     @classmethod
     def of(cls, src: Source, media: int = 0) -> SourceInfo:
@@ -43,6 +45,7 @@ class SourceInfo:
             src.retention_days,
             src.note,
             media,
+            src.subject_fields,
         )
 
 
@@ -67,11 +70,15 @@ class SourceService:
         jurisdiction: str,
         retention: str,
         note: str | None = None,
+        subject_fields: list[str] | None = None,
     ) -> SourceInfo:
+        from facewarden.services.manifest import valid_field_names
+
         self.app.authorize(actor, "source.add", "operator", "admin")
         check_text(name, "source name", NAME_CHARS)
         for value, what in ((lawful_basis, "lawful basis"), (purpose, "purpose"), (note, "note")):
             check_text(value, what)
+        fields = valid_field_names(subject_fields) if subject_fields else None
         name = _required(name, "name")
         lawful_basis = _required(lawful_basis, "lawful basis (--lawful-basis)")
         purpose = _required(purpose, "purpose (--purpose)")
@@ -92,6 +99,7 @@ class SourceService:
                     jurisdiction=jurisdiction,
                     retention_days=days,
                     note=note,
+                    subject_fields=fields,
                     created_by=actor.name,
                     created_at=utcnow(),
                 )
@@ -103,7 +111,12 @@ class SourceService:
                     "source.add",
                     legal_basis=lawful_basis,
                     purpose=purpose,
-                    details={"source": name, "jurisdiction": jurisdiction, "retention_days": days},
+                    details={
+                        "source": name,
+                        "jurisdiction": jurisdiction,
+                        "retention_days": days,
+                        "subject_fields": fields,
+                    },
                 )
         except IntegrityError as exc:
             raise InvalidInput(f"a source named {name!r} already exists") from exc

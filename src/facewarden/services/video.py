@@ -19,13 +19,15 @@ import numpy as np
 
 from facewarden.adapters.imaging import IMAGE_HINT, looks_like_image
 from facewarden.adapters.video import VideoFrame, VideoInfo, VideoReader, file_sha256
+from facewarden.calibration import for_model
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
-from facewarden.core.errors import FacewardenError, InvalidInput, MediaError
+from facewarden.core.errors import FacewardenError, InvalidInput, MediaError, Refused
 from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
 from facewarden.core.tracking import FaceTracker, Track, build_timeline
+from facewarden.services.search import annotate
 from facewarden.services.workers import WORKER, pipeline_pool
 
 if TYPE_CHECKING:
@@ -160,6 +162,7 @@ class VideoSearchService:
     ) -> VideoSearchResult:
         app = self.app
         top_k = app.settings.top_k if top_k is None else top_k
+        requested = threshold
         threshold = app.settings.threshold if threshold is None else threshold
         if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
@@ -174,6 +177,13 @@ class VideoSearchService:
         app.authorize(actor, "search", "investigator", case_ref=case, **audit)
         info = app.cases.require_usable(actor, case, "search", **audit)
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
+        try:
+            threshold, policy = app.search.threshold_policy(info, requested)
+        except FacewardenError as exc:
+            outcome = "refused" if isinstance(exc, Refused) else "error"
+            app.audit.record(actor, "search", outcome=outcome, error=exc.message, **audit)
+            raise
+        audit["threshold"] = threshold
         try:
             with path.open("rb") as fh:
                 head = fh.read(1 << 16)
@@ -200,6 +210,7 @@ class VideoSearchService:
         templates = [max(t.observations, key=lambda o: o.score).face for t in scan.tracks]
         summary = scan.summary()
         extra = {
+            "threshold_policy": policy,
             "video": summary,
             "partial": scan.partial,
             "tracks": [
@@ -209,6 +220,9 @@ class VideoSearchService:
         search_id, size, seq = app.search.record(
             actor, info.ref, probe_name, probe_hash, templates, matches, top_k, audit, extra
         )
+        annotate(for_model(app.model_id), matches, threshold, size)
+        for t, m in zip(tracks, matches, strict=True):
+            t.expected_false_candidates = m.expected_false_candidates
         return VideoSearchResult(
             probe=probe_name,
             probe_sha256=probe_hash,
@@ -222,6 +236,7 @@ class VideoSearchService:
             partial=scan.partial,
             audit_seq=seq,
             search_id=search_id,
+            threshold_policy=policy,
         )
 
     def _search_track(self, track: Track, top_k: int, threshold: float) -> TrackMatches:

@@ -291,6 +291,8 @@ class CaseIn(BaseModel):
     investigators: list[Text] = []
     quota: int | None = Field(None, ge=1, le=1_000_000)
     keep_probe_templates: bool = False
+    threshold_policy: Literal["fixed", "fpir"] | None = None
+    target_fpir: float | None = Field(None, gt=0, lt=1)
 
 
 class MemberIn(BaseModel):
@@ -326,6 +328,8 @@ def open_case(body: CaseIn, request: Request, actor: CurrentActor) -> Json:
             investigators=body.investigators,
             quota=body.quota,
             keep_probe_templates=body.keep_probe_templates,
+            threshold_policy=body.threshold_policy,
+            target_fpir=body.target_fpir,
         )
         .as_dict()
     )
@@ -447,6 +451,43 @@ def erase(
 def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
     """Access and erasure requests with their receipts and time to completion."""
     return get_fw(request).subjects.requests(actor)
+
+
+class SubjectRefIn(BaseModel):
+    subject: Text = Field(min_length=1, max_length=200)
+    source: Text | None = Field(None, max_length=200)
+
+
+class SubjectEraseIn(SubjectRefIn):
+    confirm: bool = Field(description="Must be true: erasure cannot be undone.")
+
+
+class SubjectRestrictIn(SubjectRefIn):
+    restricted: bool = True
+
+
+@router.post("/subjects/by-reference/access", tags=["subjects"])
+def subject_access_by_reference(body: SubjectRefIn, request: Request, actor: LimitedActor) -> Json:
+    """Everything held about a subject of the source system (ingest manifest reference)."""
+    return get_fw(request).subject_records.access(actor, body.subject, source=body.source)
+
+
+@router.post("/subjects/by-reference/erase", tags=["subjects"])
+def subject_erase_by_reference(body: SubjectEraseIn, request: Request, actor: LimitedActor) -> Json:
+    """Erase every face linked to the subject and the subject record; returns the receipt."""
+    if not body.confirm:
+        raise InvalidInput("erasure cannot be undone: send confirm=true")
+    return get_fw(request).subject_records.erase(actor, body.subject, source=body.source)
+
+
+@router.post("/subjects/by-reference/restrict", tags=["subjects"])
+def subject_restrict_by_reference(
+    body: SubjectRestrictIn, request: Request, actor: LimitedActor
+) -> Json:
+    """Exclude every media of the subject from search (or lift that)."""
+    return get_fw(request).subject_records.restrict(
+        actor, body.subject, source=body.source, restricted=body.restricted
+    )
 
 
 class PurgeIn(BaseModel):

@@ -74,6 +74,9 @@ class Source(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTC_DT)
+    subject_fields: Mapped[list | None] = mapped_column(JSON)
+    """Metadata fields an ingest manifest may record about this source's subjects (the
+    fields the source is lawfully allowed to hold); None: none."""
 
 
 class Media(Base):
@@ -116,8 +119,26 @@ class Face(Base):
     time_s: Mapped[float | None] = mapped_column(Float)
     """For a face from a video: its time in the video, seconds."""
     track: Mapped[int | None] = mapped_column(Integer)
+    subject_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subjects.id", ondelete="SET NULL"), index=True
+    )
+    """The source system's subject this face belongs to (from an ingest manifest)."""
     """For a face from a video: the face track it was chosen from."""
     media: Mapped[Media] = relationship(back_populates="faces")
+
+
+class Subject(Base):
+    """A person as the source system knows them (a custody record, a case file): the faces
+    linked to it are one gallery identity."""
+
+    __tablename__ = "subjects"
+    __table_args__ = (UniqueConstraint("source_id", "reference"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    reference: Mapped[str] = mapped_column(String(200))
+    fields: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTC_DT)
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class FaceCrop(Base):
@@ -146,6 +167,9 @@ class Case(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTC_DT)
     search_quota: Mapped[int] = mapped_column(Integer, default=100)
     keep_probe_templates: Mapped[bool] = mapped_column(Boolean, default=False)
+    threshold_policy: Mapped[str | None] = mapped_column(String(10))
+    """``fixed`` or ``fpir``; None: the deployment's default (settings)."""
+    target_fpir: Mapped[float | None] = mapped_column(Float)
     members: Mapped[list[CaseMember]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
     )

@@ -133,7 +133,9 @@ function showResult(result, file) {
   img.src = URL.createObjectURL(file);
   $("#search-meta").textContent = `Search ${result.search_id} under case ${result.case}: ` +
     `${result.faces.length} face(s) in the probe, gallery of ${result.gallery_size}, ` +
-    `threshold ${result.threshold}. Logged as audit record ${result.audit_seq}.`;
+    `threshold ${result.threshold}` + (result.threshold_policy?.policy === "fpir"
+      ? ` (by target FPIR ${result.threshold_policy.target_fpir})` : "") +
+    `. Logged as audit record ${result.audit_seq}.`;
   const draw = () => {
     const scale = img.clientWidth / img.naturalWidth;
     $("#boxes").replaceChildren(...result.faces.map((face, i) => {
@@ -160,7 +162,9 @@ function showResult(result, file) {
 function showFace(result, i) {
   const face = result.faces[i];
   document.querySelectorAll(".box").forEach((b) => b.classList.toggle("chosen", b.dataset.face == i));
-  $("#face-title").textContent = `Face ${i + 1}: ${face.candidates.length} candidate(s)`;
+  $("#face-title").textContent = `Face ${i + 1}: ${face.candidates.length} candidate(s)` +
+    (face.expected_false_candidates == null ? "" : ` (est. false candidates if the person ` +
+      `is not in the gallery: ${face.expected_false_candidates.toPrecision(3)})`);
   $("#no-candidate").hidden = face.candidates.length > 0;
   $("#candidates").replaceChildren(...face.candidates.map((c) => candidateCard(result.search_id, c)));
 }
@@ -179,7 +183,15 @@ function candidateCard(searchId, c) {
     el("img", { src: c.crop_url, alt: `candidate ${c.rank}`, width: 150, height: 150 }),
     el("figcaption", {},
       el("strong", {}, `#${c.rank}`), ` distance ${c.distance.toFixed(3)} · score ${c.score.toFixed(2)}`,
+      c.fmr == null ? "" : el("span", { class: "estimate", title: "Calibrated estimate " +
+        "(LFW impostor pairs): false match rate per comparison at this distance, and the " +
+        "expected number of unrelated people this close in a gallery of this size." },
+        el("br"), `FMR ≈ ${c.fmr.toPrecision(2)} · est. strangers this close: ` +
+        `${c.expected_strangers.toPrecision(3)}`),
       el("br"), el("span", { class: "path" }, c.media_path),
+      c.subject || c.faces_matched > 1 ? el("span", { class: "subject" }, el("br"),
+        (c.subject ? `subject ${c.subject} · ` : "") + `${c.faces_matched} face(s) matched` +
+        (c.duplicates_collapsed ? ` (${c.duplicates_collapsed} duplicate photo(s))` : "")) : "",
       el("br"), `${c.source} (${c.jurisdiction}) · ${date(c.ingested_at)}`,
       el("br"), `face ${c.face_id} `, status),
     el("div", { class: "actions" },

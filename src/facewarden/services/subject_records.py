@@ -1,0 +1,256 @@
+"""Data subjects' rights by subject reference: when an ingest manifest linked faces to a
+subject of the source system (``services.manifest``), access, erasure, restriction and
+export work on every face of that subject, without a selfie.
+
+The selfie-based rights (``services.subjects``) stay as they are; these act on exactly the
+faces the source system says are the subject's."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import select, update
+
+from facewarden.adapters.storage.db import erasure_lock, transaction
+from facewarden.adapters.storage.tables import Face, Media, Source, Subject, SubjectRequest
+from facewarden.core.actors import Actor
+from facewarden.core.clock import utcnow
+from facewarden.core.errors import InvalidInput, NotFound
+from facewarden.core.schemas import Candidate
+from facewarden.services.audit import canonical
+
+if TYPE_CHECKING:
+    from facewarden.services.app import Facewarden
+
+
+class SubjectRecordService:
+    def __init__(self, app: Facewarden) -> None:
+        self.app = app
+
+    def _subject(self, session, reference: str, source: str | None) -> tuple[Subject, str]:
+        """The subject ``reference`` (of ``source`` when given) and its source's name."""
+        reference = (reference or "").strip()
+        if not reference:
+            raise InvalidInput("a subject reference is required")
+        q = (
+            select(Subject, Source.name)
+            .join(Source, Source.id == Subject.source_id)
+            .where(Subject.reference == reference)
+        )
+        if source is not None:
+            q = q.where(Source.name == source)
+        rows = session.execute(q).all()
+        if not rows:
+            where = f" in source {source!r}" if source else ""
+            raise NotFound(f"no subject {reference!r}{where}")
+        if len(rows) > 1:
+            names = ", ".join(sorted(n for _, n in rows))
+            raise InvalidInput(
+                f"subject {reference!r} exists in several sources ({names}): name one (--source)"
+            )
+        return rows[0][0], rows[0][1]
+
+    def _faces(self, session, subject_id: int) -> list[Face]:
+        return list(
+            session.scalars(select(Face).where(Face.subject_id == subject_id).order_by(Face.id))
+        )
+
+    @staticmethod
+    def _as_candidates(faces: list[Face]) -> list[Candidate]:
+        return [
+            Candidate(
+                rank=n,
+                distance=0.0,
+                score=1.0,
+                face_id=f.id,
+                media_id=f.media_id,
+                media_path="",
+                source="",
+                box=[f.top, f.right, f.bottom, f.left],
+                face_index=f.face_index,
+            )
+            for n, f in enumerate(faces, 1)
+        ]
+
+    # -- access and export -----------------------------------------------------------------
+    def access(self, actor: Actor, reference: str, *, source: str | None = None) -> dict[str, Any]:
+        """Everything held about the subject: its metadata and each linked face with its
+        provenance, retention and the searches that returned it (logged)."""
+        app = self.app
+        app.authorize(actor, "subject.access", "dpo", details={"subject": reference})
+        received = utcnow()
+        with app.sessions() as session:
+            subject, source_name = self._subject(session, reference, source)
+            subject_id, fields = subject.id, dict(subject.fields)
+            restricted = subject.restricted
+            faces = self._faces(session, subject_id)
+        matches = app.subjects._details(self._as_candidates(faces))
+        for m in matches:
+            m.pop("distance", None)
+        report: dict[str, Any] = {
+            "kind": "access",
+            "subject": reference,
+            "source": source_name,
+            "fields": fields,
+            "restricted": restricted,
+            "reference": reference,
+            "model": app.model_id,
+            "received_at": received.isoformat(),
+            "handled_by": actor.name,
+            "review_note": (
+                "Faces linked to this subject by the source system's manifest. Other photos "
+                "of the person not linked to it are found by a selfie-based request."
+            ),
+            "matches": matches,
+        }
+        with transaction(app.writes) as session:
+            completed = utcnow()
+            report["completed_at"] = completed.isoformat()
+            summary = {
+                "subject": reference,
+                "source": source_name,
+                "matches": len(matches),
+                "face_ids": [m["face_id"] for m in matches],
+                "searches": sum(len(m["searches"]) for m in matches),
+            }
+            request = SubjectRequest(
+                kind="access",
+                reference=reference,
+                selfie_sha256=f"subject:{subject_id}",
+                threshold=0.0,
+                handled_by=actor.name,
+                received_at=received,
+                completed_at=completed,
+                receipt=summary,
+            )
+            session.add(request)
+            session.flush()
+            event = app.audit.append(
+                session,
+                actor,
+                "subject.access",
+                model_id=app.model_id,
+                details=summary | {"request_id": request.id},
+            )
+            request.audit_seq = event.seq
+            report["request_id"] = request.id
+            report["audit_seq"] = event.seq
+        return report
+
+    # -- erasure ---------------------------------------------------------------------------
+    def erase(self, actor: Actor, reference: str, *, source: str | None = None) -> dict[str, Any]:
+        """Delete every face linked to the subject (templates, crops, index entries; media
+        left without faces), the subject record and its metadata; put the centroid of its
+        templates on the suppression list; return a receipt."""
+        app = self.app
+        app.authorize(actor, "subject.erase", "dpo", details={"subject": reference})
+        received = utcnow()
+        with transaction(app.writes) as session:
+            erasure_lock(session)
+            subject, source_name = self._subject(session, reference, source)
+            faces = self._faces(session, subject.id)
+            face_ids = [f.id for f in faces]
+            request = SubjectRequest(
+                kind="erasure",
+                reference=reference,
+                selfie_sha256=f"subject:{subject.id}",
+                threshold=app.settings.subject_threshold,
+                handled_by=actor.name,
+                received_at=received,
+            )
+            session.add(request)
+            session.flush()
+            if faces:
+                from facewarden.services.app import template_aad
+                from facewarden.services.subjects import suppression_aad
+
+                shas = dict(
+                    session.execute(
+                        select(Media.id, Media.sha256).where(
+                            Media.id.in_({f.media_id for f in faces})
+                        )
+                    ).all()
+                )
+                vecs = np.stack(
+                    [
+                        app.cipher.decrypt_template(
+                            f.template, template_aad(shas[f.media_id], f.face_index)
+                        )
+                        for f in faces
+                    ]
+                )
+                request.suppression_template = app.cipher.encrypt_template(
+                    vecs.mean(axis=0).astype(np.float32), suppression_aad(request.id)
+                )
+            counts = app.gallery.delete_faces(session, face_ids) if face_ids else {"faces": 0}
+            session.delete(subject)
+            event = app.audit.append(
+                session,
+                actor,
+                "subject.erase",
+                model_id=app.model_id,
+                details=counts
+                | {
+                    "request_id": request.id,
+                    "subject": reference,
+                    "source": source_name,
+                    "face_ids": face_ids,
+                },
+            )
+            receipt: dict[str, Any] = {
+                "request_id": request.id,
+                "action": "subject.erase",
+                "subject": reference,
+                "source": source_name,
+                "reference": reference,
+                "face_ids": face_ids,
+                **counts,
+                "subject_record_deleted": True,
+                "suppressed": bool(faces),
+                "by": actor.name,
+                "received_at": received.isoformat(),
+                "completed_at": utcnow().isoformat(),
+                "audit_seq": event.seq,
+            }
+            receipt["receipt_sha256"] = hashlib.sha256(canonical(receipt).encode()).hexdigest()
+            request.receipt = receipt
+            request.completed_at = utcnow()
+            request.audit_seq = event.seq
+        app.gallery.drop_from_index(face_ids)
+        return receipt
+
+    # -- restriction -----------------------------------------------------------------------
+    def restrict(
+        self,
+        actor: Actor,
+        reference: str,
+        *,
+        source: str | None = None,
+        restricted: bool = True,
+    ) -> dict[str, Any]:
+        """Exclude every media with a face of the subject from search (or lift that)."""
+        app = self.app
+        action = "subject.restrict" if restricted else "subject.unrestrict"
+        app.authorize(actor, action, "dpo", details={"subject": reference})
+        with transaction(app.writes) as session:
+            subject, source_name = self._subject(session, reference, source)
+            media_ids = sorted({f.media_id for f in self._faces(session, subject.id)})
+            if media_ids:
+                session.execute(
+                    update(Media).where(Media.id.in_(media_ids)).values(restricted=restricted)
+                )
+            subject.restricted = restricted
+            app.audit.append(
+                session,
+                actor,
+                action,
+                details={"subject": reference, "source": source_name, "media": media_ids},
+            )
+        return {
+            "subject": reference,
+            "source": source_name,
+            "media": media_ids,
+            "restricted": restricted,
+        }
