@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import Face, Media, Source, Subject, SubjectRequest
 from facewarden.core.actors import Actor
+from facewarden.core.binding import template_aad
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, NotFound
 from facewarden.core.schemas import Candidate
@@ -163,7 +164,6 @@ class SubjectRecordService:
             session.add(request)
             session.flush()
             if faces:
-                from facewarden.services.app import template_aad
                 from facewarden.services.subjects import suppression_aad
 
                 shas = dict(
@@ -176,14 +176,16 @@ class SubjectRecordService:
                 vecs = np.stack(
                     [
                         app.cipher.decrypt_template(
-                            f.template, template_aad(shas[f.media_id], f.face_index)
+                            f.template, template_aad(shas[f.media_id], f.face_index), f.key_id
                         )
                         for f in faces
                     ]
                 )
-                request.suppression_template = app.cipher.encrypt_template(
+                cipher = app.keys.writing(session)
+                request.suppression_template = cipher.encrypt_template(
                     vecs.mean(axis=0).astype(np.float32), suppression_aad(request.id)
                 )
+                request.key_id = cipher.key_id
             counts = app.gallery.delete_faces(session, face_ids) if face_ids else {"faces": 0}
             session.delete(subject)
             event = app.audit.append(
