@@ -95,6 +95,12 @@ MATRIX = [
         {"files": {"selfie": JUNK}, "data": {"confirm": "true"}},
         ("dpo",),
     ),
+    (
+        "POST",
+        "/api/v1/subjects/erasures/{request_id}/review",
+        {"json": {"release": [1]}},
+        ("dpo",),
+    ),
     ("GET", "/api/v1/subjects/requests", {}, ("dpo", "auditor", "admin")),
     ("POST", "/api/v1/purge", {"json": {"jurisdiction": "ZZ"}}, ("dpo",)),
     ("POST", "/api/v1/retention/run", {}, ("dpo", "admin")),
@@ -118,6 +124,7 @@ MATRIX = [
 
 PATH_VALUES = {
     "job_id": "no-such-job",
+    "request_id": "999999",
     "search_id": "999999",
     "face_id": "1",
     "ref": "CASE-1",

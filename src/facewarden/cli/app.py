@@ -883,10 +883,13 @@ def subject_access(
 
 @subject_app.command("erase")
 def subject_erase(
-    selfie: Annotated[Path, typer.Argument(help="Photo of the requester (used once).")],
+    selfie: Annotated[
+        list[Path], typer.Argument(help="Photo(s) of the requester (used once, not kept).")
+    ],
     reference: Annotated[str | None, typer.Option(help="Request reference.")] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Distance (default FACEWARDEN_SUBJECT_THRESHOLD).")
+        float | None,
+        typer.Option(help="Strict distance (default FACEWARDEN_SUBJECT_THRESHOLD)."),
     ] = None,
     face: Annotated[
         list[int] | None, typer.Option("--face", help="Erase only these reviewed candidates.")
@@ -894,10 +897,11 @@ def subject_erase(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show the candidates, then erase them, suppress the person from later ingest and
-    print a receipt."""
+    """Show the candidates (every face a search of the selfie would return), erase the ones
+    within the strict threshold, suppress the person from later ingest and search, and print
+    a receipt listing the candidates left for review (`subject review`)."""
     fw, actor = open_app()
-    data = read_bytes(selfie)
+    data = [read_bytes(s) for s in selfie]
     if not yes:
         matches = fw.subjects.erase_preview(actor, data, threshold=threshold)
         output.show_subject_matches(matches)
@@ -908,6 +912,25 @@ def subject_erase(
     )
     fw.close()
     output.emit_json(receipt) if as_json else output.show_mapping("erasure receipt", receipt)
+
+
+@subject_app.command("review")
+def subject_review(
+    request_id: Annotated[int, typer.Argument(help="The erasure request (its receipt's id).")],
+    erase: Annotated[
+        list[int] | None, typer.Option("--erase", help="A review candidate that is the requester.")
+    ] = None,
+    release: Annotated[
+        list[int] | None,
+        typer.Option("--release", help="A review candidate that is someone else."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide an erasure's review candidates: erase them too, or release them to search."""
+    fw, actor = open_app()
+    receipt = fw.subjects.review(actor, request_id, erase=erase or [], release=release or [])
+    fw.close()
+    output.emit_json(receipt) if as_json else output.show_mapping("review receipt", receipt)
 
 
 @subject_app.command("list")

@@ -151,13 +151,17 @@ def show_subject_matches(matches: list[dict[str, Any]]) -> None:
         out.print("No stored face matches the selfie.")
         return
     table = Table(title="Candidates (check each before acting)", show_edge=False)
-    for col in ("face", "distance", "media", "source", "kept until", "searches"):
+    proposals = any("proposal" in m for m in matches)
+    for col in ("face", "distance", *(("proposal",) if proposals else ())):
+        table.add_column(col, no_wrap=True)
+    for col in ("media", "source", "kept until", "searches"):
         table.add_column(col, no_wrap=True)
     table.add_column("path", overflow="fold")
     for m in matches:
         table.add_row(
             str(m["face_id"]),
             f"{m['distance']:.4f}",
+            *((m.get("proposal", ""),) if proposals else ()),
             str(m["media_id"]),
             f"{m['source']} ({m['jurisdiction']})",
             m["retained_until"][:10],

@@ -241,12 +241,25 @@ class SearchService:
             params = {f"id{n}": face_id for n, face_id in enumerate(face_ids)}
             params |= {"model_id": app.model_id, "now": utcnow()}
             rows = conn.execute(statement, params).all()
-        if not rows:
-            return []
-        decrypt = app.cipher.decrypt_template
-        vecs = np.stack([decrypt(r.template, template_aad(r.sha256, r.face_index)) for r in rows])
+            if not rows:
+                return []
+            decrypt = app.cipher.decrypt_template
+            vecs = np.stack(
+                [decrypt(r.template, template_aad(r.sha256, r.face_index)) for r in rows]
+            )
+            # Erased people stay erased: faces near an erased person's templates (review
+            # candidates, later ingest) are withheld from every search.
+            withheld = (
+                app.subjects.withheld(conn, [r.id for r in rows], vecs)
+                if searchable_only
+                else np.zeros(len(rows), dtype=bool)
+            )
         dist = np.linalg.norm(vecs - probe, axis=1)
-        return [(float(d), r) for d, r in zip(dist, rows, strict=True) if d <= threshold]
+        return [
+            (float(d), r)
+            for d, w, r in zip(dist, withheld, rows, strict=True)
+            if d <= threshold and not w
+        ]
 
     def verify(
         self,

@@ -443,6 +443,28 @@ def erase(
     )
 
 
+class ReviewDecision(BaseModel):
+    erase: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+    release: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+
+
+@router.post("/subjects/erasures/{request_id}/review", tags=["subjects"])
+def erasure_review(
+    request: Request,
+    actor: LimitedActor,
+    request_id: IdPath,
+    decision: ReviewDecision,
+) -> Json:
+    """The DPO's decision on an erasure's review candidates (erase or release each)."""
+    return get_fw(request).subjects.review(
+        actor, request_id, erase=decision.erase, release=decision.release
+    )
+
+
 @router.get("/subjects/requests", tags=["subjects"])
 def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
     """Access and erasure requests with their receipts and time to completion."""
