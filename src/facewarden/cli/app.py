@@ -251,9 +251,18 @@ def search(
         list[str] | None,
         typer.Option(help="Only candidates of this jurisdiction (repeatable)."),
     ] = None,
+    allow_low_quality: Annotated[
+        bool,
+        typer.Option(
+            "--allow-low-quality",
+            help="Search probe faces below the quality bar too (the override is logged).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search every face of a probe image, or every face track of a video, within a case."""
+    """Search every face of a probe image, or every face track of a video, within a case.
+    Probe faces below the quality bar (too small, blurred, profile) are not searched unless
+    --allow-low-quality is given."""
     fw, actor = open_app()
     where = (
         IndexFilter(
@@ -276,6 +285,7 @@ def search(
                 top_k=top,
                 threshold=threshold,
                 progress=lambda t, d: bar.update(task, completed=t, total=d),
+                allow_low_quality=allow_low_quality,
             )
         fw.close()
         if thumbnails is not None:
@@ -290,6 +300,7 @@ def search(
         top_k=top,
         threshold=threshold,
         where=where,
+        allow_low_quality=allow_low_quality,
     )
     fw.close()
     output.emit_json(result.as_dict()) if as_json else output.show_search(result)

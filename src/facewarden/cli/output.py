@@ -33,9 +33,17 @@ def show_search(result: SearchResult) -> None:
         q = face.quality
         out.print(
             f"\n[bold]Face {n}[/] box {face.box} (top, right, bottom, left)  "
-            f"size {q['width']}x{q['height']}  blur {q['blur']}  pose {q['pose']}"
+            f"quality: size {q['width']}x{q['height']}  blur {q['blur']}  "
+            f"yaw {q['yaw']}  pose {q['pose']}"
             + (f"  flags {', '.join(q['flags'])}" if q["flags"] else "")
         )
+        if face.quality_problems:
+            problems = ", ".join(face.quality_problems)
+            if face.searched:
+                out.print(f"  [red]Below the quality bar ({problems}): searched by override.[/]")
+            else:
+                out.print(f"  [yellow]Below the quality bar ({problems}): not searched.[/]")
+                continue
         if face.no_candidate:
             out.print(f"  [yellow]No candidate within threshold {result.threshold}.[/]")
             continue

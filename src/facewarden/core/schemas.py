@@ -92,6 +92,10 @@ class FaceMatches:
     box: list[int]
     quality: dict[str, Any]
     candidates: list[Candidate] = field(default_factory=list)
+    quality_problems: list[str] = field(default_factory=list)
+    """Why this probe face is below the probe quality bar (empty: it is not)."""
+    searched: bool = True
+    """False: below the quality bar and not overridden, so not searched."""
 
     @property
     def no_candidate(self) -> bool:
@@ -101,6 +105,8 @@ class FaceMatches:
         return {
             "box": self.box,
             "quality": self.quality,
+            "quality_problems": self.quality_problems,
+            "searched": self.searched,
             "candidates": [c.as_dict() for c in self.candidates],
             "no_candidate_within_threshold": self.no_candidate,
         }
@@ -202,6 +208,10 @@ class TrackMatches:
     candidates: list[Candidate] = field(default_factory=list)
     thumbnail_jpeg: bytes | None = None
     """Aligned crop of the track's best frame (not serialised; see ``as_dict``)."""
+    quality_problems: list[str] = field(default_factory=list)
+    """Why the track's best face is below the probe quality bar (empty: it is not)."""
+    searched: bool = True
+    """False: below the quality bar and not overridden, so not searched."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -211,6 +221,8 @@ class TrackMatches:
             "best_frame_s": self.best_frame_s,
             "box": self.box,
             "quality": self.quality,
+            "quality_problems": self.quality_problems,
+            "searched": self.searched,
             "detections": self.detections,
             "candidates": [c.as_dict() for c in self.candidates],
             "no_candidate_within_threshold": not self.candidates,

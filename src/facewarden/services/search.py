@@ -17,7 +17,8 @@ from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit, Source
 from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
-from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
+from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, Refused
+from facewarden.core.quality import probe_problems
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
 
 if TYPE_CHECKING:
@@ -51,9 +52,16 @@ class SearchService:
         top_k: int | None = None,
         threshold: float | None = None,
         where: IndexFilter | None = None,
+        allow_low_quality: bool = False,
     ) -> SearchResult:
-        """Search every face of ``probe``; ``where`` limits candidates to some sources or
-        jurisdictions (the filter is recorded in the audit log)."""
+        """Search every face of ``probe`` that passes the probe quality gate; ``where``
+        limits candidates to some sources or jurisdictions (the filter is recorded in the
+        audit log).
+
+        A face below the quality bar is reported with its problems and not searched; a probe
+        with no usable face is refused (``low_quality_probe``) unless ``allow_low_quality``
+        (the override is logged with the problems it overrode). A probe with no face at all
+        is logged and refused (``no_face``). Neither uses the case's quota."""
         app = self.app
         top_k = top_k or app.settings.top_k
         threshold = app.settings.threshold if threshold is None else threshold
@@ -72,10 +80,41 @@ class SearchService:
         try:
             image = decode_image(probe, max_pixels=app.settings.max_image_pixels)
             faces = app.pipeline.process(image, enrol=False).faces
-            matches = [self.match(f, top_k, threshold, where=where) for f in faces]
+            if not faces:
+                raise NoFaceFound("no face found in the probe")
+            problems = [self.quality_problems(f.quality) for f in faces]
+            if all(problems) and not allow_low_quality:
+                why = "; ".join(f"face {n}: {', '.join(p)}" for n, p in enumerate(problems))
+                app.audit.record(
+                    actor,
+                    "search",
+                    outcome="refused",
+                    error=f"low_quality_probe: {why}",
+                    details={"quality_problems": problems},
+                    **audit,
+                )
+                raise Refused(
+                    f"search refused: no probe face meets the quality bar ({why}); "
+                    "use a better photo, or override explicitly (--allow-low-quality, logged)",
+                    code="low_quality_probe",
+                )
+            matches = [
+                self.match(f, top_k, threshold, where=where)
+                if allow_low_quality or not p
+                else FaceMatches(f.detection.box.as_list(), f.quality.as_dict(), [])
+                for f, p in zip(faces, problems, strict=True)
+            ]
+            for m, p in zip(matches, problems, strict=True):
+                m.quality_problems = p
+                m.searched = allow_low_quality or not p
         except FacewardenError as exc:
-            app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
+            if exc.code != "low_quality_probe":
+                app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
+        extra: dict = {"filter": filter_dict(where)} if where is not None else {}
+        if any(problems):
+            extra["quality_problems"] = problems
+            extra["allow_low_quality"] = allow_low_quality
         search_id, size, seq = self.record(
             actor,
             info.ref,
@@ -85,10 +124,20 @@ class SearchService:
             matches,
             top_k,
             audit,
-            extra={"filter": filter_dict(where)} if where is not None else None,
+            extra=extra or None,
         )
         return SearchResult(
             probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, seq, search_id
+        )
+
+    def quality_problems(self, quality) -> list[str]:
+        """Why a probe face is below the configured quality bar (empty: it is not)."""
+        settings = self.app.settings
+        return probe_problems(
+            quality,
+            min_face_px=settings.probe_min_face_px,
+            min_blur=settings.probe_min_blur,
+            max_yaw=settings.probe_max_yaw,
         )
 
     def record(

@@ -185,8 +185,13 @@ def search(
     case: Annotated[Text, Form(description="Case reference (required).")],
     top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+    allow_low_quality: Annotated[
+        bool,
+        Form(description="Search probe faces below the quality bar too (logged)."),
+    ] = False,
 ) -> Json:
-    """Ranked candidates for every face of the probe, with provenance and crop URLs."""
+    """Ranked candidates for every face of the probe that meets the quality bar, with
+    provenance and crop URLs; each face's quality and its problems."""
     with counted_search(request):
         result = get_fw(request).search.search(
             actor,
@@ -195,6 +200,7 @@ def search(
             probe_name=image.filename or "probe",
             top_k=top_k,
             threshold=threshold,
+            allow_low_quality=allow_low_quality,
         )
     return with_crop_urls(result.as_dict())
 
@@ -208,6 +214,9 @@ def search_video(
     fps: Annotated[float | None, Form(gt=0, le=60)] = None,
     top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+    allow_low_quality: Annotated[
+        bool, Form(description="Search tracks below the quality bar too (logged).")
+    ] = False,
 ) -> Json:
     """Face tracks of a probe video, each with its candidates, and a timeline of who appears
     when. Each track's best face crop comes as base64 JPEG (``thumbnail_jpeg``)."""
@@ -222,6 +231,7 @@ def search_video(
             fps=fps,
             top_k=top_k,
             threshold=threshold,
+            allow_low_quality=allow_low_quality,
         )
     data = with_crop_urls(result.as_dict())
     for track, out in zip(result.tracks, data["tracks"], strict=True):
