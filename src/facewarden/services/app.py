@@ -77,6 +77,7 @@ class Facewarden:
         from facewarden.services.oversight import OversightService
         from facewarden.services.records import RecordsService
         from facewarden.services.redaction import RedactionService
+        from facewarden.services.review import ReviewService
         from facewarden.services.search import SearchService
         from facewarden.services.sources import SourceService
         from facewarden.services.subjects import SubjectService
@@ -93,6 +94,7 @@ class Facewarden:
         self.users = UserService(self)
         self.confirmations = ConfirmationService(self)
         self.subjects = SubjectService(self)
+        self.review = ReviewService(self)
         self.records = RecordsService(self)
         self.oversight = OversightService(self)
 

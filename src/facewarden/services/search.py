@@ -14,7 +14,15 @@ from sqlalchemy import Row, Select, bindparam, select
 from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.storage.db import transaction
-from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit, Source
+from facewarden.adapters.storage.tables import (
+    Case,
+    CaseSearch,
+    Face,
+    Media,
+    ProbeFace,
+    SearchHit,
+    Source,
+)
 from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, Refused
@@ -31,6 +39,32 @@ FETCH_MARGIN = 8  # extra proposals per search for hits the database re-check dr
 
 def probe_aad(case_ref: str, probe_sha256: str) -> bytes:
     return f"probe:{case_ref}:{probe_sha256}".encode()
+
+
+def probe_face_aad(search_id: int, face_index: int) -> bytes:
+    """Binds a kept probe face crop to its search and position (swaps fail to decrypt)."""
+    return f"probe-face:{search_id}:{face_index}".encode()
+
+
+def probe_crop_jpeg(image: np.ndarray, box: list[int], size: int = 200) -> bytes:
+    """The probe face with a margin around its box, at most ``size`` pixels, as JPEG: what a
+    reviewer compares with the candidate (the probe image itself is never stored)."""
+    import io
+
+    from PIL import Image
+
+    top, right, bottom, left = box
+    margin = max(bottom - top, right - left) // 4
+    height, width = image.shape[:2]
+    crop = image[
+        max(0, top - margin) : min(height, bottom + margin),
+        max(0, left - margin) : min(width, right + margin),
+    ]
+    picture = Image.fromarray(np.ascontiguousarray(crop))
+    picture.thumbnail((size, size))
+    buf = io.BytesIO()
+    picture.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
 
 
 def match_score(distance: float) -> float:
@@ -115,6 +149,7 @@ class SearchService:
         if any(problems):
             extra["quality_problems"] = problems
             extra["allow_low_quality"] = allow_low_quality
+        crops = [probe_crop_jpeg(image, m.box) if m.searched else None for m in matches]
         search_id, size, seq = self.record(
             actor,
             info.ref,
@@ -125,6 +160,7 @@ class SearchService:
             top_k,
             audit,
             extra=extra or None,
+            probe_crops=crops,
         )
         return SearchResult(
             probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, seq, search_id
@@ -151,9 +187,12 @@ class SearchService:
         top_k: int,
         audit: dict,
         extra: dict | None = None,
+        probe_crops: list[bytes | None] | None = None,
+        probe_times: list[float | None] | None = None,
     ) -> tuple[int, int, int]:
-        """Log the search and keep its record with the case: hits, probe hash and (if the
-        case asks) the probe's templates. The quota is re-checked under the write lock."""
+        """Log the search and keep its record with the case: hits, probe hash, the crop of
+        each searched probe face (encrypted, for the review) and (if the case asks) the
+        probe's templates. The quota is re-checked under the write lock."""
 
         app = self.app
         problem = None
@@ -205,6 +244,22 @@ class SearchService:
                 )
                 session.add(record)
                 session.flush()
+                times = probe_times or [None] * len(matches)
+                session.add_all(
+                    ProbeFace(
+                        search_id=record.id,
+                        face_index=n,
+                        box=m.box,
+                        quality=m.quality,
+                        quality_problems=m.quality_problems,
+                        time_s=t,
+                        data=app.cipher.encrypt(crop, probe_face_aad(record.id, n)),
+                    )
+                    for n, (m, crop, t) in enumerate(
+                        zip(matches, probe_crops or [None] * len(matches), times, strict=True)
+                    )
+                    if crop is not None
+                )
                 session.add_all(
                     SearchHit(
                         search_id=record.id,

@@ -233,7 +233,17 @@ class VideoSearchService:
             extra["quality_problems"] = problems
             extra["allow_low_quality"] = allow_low_quality
         search_id, size, seq = app.search.record(
-            actor, info.ref, probe_name, probe_hash, templates, matches, top_k, audit, extra
+            actor,
+            info.ref,
+            probe_name,
+            probe_hash,
+            templates,
+            matches,
+            top_k,
+            audit,
+            extra,
+            probe_crops=[t.thumbnail_jpeg if t.searched else None for t in tracks],
+            probe_times=[t.best_frame_s for t in tracks],
         )
         return VideoSearchResult(
             probe=probe_name,

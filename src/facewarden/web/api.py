@@ -88,7 +88,9 @@ def counted_search(request: Request) -> Iterator[None]:
 def with_crop_urls(result: Json) -> Json:
     """Add each candidate's crop URL: per probe face (photo) or per track (video)."""
     sid = result.get("search_id")
-    for probe_face in result.get("faces", []) + result.get("tracks", []):
+    for n, probe_face in enumerate(result.get("faces", []) + result.get("tracks", [])):
+        if probe_face.get("searched", True):
+            probe_face["probe_crop_url"] = f"/api/v1/searches/{sid}/probe-faces/{n}/crop"
         for c in probe_face["candidates"]:
             c["crop_url"] = f"/api/v1/searches/{sid}/faces/{c['face_id']}/crop"
     return result
@@ -279,6 +281,37 @@ def search_crop(
 
 
 @router.get(
+    "/searches/{search_id}/probe-faces/{face_index}/crop",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    tags=["search"],
+)
+def probe_crop(
+    search_id: IdPath,
+    face_index: Annotated[int, Path(ge=0, le=10_000)],
+    request: Request,
+    actor: CurrentActor,
+) -> Response:
+    """The kept crop of a searched probe face (case-scoped, logged)."""
+    data = get_fw(request).review.probe_face(actor, search_id, face_index)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get(
+    "/searches/{search_id}/faces/{face_id}/source",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    tags=["search"],
+)
+def source_photo(
+    search_id: IdPath, face_id: IdPath, request: Request, actor: CurrentActor
+) -> Response:
+    """A candidate's full source photo with its box drawn (case-scoped, logged)."""
+    data = get_fw(request).review.source_photo(actor, search_id, face_id)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get(
     "/faces/{face_id}/crop",
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}},
@@ -368,6 +401,27 @@ def case_searches(ref: Text, request: Request, actor: CurrentActor) -> list[Json
 def case_candidates(ref: Text, request: Request, actor: CurrentActor) -> list[Json]:
     """Decided candidates with every decision (pending, identified, rejected)."""
     return [s.as_dict() for s in get_fw(request).confirmations.candidates(actor, ref)]
+
+
+@router.get("/cases/{ref}/review", tags=["cases"])
+def case_review(
+    ref: Text,
+    request: Request,
+    actor: CurrentActor,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 12,
+) -> Json:
+    """One page of the case's candidates for review: probe face beside candidate, distance,
+    quality of both, provenance, decisions, erased faces marked (case-scoped, logged)."""
+    sheet = get_fw(request).review.sheet(actor, ref, page=page, per_page=per_page)
+    for item in sheet["items"]:
+        sid = item["search_id"]
+        if item["probe_kept"]:
+            item["probe_crop_url"] = f"/api/v1/searches/{sid}/probe-faces/{item['probe_face']}/crop"
+        if not item["erased"]:
+            item["crop_url"] = f"/api/v1/searches/{sid}/faces/{item['face_id']}/crop"
+            item["source_url"] = f"/api/v1/searches/{sid}/faces/{item['face_id']}/source"
+    return sheet
 
 
 @router.get("/cases/{ref}/export", tags=["cases"])
