@@ -300,3 +300,22 @@ def test_auditor_sees_the_verified_chain_and_filters(login):
     # A page outside the role is shown with a plain refusal, and its API calls are refused.
     ready(page, "/dpo")
     assert "do not include this page" in page.inner_text("main")
+
+
+def test_dpo_decides_the_erasure_candidates_left_for_review(login, server):
+    selfie = {"selfie": ("biden.jpg", (REFERENCE / "biden.jpg").read_bytes(), "image/jpeg")}
+    receipt = (
+        server.client("dora")
+        .post("/api/v1/subjects/erase", files=selfie, data={"confirm": "true", "threshold": "0.2"})
+        .json()
+    )
+    pending = [f["face_id"] for f in receipt["review"]]
+    assert pending and receipt["faces"] == 0  # beyond the strict 0.2: left for review
+    dpo = login("dora")
+    ready(dpo, "/dpo")
+    card = dpo.locator(f".pending-review .card[data-face-id='{pending[0]}']")
+    card.wait_for()
+    dpo.screenshot(path=ARTEFACTS / "review-5-dpo-erasure-candidates-pending.png", full_page=True)
+    card.locator("button:text('Not this person')").click()
+    dpo.wait_for_selector("#flash:has-text('released to search')")
+    assert dpo.locator(f".pending-review .card[data-face-id='{pending[0]}']").count() == 0

@@ -560,6 +560,9 @@ class SubjectService:
                         "faces": len((r.receipt or {}).get("face_ids", [])),
                         "suppression": r.suppression_template is not None,
                         "audit_seq": r.audit_seq,
+                        "pending_review": (
+                            self.pending_review(session, r.id) if r.kind == "erasure" else []
+                        ),
                     }
                     | (
                         self.app.gallery.erasure_status(r.audit_seq)

@@ -400,8 +400,9 @@ function faceTable(matches, withCheckbox) {
   return matches.map((m) => el("figure", { class: "card", dataset: { faceId: m.face_id } },
     el("img", { src: `/api/v1/faces/${m.face_id}/crop`, alt: `face ${m.face_id}`, width: 120, height: 120 }),
     el("figcaption", {},
-      withCheckbox ? el("label", {}, el("input", { type: "checkbox", class: "erase-pick", value: m.face_id, checked: true }), ` face ${m.face_id}`) : `face ${m.face_id}`,
+      withCheckbox ? el("label", {}, el("input", { type: "checkbox", class: "erase-pick", value: m.face_id, checked: m.proposal !== "review" }), ` face ${m.face_id}`) : `face ${m.face_id}`,
       el("br"), `distance ${Number(m.distance).toFixed(3)}`,
+      m.proposal === "review" ? el("span", { class: "warn review-band" }, " · beyond the strict threshold: may be someone else; unticked faces are withheld from search for review") : "",
       el("br"), el("span", { class: "path" }, m.media_path || ""),
       el("br"), `${m.source || ""} ${m.jurisdiction ? `(${m.jurisdiction})` : ""}`)));
 }
@@ -479,7 +480,25 @@ async function initDpo() {
     rows("#requests-table tbody", list.map((r) => el("tr", {},
       el("td", {}, r.id), el("td", {}, r.kind), el("td", {}, r.reference || ""),
       el("td", {}, date(r.received_at)), el("td", {}, date(r.completed_at)), el("td", {}, r.handled_by),
-      el("td", {}, JSON.stringify(r.receipt || {})))));
+      el("td", {}, `${r.faces} face(s)`, r.pending_review && r.pending_review.length
+        ? el("div", { class: "grid pending-review", dataset: { requestId: r.id } },
+          r.pending_review.map((id) => pendingCard(r.id, id)))
+        : ""))));
+  };
+  const pendingCard = (requestId, faceId) => {
+    const decide = (what) => async () => {
+      try {
+        await api("POST", `/api/v1/subjects/erasures/${requestId}/review`, { [what]: [faceId] });
+        flash(`Face ${faceId}: ${what === "erase" ? "erased" : "released to search"}.`);
+        loadRequests();
+      } catch { /* flashed */ }
+    };
+    return el("figure", { class: "card", dataset: { faceId } },
+      el("img", { src: `/api/v1/faces/${faceId}/crop`, alt: `face ${faceId}`, width: 90, height: 90 }),
+      el("figcaption", {}, `face ${faceId}: pending review`),
+      el("div", { class: "actions" },
+        el("button", { type: "button", class: "reject", on: { click: decide("erase") } }, "Erase"),
+        el("button", { type: "button", on: { click: decide("release") } }, "Not this person")));
   };
   await loadRequests();
 }
