@@ -92,7 +92,7 @@ def expected(method: str, path: str, user: str, closed: bool) -> bool:
     member = user.endswith("-in")
     oversight = user in (ROLE_USERS["dpo"], ROLE_USERS["auditor"])
     reads = (member and not closed) or oversight
-    if path.endswith(("/searches", "/candidates", "/export", "/crop")):
+    if path.endswith(("/searches", "/candidates", "/export", "/crop", "/review", "/source")):
         return reads
     if (method, path) == ("GET", "/api/v1/cases/{ref}"):
         return member or oversight or user == ROLE_USERS["admin"]
@@ -120,6 +120,7 @@ def call(server, client, method, path, ref, fresh_ref):
         path.replace("{ref}", target)
         .replace("{search_id}", str(search_id))
         .replace("{face_id}", str(face_id))
+        .replace("{face_index}", "0")
     )
     kwargs: dict = {}
     if path.endswith("/search") or path.endswith("/verify"):

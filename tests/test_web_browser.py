@@ -73,6 +73,14 @@ def ready(page, path: str) -> None:
     page.wait_for_selector("body[data-ready]")
 
 
+def until(check, seconds: float = 20) -> None:
+    """Poll ``check`` (the console's CSP forbids Playwright's in-page polling)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
 def run_search(page, probe: Path):
     ready(page, "/search")
     page.select_option("#case", "CASE-1")
@@ -154,6 +162,7 @@ def test_video_search_shows_who_appears_when(login, server):
 def test_two_person_confirmation_in_two_browsers(login):
     investigator = login("ines")
     run_search(investigator, PROBES / "obama1.jpg")
+    assert "Probe quality: " in investigator.inner_text("#face-quality")
     card = investigator.locator(".candidate").first
     assert Path(card.locator(".path").inner_text()).stem == "obama"
     face_id = card.get_attribute("data-face-id")
@@ -161,15 +170,87 @@ def test_two_person_confirmation_in_two_browsers(login):
     investigator.wait_for_selector("#flash:has-text('state is now pending')")
     search_id = investigator.inner_text("#search-meta").split()[1]
 
+    # The reviewer sees the probe face next to each candidate, and decides.
     reviewer = login("rita")
     ready(reviewer, "/cases")
     reviewer.click("#cases-table a:text('CASE-1')")
-    row = reviewer.locator(f"#searches-table tr[data-search-id='{search_id}']")
-    row.wait_for()
-    row.locator(f".review[data-face-id='{face_id}'] button.confirm").click()
+    reviewer.wait_for_selector("#searches-table tr[data-search-id]")
+    reviewer.click("#case-review-link")
+    reviewer.wait_for_selector("body[data-ready] #review-grid .pair")
+    pair = reviewer.locator(f".pair[data-search-id='{search_id}'][data-face-id='{face_id}']")
+    pair.locator(".probe img").wait_for()
+    loaded = "img => img.complete && img.naturalWidth > 0"
+    until(
+        lambda: reviewer.evaluate(
+            "[...document.querySelectorAll('#review-grid img')].every(i => i.complete)"
+        )
+    )
+    for n in range(reviewer.locator("#review-grid .pair").count()):
+        other = reviewer.locator("#review-grid .pair").nth(n)
+        if other.get_attribute("data-status") != "erased":
+            assert other.locator(".probe img").evaluate(loaded)
+            assert other.locator(".candidate-face img").evaluate(loaded)
+    assert "distance 0." in pair.inner_text() and "blur" in pair.inner_text()
+    assert "press (DE)" in pair.inner_text()
+    reviewer.screenshot(path=ARTEFACTS / "review-1-reviewer-sees-probe-beside-candidates.png")
+    pair.focus()
+    reviewer.keyboard.press("c")  # keyboard: confirm the focused candidate
     reviewer.wait_for_selector("#flash:has-text('state is now identified')")
+    pair = reviewer.locator(f".pair[data-search-id='{search_id}'][data-face-id='{face_id}']")
+    pair.locator(".state-identified").wait_for()
+    assert pair.locator("button.confirm").count() == 0
+    assert "ines confirmed" in pair.inner_text() and "rita confirmed" in pair.inner_text()
+    reviewer.screenshot(path=ARTEFACTS / "review-2-decided-identified.png")
+    # The full source photo with the box, on demand.
+    pair.focus()
+    reviewer.keyboard.press("s")
+    until(
+        lambda: reviewer.evaluate(
+            "document.querySelector('#source-img').complete && "
+            "document.querySelector('#source-img').naturalWidth > 0"
+        )
+    )
+    reviewer.screenshot(path=ARTEFACTS / "review-3-source-photo-with-box.png")
+    reviewer.click("#source-close")
+    ready(reviewer, "/cases")
     reviewer.click("#cases-table a:text('CASE-1')")
     reviewer.wait_for_selector("#decisions-table td.state-identified")
+
+
+def test_review_page_fits_a_screen_pages_and_marks_erased_faces(login, server):
+    investigator = login("ines")
+    for name in (
+        "johnsnow_test1.jpg",
+        "kit_with_rose.jpg",
+        "obama_and_biden.jpg",
+        "obama1.jpg",
+        "alex_lacamoire1.jpg",
+    ):
+        run_search(investigator, PROBES / name)
+        investigator.wait_for_selector("#search-meta:has-text('Search')")
+    # A candidate erased since the search: shown as erased, without buttons.
+    sheet = server.client("rita").get("/api/v1/cases/CASE-1/review?per_page=100").json()
+    kit = next(i for i in sheet["items"] if "kit_harington" in i.get("media_path", ""))
+    gone = server.client("dora").delete(f"/api/v1/media/{kit['media_id']}")
+    assert gone.status_code == 200, gone.text
+    reviewer = login("rita")
+    ready(reviewer, "/review?case=CASE-1")
+    reviewer.select_option("#review-per-page", "6")
+    until(lambda: reviewer.locator("#review-grid .pair").count() == 6)
+    assert "page 1 of" in reviewer.inner_text("#review-page")
+    height = reviewer.evaluate("document.documentElement.scrollHeight")
+    assert height <= 1000, height  # six candidates fit a 1280x900 screen
+    reviewer.locator("#review-grid .pair").first.focus()
+    reviewer.keyboard.press("n")  # next page, by keyboard
+    reviewer.wait_for_selector("#review-page:has-text('page 2 of')")
+    reviewer.goto(server.url + "/review?case=CASE-1")
+    reviewer.wait_for_selector("body[data-ready]")
+    reviewer.select_option("#review-per-page", "24")
+    erased = reviewer.locator(f".pair[data-face-id='{kit['face_id']}']").first
+    erased.wait_for()
+    assert erased.get_attribute("data-status") == "erased"
+    assert erased.locator("button").count() == 0 and "ERASED" in erased.inner_text()
+    reviewer.screenshot(path=ARTEFACTS / "review-4-erased-candidate-no-buttons.png", full_page=True)
 
 
 def test_ingest_upload_shows_progress_and_skips(login, tmp_path):
@@ -219,3 +300,22 @@ def test_auditor_sees_the_verified_chain_and_filters(login):
     # A page outside the role is shown with a plain refusal, and its API calls are refused.
     ready(page, "/dpo")
     assert "do not include this page" in page.inner_text("main")
+
+
+def test_dpo_decides_the_erasure_candidates_left_for_review(login, server):
+    selfie = {"selfie": ("biden.jpg", (REFERENCE / "biden.jpg").read_bytes(), "image/jpeg")}
+    receipt = (
+        server.client("dora")
+        .post("/api/v1/subjects/erase", files=selfie, data={"confirm": "true", "threshold": "0.2"})
+        .json()
+    )
+    pending = [f["face_id"] for f in receipt["review"]]
+    assert pending and receipt["faces"] == 0  # beyond the strict 0.2: left for review
+    dpo = login("dora")
+    ready(dpo, "/dpo")
+    card = dpo.locator(f".pending-review .card[data-face-id='{pending[0]}']")
+    card.wait_for()
+    dpo.screenshot(path=ARTEFACTS / "review-5-dpo-erasure-candidates-pending.png", full_page=True)
+    card.locator("button:text('Not this person')").click()
+    dpo.wait_for_selector("#flash:has-text('released to search')")
+    assert dpo.locator(f".pending-review .card[data-face-id='{pending[0]}']").count() == 0

@@ -81,6 +81,9 @@ MATRIX = [
     ("GET", "/api/v1/cases/{ref}/searches", {}, CASE_RECORDS),
     ("GET", "/api/v1/cases/{ref}/candidates", {}, CASE_RECORDS),
     ("GET", "/api/v1/cases/{ref}/export", {}, CASE_RECORDS),
+    ("GET", "/api/v1/cases/{ref}/review", {}, CASE_RECORDS),
+    ("GET", "/api/v1/searches/{search_id}/probe-faces/{face_index}/crop", {}, CASE_RECORDS),
+    ("GET", "/api/v1/searches/{search_id}/faces/{face_id}/source", {}, CASE_RECORDS),
     (
         "POST",
         "/api/v1/confirmations",
@@ -93,6 +96,12 @@ MATRIX = [
         "POST",
         "/api/v1/subjects/erase",
         {"files": {"selfie": JUNK}, "data": {"confirm": "true"}},
+        ("dpo",),
+    ),
+    (
+        "POST",
+        "/api/v1/subjects/erasures/{request_id}/review",
+        {"json": {"release": [1]}},
         ("dpo",),
     ),
     ("GET", "/api/v1/subjects/requests", {}, ("dpo", "auditor", "admin")),
@@ -126,6 +135,8 @@ MATRIX = [
 
 PATH_VALUES = {
     "job_id": "no-such-job",
+    "request_id": "999999",
+    "face_index": "0",
     "search_id": "999999",
     "face_id": "1",
     "ref": "CASE-1",

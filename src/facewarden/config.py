@@ -116,6 +116,16 @@ class Settings(BaseSettings):
 
     case_search_quota: int = Field(100, ge=1)
     """Default number of searches a case allows (``case open --quota`` overrides it)."""
+    probe_min_face_px: int = Field(40, ge=0)
+    """Probe quality gate: a probe face narrower or shorter than this (pixels) is
+    ``too_small``. Faces that fail the gate are not searched unless the investigator
+    overrides it (``--allow-low-quality``, logged). 0 disables this check."""
+    probe_min_blur: float = Field(30.0, ge=0)
+    """Probe quality gate: focus (variance of the Laplacian of the aligned chip) below this
+    is ``blurred``. 0 disables this check."""
+    probe_max_yaw: float = Field(0.35, gt=0)
+    """Probe quality gate: a head turn (nose offset over eye distance) beyond this is
+    ``profile``. A large value disables this check."""
     subject_threshold: float = Field(0.5, gt=0, le=2)
     """Distance for subject access and erasure candidates, and for the suppression list.
     Stricter than the search threshold: a wrong match would disclose or delete someone else."""

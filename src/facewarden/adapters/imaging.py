@@ -148,3 +148,20 @@ def decode(data: bytes, *, max_pixels: int, max_side: int | None = None) -> Deco
 def decode_image(data: bytes, *, max_pixels: int, max_side: int | None = None) -> np.ndarray:
     """:func:`decode`'s RGB array."""
     return decode(data, max_pixels=max_pixels, max_side=max_side).rgb
+
+
+def probe_crop_jpeg(image: np.ndarray, box: list[int], size: int = 200) -> bytes:
+    """The probe face with a margin around its box, at most ``size`` pixels, as JPEG: what a
+    reviewer compares with the candidate (the probe image itself is never stored)."""
+    top, right, bottom, left = box
+    margin = max(bottom - top, right - left) // 4
+    height, width = image.shape[:2]
+    crop = image[
+        max(0, top - margin) : min(height, bottom + margin),
+        max(0, left - margin) : min(width, right + margin),
+    ]
+    picture = Image.fromarray(np.ascontiguousarray(crop))
+    picture.thumbnail((size, size))
+    buf = io.BytesIO()
+    picture.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()

@@ -292,9 +292,18 @@ def search(
         list[str] | None,
         typer.Option(help="Only candidates of this jurisdiction (repeatable)."),
     ] = None,
+    allow_low_quality: Annotated[
+        bool,
+        typer.Option(
+            "--allow-low-quality",
+            help="Search probe faces below the quality bar too (the override is logged).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search every face of a probe image, or every face track of a video, within a case."""
+    """Search every face of a probe image, or every face track of a video, within a case.
+    Probe faces below the quality bar (too small, blurred, profile) are not searched unless
+    --allow-low-quality is given."""
     fw, actor = open_app()
     where = (
         IndexFilter(
@@ -317,6 +326,7 @@ def search(
                 top_k=top,
                 threshold=threshold,
                 progress=lambda t, d: bar.update(task, completed=t, total=d),
+                allow_low_quality=allow_low_quality,
             )
         fw.close()
         if thumbnails is not None:
@@ -331,6 +341,7 @@ def search(
         top_k=top,
         threshold=threshold,
         where=where,
+        allow_low_quality=allow_low_quality,
     )
     fw.close()
     output.emit_json(result.as_dict()) if as_json else output.show_search(result)
@@ -1035,11 +1046,13 @@ def subject_access(
 @subject_app.command("erase")
 def subject_erase(
     selfie: Annotated[
-        Path | None, typer.Argument(help="Photo of the requester (used once).")
+        list[Path] | None,
+        typer.Argument(help="Photo(s) of the requester (used once, not kept)."),
     ] = None,
     reference: Annotated[str | None, typer.Option(help="Request reference.")] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Distance (default FACEWARDEN_SUBJECT_THRESHOLD).")
+        float | None,
+        typer.Option(help="Strict distance (default FACEWARDEN_SUBJECT_THRESHOLD)."),
     ] = None,
     face: Annotated[
         list[int] | None, typer.Option("--face", help="Erase only these reviewed candidates.")
@@ -1054,10 +1067,12 @@ def subject_erase(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show the candidates, then erase them, suppress the person from later ingest and
-    print a receipt. With --subject: every face the source system linked to the subject."""
+    """Show the candidates (every face a search of the selfie would return), erase the ones
+    within the strict threshold, suppress the person from later ingest and search, and print
+    a receipt listing the candidates left for review (`subject review`). With --subject:
+    every face the source system linked to the subject."""
     fw, actor = open_app()
-    if (selfie is None) == (subject is None):
+    if (not selfie) == (subject is None):
         raise InvalidInput("give a selfie or --subject REF (one of them)")
     if subject is not None:
         if not yes and not (
@@ -1068,8 +1083,7 @@ def subject_erase(
         fw.close()
         output.emit_json(receipt) if as_json else output.show_mapping("erasure receipt", receipt)
         return
-    assert selfie is not None
-    data = read_bytes(selfie)
+    data = [read_bytes(s) for s in selfie or []]
     if not yes:
         matches = fw.subjects.erase_preview(actor, data, threshold=threshold)
         output.show_subject_matches(matches)
@@ -1080,6 +1094,25 @@ def subject_erase(
     )
     fw.close()
     output.emit_json(receipt) if as_json else output.show_mapping("erasure receipt", receipt)
+
+
+@subject_app.command("review")
+def subject_review(
+    request_id: Annotated[int, typer.Argument(help="The erasure request (its receipt's id).")],
+    erase: Annotated[
+        list[int] | None, typer.Option("--erase", help="A review candidate that is the requester.")
+    ] = None,
+    release: Annotated[
+        list[int] | None,
+        typer.Option("--release", help="A review candidate that is someone else."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide an erasure's review candidates: erase them too, or release them to search."""
+    fw, actor = open_app()
+    receipt = fw.subjects.review(actor, request_id, erase=erase or [], release=release or [])
+    fw.close()
+    output.emit_json(receipt) if as_json else output.show_mapping("review receipt", receipt)
 
 
 @subject_app.command("list")

@@ -33,9 +33,17 @@ def show_search(result: SearchResult) -> None:
         q = face.quality
         out.print(
             f"\n[bold]Face {n}[/] box {face.box} (top, right, bottom, left)  "
-            f"size {q['width']}x{q['height']}  blur {q['blur']}  pose {q['pose']}"
+            f"quality: size {q['width']}x{q['height']}  blur {q['blur']}  "
+            f"yaw {q['yaw']}  pose {q['pose']}"
             + (f"  flags {', '.join(q['flags'])}" if q["flags"] else "")
         )
+        if face.quality_problems:
+            problems = ", ".join(face.quality_problems)
+            if face.searched:
+                out.print(f"  [red]Below the quality bar ({problems}): searched by override.[/]")
+            else:
+                out.print(f"  [yellow]Below the quality bar ({problems}): not searched.[/]")
+                continue
         if face.expected_false_candidates is not None:
             out.print(
                 "  Expected false candidates if this person is not in the gallery: "
@@ -181,13 +189,17 @@ def show_subject_matches(matches: list[dict[str, Any]]) -> None:
         out.print("No stored face matches the selfie.")
         return
     table = Table(title="Candidates (check each before acting)", show_edge=False)
-    for col in ("face", "distance", "media", "source", "kept until", "searches"):
+    proposals = any("proposal" in m for m in matches)
+    for col in ("face", "distance", *(("proposal",) if proposals else ())):
+        table.add_column(col, no_wrap=True)
+    for col in ("media", "source", "kept until", "searches"):
         table.add_column(col, no_wrap=True)
     table.add_column("path", overflow="fold")
     for m in matches:
         table.add_row(
             str(m["face_id"]),
             f"{m['distance']:.4f}",
+            *((m.get("proposal", ""),) if proposals else ()),
             str(m["media_id"]),
             f"{m['source']} ({m['jurisdiction']})",
             m["retained_until"][:10],

@@ -101,6 +101,8 @@ def search_result(data: dict[str, Any]) -> SearchResult:
             f["box"],
             f["quality"],
             [Candidate(**{k: v for k, v in c.items() if k != "crop_url"}) for c in f["candidates"]],
+            f.get("quality_problems", []),
+            f.get("searched", True),
         )
         for f in data["faces"]
     ]
@@ -131,10 +133,13 @@ class _Search:
         top_k: int | None = None,
         threshold: float | None = None,
         where: object | None = None,
+        allow_low_quality: bool = False,
     ) -> SearchResult:
         if where is not None:
             raise InvalidInput("--source and --jurisdiction are not available with --server")
         form = {"case": case or ""} | _some(top_k=top_k, threshold=threshold)
+        if allow_low_quality:
+            form["allow_low_quality"] = "true"
         data = self.client.call("POST", "/search", files={"image": (probe_name, probe)}, data=form)
         return search_result(data)
 

@@ -52,3 +52,19 @@ def assess(
         detector_score=round(detection.score, 4),
         flags=tuple(flags),
     )
+
+
+def probe_problems(
+    quality: Quality | dict, *, min_face_px: int, min_blur: float, max_yaw: float
+) -> list[str]:
+    """Why a probe face is below the quality bar for a search (empty: it is not): small
+    faces, blur and head turn all make false matches at a given distance more likely."""
+    q = quality.as_dict() if isinstance(quality, Quality) else quality
+    problems = []
+    if min(q["width"], q["height"]) < min_face_px:
+        problems.append("too_small")
+    if q["blur"] < min_blur:
+        problems.append("blurred")
+    if abs(q["yaw"]) > max_yaw:
+        problems.append("profile")
+    return problems

@@ -113,6 +113,10 @@ class FaceMatches:
     threshold (gallery size x FMR at the threshold; an estimate)."""
     duplicates_collapsed: int = 0
     """Near-duplicate gallery faces folded into the candidates shown."""
+    quality_problems: list[str] = field(default_factory=list)
+    """Why this probe face is below the probe quality bar (empty: it is not)."""
+    searched: bool = True
+    """False: below the quality bar and not overridden, so not searched."""
 
     @property
     def no_candidate(self) -> bool:
@@ -122,6 +126,8 @@ class FaceMatches:
         return {
             "box": self.box,
             "quality": self.quality,
+            "quality_problems": self.quality_problems,
+            "searched": self.searched,
             "candidates": [c.as_dict() for c in self.candidates],
             "no_candidate_within_threshold": self.no_candidate,
             "expected_false_candidates": self.expected_false_candidates,
@@ -239,6 +245,10 @@ class TrackMatches:
     thumbnail_jpeg: bytes | None = None
     """Aligned crop of the track's best frame (not serialised; see ``as_dict``)."""
     expected_false_candidates: float | None = None
+    quality_problems: list[str] = field(default_factory=list)
+    """Why the track's best face is below the probe quality bar (empty: it is not)."""
+    searched: bool = True
+    """False: below the quality bar and not overridden, so not searched."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -248,6 +258,8 @@ class TrackMatches:
             "best_frame_s": self.best_frame_s,
             "box": self.box,
             "quality": self.quality,
+            "quality_problems": self.quality_problems,
+            "searched": self.searched,
             "detections": self.detections,
             "candidates": [c.as_dict() for c in self.candidates],
             "no_candidate_within_threshold": not self.candidates,

@@ -116,6 +116,7 @@ class Facewarden:
         from facewarden.services.oversight import OversightService
         from facewarden.services.records import RecordsService
         from facewarden.services.redaction import RedactionService
+        from facewarden.services.review import ReviewService
         from facewarden.services.search import SearchService
         from facewarden.services.sources import SourceService
         from facewarden.services.subject_records import SubjectRecordService
@@ -134,6 +135,7 @@ class Facewarden:
         self.confirmations = ConfirmationService(self)
         self.subjects = SubjectService(self)
         self.subject_records = SubjectRecordService(self)
+        self.review = ReviewService(self)
         self.records = RecordsService(self)
         self.oversight = OversightService(self)
         self.backups = BackupService(self)

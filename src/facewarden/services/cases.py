@@ -261,10 +261,11 @@ class CaseService:
             case = self._get(session, ref)
             info = CaseInfo.of(case)
             if actor.has("admin") or actor.name in info.investigators:
-                from facewarden.services.gallery import wipe_probe_templates
+                from facewarden.services.gallery import wipe_probe_faces, wipe_probe_templates
 
                 case.status, case.closed_at = "closed", utcnow()
                 wiped = wipe_probe_templates(session, [case.id], case.closed_at)
+                probe_faces = wipe_probe_faces(session, [case.id])
                 self.app.audit.append(
                     session,
                     actor,
@@ -272,7 +273,7 @@ class CaseService:
                     case_ref=ref,
                     legal_basis=case.legal_basis,
                     purpose=case.purpose,
-                    details={"probe_templates_wiped": wiped},
+                    details={"probe_templates_wiped": wiped, "probe_faces_wiped": probe_faces},
                 )
                 return CaseInfo.of(case, self._searches(session, case))
         problem = f"case.close refused: {actor.name} is not assigned to case {ref!r}"

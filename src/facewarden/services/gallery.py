@@ -18,6 +18,7 @@ from facewarden.adapters.storage.tables import (
     Face,
     FaceCrop,
     Media,
+    ProbeFace,
     SearchHit,
     Source,
 )
@@ -44,6 +45,12 @@ def wipe_probe_templates(session, case_ids, now) -> int:
         .where(CaseSearch.case_id.in_(case_ids), CaseSearch.probe_templates.is_not(None))
         .values(probe_templates=None, templates_wiped_at=now)
     ).rowcount
+
+
+def wipe_probe_faces(session, case_ids) -> int:
+    """Delete the kept probe face crops of the given cases' searches."""
+    searches = select(CaseSearch.id).where(CaseSearch.case_id.in_(case_ids))
+    return session.execute(delete(ProbeFace).where(ProbeFace.search_id.in_(searches))).rowcount
 
 
 class GalleryService:
@@ -145,13 +152,18 @@ class GalleryService:
             erasure_lock(session)
             ended = select(Case.id).where(or_(Case.status != "open", Case.expires_at <= now))
             wiped = wipe_probe_templates(session, ended, now)
+            probe_faces = wipe_probe_faces(session, ended)
             ids = list(session.scalars(select(Media.id).where(Media.expires_at <= now)))
             receipt, face_ids = self._receipt(
                 session,
                 actor,
                 "retention.run",
                 ids,
-                {"expired_before": now.isoformat(), "probe_templates_wiped": wiped},
+                {
+                    "expired_before": now.isoformat(),
+                    "probe_templates_wiped": wiped,
+                    "probe_faces_wiped": probe_faces,
+                },
             )
         self.drop_from_index(face_ids)
         return receipt

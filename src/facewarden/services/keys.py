@@ -42,6 +42,7 @@ from facewarden.adapters.storage.tables import (
     Face,
     FaceCrop,
     Media,
+    ProbeFace,
     SubjectRequest,
 )
 from facewarden.config import Settings
@@ -268,7 +269,7 @@ class KeyService:
         olds = {key_id_of(read_key_file(old_path))} if old_path.is_file() else set()
         cipher = TemplateCipher(new_key, [read_key_file(old_path)] if olds else [])
         app.cipher = cipher
-        counts = {"faces": 0, "crops": 0, "probes": 0, "suppression": 0}
+        counts = {"faces": 0, "crops": 0, "probes": 0, "probe_faces": 0, "suppression": 0}
         legacy = retiring[0]  # values stored without a key id were sealed under the old key
         batch = settings.key_rotate_batch
         while True:
@@ -277,6 +278,7 @@ class KeyService:
                 ("faces", self._faces),
                 ("crops", self._crops),
                 ("probes", self._probes),
+                ("probe_faces", self._probe_faces),
                 ("suppression", self._suppression),
             ):
                 after = 0  # keyset pagination: each batch starts past the last one
@@ -333,7 +335,7 @@ class KeyService:
         say(f"finishing the previous rotation: old key {old_id} retired; its file removed")
         indexed = app.gallery.rebuild_index(actor)
         say(f"index rebuilt: {indexed}")
-        zero = {"faces": 0, "crops": 0, "probes": 0, "suppression": 0}
+        zero = {"faces": 0, "crops": 0, "probes": 0, "probe_faces": 0, "suppression": 0}
         return {"old_key": old_id, "new_key": app.cipher.key_id, **zero}
 
     @staticmethod
@@ -351,6 +353,7 @@ class KeyService:
                     CaseSearch.probe_templates.is_not(None)
                     & self._stale(CaseSearch.key_id, new_id),
                 ),
+                (ProbeFace, self._stale(ProbeFace.key_id, new_id)),
                 (
                     SubjectRequest,
                     SubjectRequest.suppression_template.is_not(None)
@@ -440,6 +443,29 @@ class KeyService:
                     .where(CaseSearch.id == r.id)
                     .values(probe_templates=cipher.encrypt(plain, aad), key_id=new_id)
                 )
+            return len(rows), (rows[-1].id if rows else after)
+
+    def _probe_faces(
+        self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
+    ) -> tuple[int, int]:
+        """The probe face crops kept with cases for review."""
+        from facewarden.services.search import probe_face_aad
+
+        with transaction(self.app.writes) as session:
+            rows = session.execute(
+                select(ProbeFace.id, ProbeFace.search_id, ProbeFace.face_index, ProbeFace.data)
+                .add_columns(ProbeFace.key_id)
+                .where(ProbeFace.id > after, self._stale(ProbeFace.key_id, new_id))
+                .order_by(ProbeFace.id)
+                .limit(batch)
+            ).all()
+            changes = []
+            for r in rows:
+                aad = probe_face_aad(r.search_id, r.face_index)
+                plain = cipher.decrypt(r.data, aad, r.key_id or legacy)
+                changes.append({"id": r.id, "data": cipher.encrypt(plain, aad), "key_id": new_id})
+            if changes:
+                session.execute(update(ProbeFace), changes)  # bulk, by primary key
             return len(rows), (rows[-1].id if rows else after)
 
     def _suppression(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from facewarden.adapters.imaging import decode
+from facewarden.adapters.imaging import decode, probe_crop_jpeg
 from facewarden.config import Settings
 from facewarden.core.errors import Busy, MediaError
 from facewarden.core.pipeline import FacePipeline
@@ -34,6 +34,9 @@ class Probe:
     """The faces found (the largest ``max_probe_faces``), in the reduced image's pixels."""
     notes: list[str] = field(default_factory=list)
     """What was bounded, for the result: a reduced probe, faces beyond the cap."""
+    crops: list[bytes] = field(default_factory=list)
+    """Each face with a margin, as a small JPEG (kept encrypted with the case for review;
+    the probe image itself is never stored)."""
 
 
 def analyse(pipeline: FacePipeline, data: bytes, settings: Settings) -> Probe:
@@ -53,7 +56,8 @@ def analyse(pipeline: FacePipeline, data: bytes, settings: Settings) -> Probe:
             f"{settings.max_probe_faces} were searched, {out.capped} were not "
             "(FACEWARDEN_MAX_PROBE_FACES)"
         )
-    return Probe(out.faces, notes)
+    crops = [probe_crop_jpeg(decoded.rgb, f.detection.box.as_list()) for f in out.faces]
+    return Probe(out.faces, notes, crops)
 
 
 def _worker_analyse(data: bytes, settings_json: str) -> Probe | tuple[str, str]:

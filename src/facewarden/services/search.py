@@ -18,6 +18,7 @@ from facewarden.adapters.storage.tables import (
     CaseSearch,
     Face,
     Media,
+    ProbeFace,
     SearchHit,
     Source,
     Subject,
@@ -28,6 +29,7 @@ from facewarden.core.binding import template_aad
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, Refused
 from facewarden.core.limits import MAX_TOP_K
+from facewarden.core.quality import probe_problems
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
 
 if TYPE_CHECKING:
@@ -56,6 +58,11 @@ photo at 560 and 910 pixels."""
 
 def probe_aad(case_ref: str, probe_sha256: str) -> bytes:
     return f"probe:{case_ref}:{probe_sha256}".encode()
+
+
+def probe_face_aad(search_id: int, face_index: int) -> bytes:
+    """Binds a kept probe face crop to its search and position (swaps fail to decrypt)."""
+    return f"probe-face:{search_id}:{face_index}".encode()
 
 
 def match_score(distance: float) -> float:
@@ -101,9 +108,16 @@ class SearchService:
         top_k: int | None = None,
         threshold: float | None = None,
         where: IndexFilter | None = None,
+        allow_low_quality: bool = False,
     ) -> SearchResult:
-        """Search every face of ``probe``; ``where`` limits candidates to some sources or
-        jurisdictions (the filter is recorded in the audit log)."""
+        """Search every face of ``probe`` that passes the probe quality gate; ``where``
+        limits candidates to some sources or jurisdictions (the filter is recorded in the
+        audit log).
+
+        A face below the quality bar is reported with its problems and not searched; a probe
+        with no usable face is refused (``low_quality_probe``) unless ``allow_low_quality``
+        (the override is logged with the problems it overrode). A probe with no face at all
+        is logged and refused (``no_face``). Neither uses the case's quota."""
         app = self.app
         top_k = app.settings.top_k if top_k is None else top_k
         requested = threshold
@@ -130,10 +144,49 @@ class SearchService:
         try:
             analysed = app.analyse_probe(probe)
             faces = analysed.faces
-            matches = [self.match(f, top_k, threshold, where=where, group=True) for f in faces]
+            if not faces:
+                raise NoFaceFound("no face found in the probe")
+            problems = [self.quality_problems(f.quality) for f in faces]
+            if all(problems) and not allow_low_quality:
+                why = "; ".join(f"face {n}: {', '.join(p)}" for n, p in enumerate(problems))
+                app.audit.record(
+                    actor,
+                    "search",
+                    outcome="refused",
+                    error=f"low_quality_probe: {why}",
+                    details={"quality_problems": problems},
+                    **audit,
+                )
+                raise Refused(
+                    f"search refused: no probe face meets the quality bar ({why}); "
+                    "use a better photo, or override explicitly (--allow-low-quality, logged)",
+                    code="low_quality_probe",
+                )
+            matches = [
+                self.match(f, top_k, threshold, where=where, group=True)
+                if allow_low_quality or not p
+                else FaceMatches(f.detection.box.as_list(), f.quality.as_dict(), [])
+                for f, p in zip(faces, problems, strict=True)
+            ]
+            for m, p in zip(matches, problems, strict=True):
+                m.quality_problems = p
+                m.searched = allow_low_quality or not p
         except FacewardenError as exc:
-            app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
+            if exc.code != "low_quality_probe":
+                app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
+        extra: dict = {"threshold_policy": policy}
+        if where is not None:
+            extra["filter"] = filter_dict(where)
+        if analysed.notes:
+            extra["notes"] = analysed.notes
+        if any(problems):
+            extra["quality_problems"] = problems
+            extra["allow_low_quality"] = allow_low_quality
+        crops = [
+            crop if m.searched else None
+            for crop, m in zip(analysed.crops or [None] * len(matches), matches, strict=True)
+        ]
         search_id, size, seq = self.record(
             actor,
             info.ref,
@@ -143,9 +196,8 @@ class SearchService:
             matches,
             top_k,
             audit,
-            extra={"threshold_policy": policy}
-            | ({"filter": filter_dict(where)} if where is not None else {})
-            | ({"notes": analysed.notes} if analysed.notes else {}),
+            extra=extra,
+            probe_crops=crops,
         )
         calibration = for_model(app.model_id)
         annotate(calibration, matches, threshold, size)
@@ -218,6 +270,16 @@ class SearchService:
             "calibration": calibration.source.get("recipe_id"),
         }
 
+    def quality_problems(self, quality) -> list[str]:
+        """Why a probe face is below the configured quality bar (empty: it is not)."""
+        settings = self.app.settings
+        return probe_problems(
+            quality,
+            min_face_px=settings.probe_min_face_px,
+            min_blur=settings.probe_min_blur,
+            max_yaw=settings.probe_max_yaw,
+        )
+
     def record(
         self,
         actor: Actor,
@@ -229,9 +291,12 @@ class SearchService:
         top_k: int,
         audit: dict,
         extra: dict | None = None,
+        probe_crops: list[bytes | None] | None = None,
+        probe_times: list[float | None] | None = None,
     ) -> tuple[int, int, int]:
-        """Log the search and keep its record with the case: hits, probe hash and (if the
-        case asks) the probe's templates. The quota is re-checked under the write lock."""
+        """Log the search and keep its record with the case: hits, probe hash, the crop of
+        each searched probe face (encrypted, for the review) and (if the case asks) the
+        probe's templates. The quota is re-checked under the write lock."""
 
         app = self.app
         problem = None
@@ -290,6 +355,24 @@ class SearchService:
                 )
                 session.add(record)
                 session.flush()
+                times = probe_times or [None] * len(matches)
+                writer = app.keys.writing(session)
+                session.add_all(
+                    ProbeFace(
+                        search_id=record.id,
+                        face_index=n,
+                        box=m.box,
+                        quality=m.quality,
+                        quality_problems=m.quality_problems,
+                        time_s=t,
+                        data=writer.encrypt(crop, probe_face_aad(record.id, n)),
+                        key_id=writer.key_id,
+                    )
+                    for n, (m, crop, t) in enumerate(
+                        zip(matches, probe_crops or [None] * len(matches), times, strict=True)
+                    )
+                    if crop is not None
+                )
                 session.add_all(
                     SearchHit(
                         search_id=record.id,
@@ -403,15 +486,24 @@ class SearchService:
             params = {f"id{n}": face_id for n, face_id in enumerate(face_ids)}
             params |= {"model_id": app.model_id, "now": utcnow()}
             rows = conn.execute(statement, params).all()
-        if not rows:
-            return []
-        decrypt = app.cipher.decrypt_template
-        vecs = np.stack(
-            [decrypt(r.template, template_aad(r.sha256, r.face_index), r.key_id) for r in rows]
-        )
+            if not rows:
+                return []
+            decrypt = app.cipher.decrypt_template
+            vecs = np.stack(
+                [decrypt(r.template, template_aad(r.sha256, r.face_index), r.key_id) for r in rows]
+            )
+            # Erased people stay erased: faces near an erased person's templates (review
+            # candidates, later ingest) are withheld from every search.
+            withheld = (
+                app.subjects.withheld(conn, [r.id for r in rows], vecs)
+                if searchable_only
+                else np.zeros(len(rows), dtype=bool)
+            )
         dist = np.linalg.norm(vecs - probe, axis=1)
         return [
-            (float(d), r, v) for d, r, v in zip(dist, rows, vecs, strict=True) if d <= threshold
+            (float(d), r, v)
+            for d, w, r, v in zip(dist, withheld, rows, vecs, strict=True)
+            if d <= threshold and not w
         ]
 
     def verify(

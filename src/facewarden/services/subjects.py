@@ -2,29 +2,42 @@
 (delete it, remember it on an encrypted suppression list, hand back a receipt).
 
 The selfie is used once and never stored: only its hash is kept with the request record,
-and, for an erasure, its template (encrypted) as the suppression entry.
+and, for an erasure, its template and the erased faces' templates (encrypted) as the
+suppression entry.
+
+An erasure looks for the person as far as a search would (the search threshold), not only
+within the strict subject threshold: faces within the strict threshold are erased, the ones
+between the two thresholds are listed for the DPO's review and withheld from every search
+until the DPO erases or releases them. Search withholds every face within the search
+threshold of a suppression template (``SubjectService.withheld``), so no search with any
+photo of the erased person returns one of their faces, including faces ingested later.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import (
     Case,
     CaseSearch,
+    Face,
     Media,
     SearchHit,
     Source,
     SubjectRequest,
 )
 from facewarden.core.actors import Actor
+from facewarden.core.binding import template_aad
 from facewarden.core.clock import as_utc, utcnow
-from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound
+from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, NotFound
 from facewarden.core.limits import REFERENCE_CHARS, check_id, check_text
 from facewarden.core.schemas import Candidate, FaceTemplate
 from facewarden.services.audit import canonical
@@ -39,9 +52,25 @@ def suppression_aad(request_id: int) -> bytes:
     return f"suppress:{request_id}".encode()
 
 
+@dataclass(frozen=True)
+class Suppression:
+    """The erased people's templates and the faces the DPO released after review."""
+
+    mark: int | None = None
+    templates: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
+    released: frozenset[int] = frozenset()
+
+
+def erasure_mark_query():
+    """The newest erasure request: the suppression list changes only with a new one."""
+    return select(func.max(SubjectRequest.id)).where(SubjectRequest.kind == "erasure")
+
+
 class SubjectService:
     def __init__(self, app: Facewarden) -> None:
         self.app = app
+        self._suppression = Suppression()
+        self._suppression_lock = threading.Lock()
 
     # -- matching ------------------------------------------------------------------------
     def _selfie(self, actor: Actor, action: str, selfie: bytes) -> tuple[str, FaceTemplate]:
@@ -68,6 +97,31 @@ class SubjectService:
         return self.app.search.match(
             face, SUBJECT_TOP_K, threshold, searchable_only=False, exact=True
         ).candidates
+
+    def _found(
+        self, faces: Sequence[FaceTemplate], threshold: float
+    ) -> dict[int, tuple[float, Candidate]]:
+        """Every face within ``threshold`` of any of the selfies: face id -> (nearest
+        distance, candidate)."""
+        found: dict[int, tuple[float, Candidate]] = {}
+        for face in faces:
+            for c in self._candidates(face, threshold):
+                if c.face_id not in found or c.distance < found[c.face_id][0]:
+                    found[c.face_id] = (c.distance, c)
+        return dict(sorted(found.items(), key=lambda kv: (kv[1][0], kv[0])))
+
+    def _templates(self, session, face_ids: list[int]) -> np.ndarray:
+        """Decrypted templates of ``face_ids`` (those that exist), in the caller's session."""
+        if not face_ids:
+            return np.zeros((0, 128), np.float32)
+        rows = session.execute(
+            select(Face.template, Face.key_id, Face.face_index, Media.sha256)
+            .join(Media, Media.id == Face.media_id)
+            .where(Face.id.in_(face_ids))
+        ).all()
+        decrypt = self.app.cipher.decrypt_template
+        vecs = [decrypt(r.template, template_aad(r.sha256, r.face_index), r.key_id) for r in rows]
+        return np.stack(vecs) if vecs else np.zeros((0, 128), np.float32)
 
     def _threshold(self, threshold: float | None) -> float:
         threshold = self.app.settings.subject_threshold if threshold is None else threshold
@@ -195,93 +249,269 @@ class SubjectService:
         return report
 
     # -- erasure -------------------------------------------------------------------------
+    def _review_radius(self, strict: float) -> float:
+        """How far an erasure looks: as far as a search would (never less than strict)."""
+        return max(strict, self.app.settings.threshold)
+
+    def _selfies(
+        self, actor: Actor, action: str, selfie: bytes | Sequence[bytes]
+    ) -> tuple[list[str], list[FaceTemplate]]:
+        selfies = [selfie] if isinstance(selfie, bytes | bytearray) else list(selfie)
+        if not selfies:
+            raise InvalidInput("an erasure needs at least one selfie")
+        pairs = [self._selfie(actor, action, s) for s in selfies]
+        return [sha for sha, _ in pairs], [face for _, face in pairs]
+
     def erase_preview(
-        self, actor: Actor, selfie: bytes, *, threshold: float | None = None
+        self,
+        actor: Actor,
+        selfie: bytes | Sequence[bytes],
+        *,
+        threshold: float | None = None,
     ) -> list[dict[str, Any]]:
-        """The candidates an erasure would delete (logged; nothing changes)."""
-        threshold = self._threshold(threshold)
+        """The candidates an erasure would consider (logged; nothing changes): every face a
+        search of the selfie(s) would return, each marked ``erase`` (within the strict
+        threshold: erased by default) or ``review`` (between the strict and the search
+        threshold: withheld from search until the DPO decides)."""
+        strict = self._threshold(threshold)
         self.app.authorize(actor, "subject.erase.preview", "dpo")
-        sha, face = self._selfie(actor, "subject.erase.preview", selfie)
-        matches = self._details(self._candidates(face, threshold))
+        shas, faces = self._selfies(actor, "subject.erase.preview", selfie)
+        radius = self._review_radius(strict)
+        found = self._found(faces, radius)
+        matches = self._details([c for _, c in found.values()])
+        for m in matches:
+            m["distance"] = found[m["face_id"]][0]
+            m["proposal"] = "erase" if m["distance"] <= strict else "review"
         self.app.audit.record(
             actor,
             "subject.erase.preview",
-            probe_hash=sha,
-            threshold=threshold,
+            probe_hash=shas[0],
+            threshold=strict,
             model_id=self.app.model_id,
-            details={"face_ids": [m["face_id"] for m in matches]},
+            details={"face_ids": [m["face_id"] for m in matches], "review_threshold": radius},
         )
         return matches
 
     def erase(
         self,
         actor: Actor,
-        selfie: bytes,
+        selfie: bytes | Sequence[bytes],
         *,
         reference: str | None = None,
         threshold: float | None = None,
         face_ids: list[int] | None = None,
     ) -> dict[str, Any]:
         """Delete the person's faces (templates, crops, index entries; media records left
-        empty), put them on the suppression list and return a receipt.
+        empty), put the selfie(s) and the erased faces on the suppression list and return a
+        receipt.
 
-        ``face_ids`` limits the erasure to reviewed candidates (all candidates otherwise).
+        Candidates are every face a search of the selfie(s) would return. Without
+        ``face_ids`` the ones within the strict threshold are erased; ``face_ids`` erases
+        exactly these reviewed candidates. Candidates not erased are listed in the receipt
+        under ``review``: search withholds them until the DPO erases or releases them
+        (``review``).
         """
 
         app = self.app
-        threshold = self._threshold(threshold)
+        strict = self._threshold(threshold)
+        radius = self._review_radius(strict)
         check_text(reference, "reference", REFERENCE_CHARS)
         for face_id in face_ids or []:
             check_id(face_id, "face id")
         app.authorize(actor, "subject.erase", "dpo", details={"reference": reference})
         received = utcnow()
-        sha, face = self._selfie(actor, "subject.erase", selfie)
+        shas, faces = self._selfies(actor, "subject.erase", selfie)
+        sha = shas[0]
         with transaction(app.writes) as session:
             # Under the erasure lock no ingest write is in flight: the candidates are
             # complete, and every later ingest sees this suppression entry.
             erasure_lock(session)
-            found = [c.face_id for c in self._candidates(face, threshold)]
-            chosen = found if face_ids is None else sorted(set(face_ids))
+            found = self._found(faces, radius)
+            strict_ids = [f for f, (d, _) in found.items() if d <= strict]
+            chosen = strict_ids if face_ids is None else sorted(set(face_ids))
             stray = sorted(set(chosen) - set(found))
             if stray:
                 raise InvalidInput(
-                    f"faces {stray} are not candidates of this selfie at threshold {threshold}"
+                    f"faces {stray} are not candidates of this selfie at threshold {radius}"
                 )
+            chosen_set = set(chosen)
+            review_ids = [f for f in found if f not in chosen_set]
+            review = [
+                {
+                    "face_id": f,
+                    "distance": found[f][0],
+                    "media_path": found[f][1].media_path,
+                    "source": found[f][1].source,
+                }
+                for f in review_ids
+            ]
             request = SubjectRequest(
                 kind="erasure",
                 reference=reference,
                 selfie_sha256=sha,
-                threshold=threshold,
+                threshold=strict,
                 handled_by=actor.name,
                 received_at=received,
             )
             session.add(request)
             session.flush()
+            # The person's templates: the selfie(s) and every face erased as theirs.
+            person = np.concatenate(
+                [np.stack([f.descriptor for f in faces]), self._templates(session, chosen)]
+            ).astype("<f4")
             cipher = app.keys.writing(session)
-            request.suppression_template = cipher.encrypt_template(
-                face.descriptor, suppression_aad(request.id)
+            request.suppression_template = cipher.encrypt(
+                person.tobytes(), suppression_aad(request.id)
             )
             request.key_id = cipher.key_id
             counts = app.gallery.delete_faces(session, chosen)
+            beyond = [f for f in chosen if found[f][0] > strict]
             event = app.audit.append(
                 session,
                 actor,
                 "subject.erase",
                 probe_hash=sha,
-                threshold=threshold,
+                threshold=strict,
                 model_id=app.model_id,
                 details=counts
-                | {"request_id": request.id, "reference": reference, "face_ids": chosen},
+                | {
+                    "request_id": request.id,
+                    "reference": reference,
+                    "face_ids": chosen,
+                    "review_face_ids": review_ids,
+                    "review_threshold": radius,
+                },
             )
             receipt: dict[str, Any] = {
                 "request_id": request.id,
                 "action": "subject.erase",
                 "reference": reference,
                 "selfie_sha256": sha,
-                "threshold": threshold,
+                "selfies_sha256": shas,
+                "threshold": strict,
+                "review_threshold": radius,
                 "face_ids": chosen,
+                "distances": {str(f): found[f][0] for f in chosen},
                 **counts,
+                "review": review,
+                "collateral": {
+                    "erased_beyond_strict_threshold": len(beyond),
+                    "withheld_pending_review": len(review),
+                    "note": (
+                        "Faces are matched by distance, not identity. Faces erased within "
+                        f"the strict threshold ({strict}) are very likely the requester's; "
+                        f"{len(beyond)} erased face(s) beyond it were chosen by the DPO; "
+                        f"{len(review)} face(s) between {strict} and {radius} may be "
+                        "other people: they are withheld from search until the DPO erases "
+                        "or releases them. Faces ingested later within the search threshold "
+                        "of the person's templates are withheld from search too."
+                    ),
+                },
                 "suppressed": True,
+                "suppression_templates": len(person),
+                "by": actor.name,
+                "received_at": received.isoformat(),
+                "audit_seq": event.seq,
+                "completed_at": utcnow().isoformat(),
+            }
+            receipt["receipt_sha256"] = hashlib.sha256(canonical(receipt).encode()).hexdigest()
+            request.receipt = receipt
+            request.completed_at = utcnow()
+            request.audit_seq = event.seq
+        app.gallery.drop_from_index(chosen)
+        # Residue, measured after the commit: what a search of the selfie(s) at the search
+        # threshold still returns (search withholds the review candidates).
+        residue = sorted(
+            {
+                c.face_id
+                for f in faces
+                for c in app.search.match(f, SUBJECT_TOP_K, radius, exact=True).candidates
+            }
+        )
+        receipt.pop("receipt_sha256")
+        receipt["residue"] = {"search_threshold": radius, "face_ids": residue}
+        receipt["receipt_sha256"] = hashlib.sha256(canonical(receipt).encode()).hexdigest()
+        with transaction(app.writes) as session:
+            session.get(SubjectRequest, receipt["request_id"]).receipt = receipt
+        return receipt
+
+    def review(
+        self,
+        actor: Actor,
+        request_id: int,
+        *,
+        erase: Sequence[int] = (),
+        release: Sequence[int] = (),
+    ) -> dict[str, Any]:
+        """The DPO's decision on an erasure's review candidates: ``erase`` the ones that are
+        the requester (deleted and added to the suppression list), ``release`` the ones that
+        are someone else (searchable again). Recorded as a follow-up erasure request with its
+        own receipt."""
+
+        app = self.app
+        app.authorize(actor, "subject.erase.review", "dpo", details={"request_id": request_id})
+        erase_ids, release_ids = sorted(set(erase)), sorted(set(release))
+        if not erase_ids and not release_ids:
+            raise InvalidInput("name the review candidates to erase or to release")
+        if set(erase_ids) & set(release_ids):
+            raise InvalidInput("a face cannot be both erased and released")
+        received = utcnow()
+        with transaction(app.writes) as session:
+            erasure_lock(session)
+            parent = session.get(SubjectRequest, request_id)
+            if parent is None or parent.kind != "erasure" or not parent.receipt:
+                raise NotFound(f"no erasure request {request_id}")
+            if parent.receipt.get("parent_request_id") is not None:
+                raise InvalidInput(f"request {request_id} is itself a review decision")
+            pending = set(self.pending_review(session, request_id))
+            wrong = sorted((set(erase_ids) | set(release_ids)) - pending)
+            if wrong:
+                raise InvalidInput(
+                    f"faces {wrong} are not pending review in erasure request {request_id}"
+                )
+            request = SubjectRequest(
+                kind="erasure",
+                reference=parent.reference,
+                selfie_sha256=parent.selfie_sha256,
+                threshold=parent.threshold,
+                handled_by=actor.name,
+                received_at=received,
+            )
+            session.add(request)
+            session.flush()
+            person = self._templates(session, erase_ids).astype("<f4")
+            if len(person):
+                cipher = app.keys.writing(session)
+                request.suppression_template = cipher.encrypt(
+                    person.tobytes(), suppression_aad(request.id)
+                )
+                request.key_id = cipher.key_id
+            counts = app.gallery.delete_faces(session, erase_ids)
+            still = sorted(pending - set(erase_ids) - set(release_ids))
+            event = app.audit.append(
+                session,
+                actor,
+                "subject.erase.review",
+                probe_hash=parent.selfie_sha256,
+                threshold=parent.threshold,
+                model_id=app.model_id,
+                details=counts
+                | {
+                    "request_id": request.id,
+                    "parent_request_id": request_id,
+                    "face_ids": erase_ids,
+                    "released": release_ids,
+                },
+            )
+            receipt: dict[str, Any] = {
+                "request_id": request.id,
+                "parent_request_id": request_id,
+                "action": "subject.erase.review",
+                "reference": parent.reference,
+                "face_ids": erase_ids,
+                "released": release_ids,
+                "still_pending": still,
+                **counts,
                 "by": actor.name,
                 "received_at": received.isoformat(),
                 "completed_at": utcnow().isoformat(),
@@ -291,8 +521,22 @@ class SubjectService:
             request.receipt = receipt
             request.completed_at = utcnow()
             request.audit_seq = event.seq
-        app.gallery.drop_from_index(chosen)
+        app.gallery.drop_from_index(erase_ids)
         return receipt
+
+    def pending_review(self, session, request_id: int) -> list[int]:
+        """Review candidates of erasure ``request_id`` the DPO has not decided yet."""
+        rows = session.scalars(
+            select(SubjectRequest.receipt).where(SubjectRequest.kind == "erasure")
+        ).all()
+        parent = next((r for r in rows if r and r.get("request_id") == request_id), None)
+        if parent is None:
+            return []
+        decided: set[int] = set()
+        for r in rows:
+            if r and r.get("parent_request_id") == request_id:
+                decided |= set(r.get("face_ids", [])) | set(r.get("released", []))
+        return [f["face_id"] for f in parent.get("review", []) if f["face_id"] not in decided]
 
     # -- records -------------------------------------------------------------------------
     def requests(self, actor: Actor) -> list[dict[str, Any]]:
@@ -322,6 +566,9 @@ class SubjectService:
                         "faces": len((r.receipt or {}).get("face_ids", [])),
                         "suppression": r.suppression_template is not None,
                         "audit_seq": r.audit_seq,
+                        "pending_review": (
+                            self.pending_review(session, r.id) if r.kind == "erasure" else []
+                        ),
                     }
                     | (
                         self.app.gallery.erasure_status(r.audit_seq)
@@ -332,17 +579,63 @@ class SubjectService:
             return out
 
     def suppression_list(self) -> np.ndarray:
-        """The erased people's templates, decrypted for ingest to compare against."""
+        """The erased people's templates (selfies and erased faces), decrypted for ingest
+        and search to compare against."""
         with self.app.sessions() as session:
-            rows = session.execute(
-                select(
-                    SubjectRequest.id, SubjectRequest.suppression_template, SubjectRequest.key_id
-                ).where(SubjectRequest.suppression_template.is_not(None))
-            ).all()
-        if not rows:
-            return np.zeros((0, 128), np.float32)
-        decrypt = self.app.cipher.decrypt_template
-        return np.stack([decrypt(t, suppression_aad(i), k) for i, t, k in rows])
+            return self._load_suppression(session, None).templates
+
+    def _load_suppression(self, session, mark: int | None) -> Suppression:
+        rows = session.execute(
+            select(
+                SubjectRequest.id,
+                SubjectRequest.suppression_template,
+                SubjectRequest.receipt,
+                SubjectRequest.key_id,
+            ).where(SubjectRequest.kind == "erasure")
+        ).all()
+        decrypt = self.app.cipher.decrypt
+        vecs = [
+            np.frombuffer(decrypt(t, suppression_aad(i), k), dtype="<f4").reshape(-1, 128)
+            for i, t, _, k in rows
+            if t is not None
+        ]
+        released = frozenset(f for _, _, r, _ in rows if r for f in r.get("released", []))
+        templates = np.concatenate(vecs) if vecs else np.zeros((0, 128), np.float32)
+        return Suppression(mark, templates, released)
+
+    def suppression(self, conn) -> Suppression:
+        """The current suppression list (reloaded only after a new erasure request);
+        ``conn`` is a connection or session to read the erasure mark with."""
+        mark = conn.execute(erasure_mark_query()).scalar()
+        current = self._suppression
+        if mark is None:
+            return Suppression()
+        if current.mark == mark:
+            return current
+        with self._suppression_lock:
+            if self._suppression.mark != mark:
+                with self.app.sessions() as session:
+                    self._suppression = self._load_suppression(session, mark)
+            return self._suppression
+
+    def withheld(self, conn, face_ids: Sequence[int], vecs: np.ndarray) -> np.ndarray:
+        """Mask of the faces search must not return: within the search threshold of an
+        erased person's template, unless the DPO released them after review."""
+        sup = self.suppression(conn)
+        out = np.zeros(len(face_ids), dtype=bool)
+        if not len(sup.templates) or not len(face_ids):
+            return out
+        limit = self.app.settings.threshold + 1e-6
+        d2 = (
+            np.sum(vecs * vecs, axis=1)[:, None]
+            + np.sum(sup.templates * sup.templates, axis=1)[None, :]
+            - 2 * vecs @ sup.templates.T
+        )
+        near = np.min(d2, axis=1) <= limit * limit
+        released = sup.released
+        for n, face_id in enumerate(face_ids):
+            out[n] = bool(near[n]) and face_id not in released
+        return out
 
 
 def render_report_html(report: dict[str, Any]) -> str:

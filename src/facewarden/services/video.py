@@ -22,7 +22,7 @@ from facewarden.adapters.video import VideoFrame, VideoInfo, VideoReader, file_s
 from facewarden.calibration import for_model
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
-from facewarden.core.errors import FacewardenError, InvalidInput, MediaError, Refused
+from facewarden.core.errors import FacewardenError, InvalidInput, MediaError, NoFaceFound, Refused
 from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
@@ -159,7 +159,11 @@ class VideoSearchService:
         workers: int | None = None,
         progress: VideoProgress | None = None,
         cancelled: Callable[[], bool] | None = None,
+        allow_low_quality: bool = False,
     ) -> VideoSearchResult:
+        """Search each face track whose best face meets the probe quality bar (all of them
+        with ``allow_low_quality``, logged); a video with no usable track is refused without
+        using the case's quota."""
         app = self.app
         top_k = app.settings.top_k if top_k is None else top_k
         requested = threshold
@@ -199,14 +203,40 @@ class VideoSearchService:
                 progress=progress,
                 cancelled=cancelled,
             )
-            tracks = [self._search_track(t, top_k, threshold) for t in scan.tracks]
+            if not scan.tracks:
+                raise NoFaceFound("no face found in the probe video")
+            tracks = [
+                self._search_track(t, top_k, threshold, allow_low_quality) for t in scan.tracks
+            ]
+            problems = [t.quality_problems for t in tracks]
+            if not any(t.searched for t in tracks):
+                why = "; ".join(
+                    f"track {t.track_id}: {', '.join(t.quality_problems)}" for t in tracks
+                )
+                app.audit.record(
+                    actor,
+                    "search",
+                    outcome="refused",
+                    error=f"low_quality_probe: {why}",
+                    details={"quality_problems": problems},
+                    **audit,
+                )
+                raise Refused(
+                    f"search refused: no face track meets the quality bar ({why}); "
+                    "override explicitly (--allow-low-quality, logged)",
+                    code="low_quality_probe",
+                )
         except FacewardenError as exc:
-            app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
+            if exc.code != "low_quality_probe":
+                app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
         except KeyboardInterrupt:
             app.audit.record(actor, "search", outcome="error", error="cancelled", **audit)
             raise
-        matches = [FaceMatches(t.box, t.quality, t.candidates) for t in tracks]
+        matches = [
+            FaceMatches(t.box, t.quality, t.candidates, t.quality_problems, t.searched)
+            for t in tracks
+        ]
         templates = [max(t.observations, key=lambda o: o.score).face for t in scan.tracks]
         summary = scan.summary()
         extra = {
@@ -217,8 +247,21 @@ class VideoSearchService:
                 {"track_id": t.track_id, "start_s": t.start_s, "end_s": t.end_s} for t in tracks
             ],
         }
+        if any(problems):
+            extra["quality_problems"] = problems
+            extra["allow_low_quality"] = allow_low_quality
         search_id, size, seq = app.search.record(
-            actor, info.ref, probe_name, probe_hash, templates, matches, top_k, audit, extra
+            actor,
+            info.ref,
+            probe_name,
+            probe_hash,
+            templates,
+            matches,
+            top_k,
+            audit,
+            extra,
+            probe_crops=[t.thumbnail_jpeg if t.searched else None for t in tracks],
+            probe_times=[t.best_frame_s for t in tracks],
         )
         annotate(for_model(app.model_id), matches, threshold, size)
         for t, m in zip(tracks, matches, strict=True):
@@ -239,11 +282,16 @@ class VideoSearchService:
             threshold_policy=policy,
         )
 
-    def _search_track(self, track: Track, top_k: int, threshold: float) -> TrackMatches:
-        """Search the track's best faces; each gallery face keeps its smallest distance."""
+    def _search_track(
+        self, track: Track, top_k: int, threshold: float, allow_low_quality: bool = False
+    ) -> TrackMatches:
+        """Search the track's best faces; each gallery face keeps its smallest distance.
+        A track whose best face is below the quality bar is searched only by override."""
         best = track.best(FRAMES_PER_TRACK_SEARCH, min_distance=0.05)
+        problems = self.app.search.quality_problems(best[0].face.quality)
+        searched = allow_low_quality or not problems
         merged: dict[int, Candidate] = {}
-        for obs in best:
+        for obs in best if searched else []:
             for cand in self.app.search.match(obs.face, top_k, threshold).candidates:
                 known = merged.get(cand.face_id)
                 if known is None or cand.distance < known.distance:
@@ -262,4 +310,6 @@ class VideoSearchService:
             detections=len(track.observations),
             candidates=ranked,
             thumbnail_jpeg=top.face.chip_jpeg,
+            quality_problems=problems,
+            searched=searched,
         )

@@ -88,7 +88,9 @@ def counted_search(request: Request) -> Iterator[None]:
 def with_crop_urls(result: Json) -> Json:
     """Add each candidate's crop URL: per probe face (photo) or per track (video)."""
     sid = result.get("search_id")
-    for probe_face in result.get("faces", []) + result.get("tracks", []):
+    for n, probe_face in enumerate(result.get("faces", []) + result.get("tracks", [])):
+        if probe_face.get("searched", True):
+            probe_face["probe_crop_url"] = f"/api/v1/searches/{sid}/probe-faces/{n}/crop"
         for c in probe_face["candidates"]:
             c["crop_url"] = f"/api/v1/searches/{sid}/faces/{c['face_id']}/crop"
     return result
@@ -185,8 +187,13 @@ def search(
     case: Annotated[Text, Form(description="Case reference (required).")],
     top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+    allow_low_quality: Annotated[
+        bool,
+        Form(description="Search probe faces below the quality bar too (logged)."),
+    ] = False,
 ) -> Json:
-    """Ranked candidates for every face of the probe, with provenance and crop URLs."""
+    """Ranked candidates for every face of the probe that meets the quality bar, with
+    provenance and crop URLs; each face's quality and its problems."""
     with counted_search(request):
         result = get_fw(request).search.search(
             actor,
@@ -195,6 +202,7 @@ def search(
             probe_name=image.filename or "probe",
             top_k=top_k,
             threshold=threshold,
+            allow_low_quality=allow_low_quality,
         )
     return with_crop_urls(result.as_dict())
 
@@ -208,6 +216,9 @@ def search_video(
     fps: Annotated[float | None, Form(gt=0, le=60)] = None,
     top_k: Annotated[int | None, Form(ge=1, le=100)] = None,
     threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+    allow_low_quality: Annotated[
+        bool, Form(description="Search tracks below the quality bar too (logged).")
+    ] = False,
 ) -> Json:
     """Face tracks of a probe video, each with its candidates, and a timeline of who appears
     when. Each track's best face crop comes as base64 JPEG (``thumbnail_jpeg``)."""
@@ -222,6 +233,7 @@ def search_video(
             fps=fps,
             top_k=top_k,
             threshold=threshold,
+            allow_low_quality=allow_low_quality,
         )
     data = with_crop_urls(result.as_dict())
     for track, out in zip(result.tracks, data["tracks"], strict=True):
@@ -265,6 +277,37 @@ def search_crop(
 ) -> Response:
     """The face crop of a candidate that this search returned."""
     data = get_fw(request).gallery.crop(actor, face_id, search_id=search_id)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get(
+    "/searches/{search_id}/probe-faces/{face_index}/crop",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    tags=["search"],
+)
+def probe_crop(
+    search_id: IdPath,
+    face_index: Annotated[int, Path(ge=0, le=10_000)],
+    request: Request,
+    actor: CurrentActor,
+) -> Response:
+    """The kept crop of a searched probe face (case-scoped, logged)."""
+    data = get_fw(request).review.probe_face(actor, search_id, face_index)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get(
+    "/searches/{search_id}/faces/{face_id}/source",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    tags=["search"],
+)
+def source_photo(
+    search_id: IdPath, face_id: IdPath, request: Request, actor: CurrentActor
+) -> Response:
+    """A candidate's full source photo with its box drawn (case-scoped, logged)."""
+    data = get_fw(request).review.source_photo(actor, search_id, face_id)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 
@@ -364,6 +407,27 @@ def case_candidates(ref: Text, request: Request, actor: CurrentActor) -> list[Js
     return [s.as_dict() for s in get_fw(request).confirmations.candidates(actor, ref)]
 
 
+@router.get("/cases/{ref}/review", tags=["cases"])
+def case_review(
+    ref: Text,
+    request: Request,
+    actor: CurrentActor,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 12,
+) -> Json:
+    """One page of the case's candidates for review: probe face beside candidate, distance,
+    quality of both, provenance, decisions, erased faces marked (case-scoped, logged)."""
+    sheet = get_fw(request).review.sheet(actor, ref, page=page, per_page=per_page)
+    for item in sheet["items"]:
+        sid = item["search_id"]
+        if item["probe_kept"]:
+            item["probe_crop_url"] = f"/api/v1/searches/{sid}/probe-faces/{item['probe_face']}/crop"
+        if not item["erased"]:
+            item["crop_url"] = f"/api/v1/searches/{sid}/faces/{item['face_id']}/crop"
+            item["source_url"] = f"/api/v1/searches/{sid}/faces/{item['face_id']}/source"
+    return sheet
+
+
 @router.get("/cases/{ref}/export", tags=["cases"])
 def case_export(
     ref: Text,
@@ -444,6 +508,28 @@ def erase(
         reference=reference,
         threshold=threshold,
         face_ids=face_ids or None,
+    )
+
+
+class ReviewDecision(BaseModel):
+    erase: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+    release: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+
+
+@router.post("/subjects/erasures/{request_id}/review", tags=["subjects"])
+def erasure_review(
+    request: Request,
+    actor: LimitedActor,
+    request_id: IdPath,
+    decision: ReviewDecision,
+) -> Json:
+    """The DPO's decision on an erasure's review candidates (erase or release each)."""
+    return get_fw(request).subjects.review(
+        actor, request_id, erase=decision.erase, release=decision.release
     )
 
 

@@ -27,6 +27,7 @@ templates = Jinja2Templates(directory=Path(str(files("facewarden.web") / "templa
 PAGES = [
     ("search", "Search", ("investigator", "reviewer")),
     ("cases", "Cases", ("investigator", "reviewer", "admin", "auditor", "dpo")),
+    ("review", "Review", ("investigator", "reviewer", "auditor", "dpo")),
     ("ingest", "Ingest", ("operator",)),
     ("dpo", "Data protection", ("dpo",)),
     ("audit", "Audit", ("auditor", "admin", "dpo")),

@@ -209,6 +209,28 @@ class CaseSearch(Base):
     templates_wiped_at: Mapped[datetime | None] = mapped_column(UTC_DT)
 
 
+class ProbeFace(Base):
+    """The crop of one searched probe face, kept with its case so a reviewer sees what was
+    searched. AES-256-GCM, bound to the search and the face's position; deleted when the
+    case is closed, expires or is purged (the probe image itself is never stored)."""
+
+    __tablename__ = "probe_faces"
+    __table_args__ = (UniqueConstraint("search_id", "face_index", name="uq_probe_face"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    search_id: Mapped[int] = mapped_column(
+        ForeignKey("case_searches.id", ondelete="CASCADE"), index=True
+    )
+    face_index: Mapped[int] = mapped_column(Integer)
+    box: Mapped[list] = mapped_column(JSON)
+    quality: Mapped[dict] = mapped_column(JSON)
+    quality_problems: Mapped[list] = mapped_column(JSON)
+    time_s: Mapped[float | None] = mapped_column(Float)
+    """For a probe video: the time of the track's best frame."""
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    """The template key the crop is sealed under (checked at every decryption)."""
+
+
 class SearchHit(Base):
     """A candidate a search returned. Names the face by media hash and position as well,
     so the record stays meaningful after the face itself is erased."""

@@ -80,6 +80,7 @@ async function initSearch() {
     const form = new FormData();
     form.append(video ? "video" : "image", file);
     form.append("case", select.value);
+    if ($("#allow-low-quality").checked) form.append("allow_low_quality", "true");
     $("#search-btn").disabled = true;
     if (video) flash("Scanning the video: this takes about as long as the video itself.");
     try {
@@ -165,7 +166,12 @@ function showFace(result, i) {
   $("#face-title").textContent = `Face ${i + 1}: ${face.candidates.length} candidate(s)` +
     (face.expected_false_candidates == null ? "" : ` (est. false candidates if the person ` +
       `is not in the gallery: ${face.expected_false_candidates.toPrecision(3)})`);
-  $("#no-candidate").hidden = face.candidates.length > 0;
+  const problems = face.quality_problems || [];
+  $("#face-quality").textContent = `Probe quality: ${qualityText(face.quality, problems)}` +
+    (!problems.length ? "" : face.searched === false ? " — below the quality bar: not searched."
+      : " — below the quality bar: searched by override (logged).");
+  $("#face-quality").className = problems.length ? "notice error" : "meta";
+  $("#no-candidate").hidden = face.candidates.length > 0 || face.searched === false;
   $("#candidates").replaceChildren(...face.candidates.map((c) => candidateCard(result.search_id, c)));
 }
 
@@ -232,32 +238,121 @@ async function showCase(ref) {
   const enc = encodeURIComponent(ref);
   $("#case-detail").hidden = false;
   $("#case-title").textContent = `Case ${ref}`;
+  $("#case-review-link").href = `/review?case=${enc}`;
   const searches = await quiet(api("GET", `/api/v1/cases/${enc}/searches`)) || [];
   rows("#searches-table tbody", searches.map((s) => el("tr", { dataset: { searchId: s.search_id } },
     el("td", {}, s.search_id), el("td", {}, date(s.searched_at)), el("td", {}, s.searched_by),
     el("td", {}, s.probe),
-    el("td", {}, el("div", { class: "grid" }, s.candidates.map((c) => reviewCard(s.search_id, c)))))));
+    el("td", {}, `${s.candidates.length} candidate(s): `,
+      ["pending", "identified", "rejected"].map((st) => {
+        const n = s.candidates.filter((c) => c.status === st).length;
+        return n ? el("span", { class: `state-${st}` }, `${n} ${st} `) : "";
+      })))));
   const decided = await quiet(api("GET", `/api/v1/cases/${enc}/candidates`)) || [];
   rows("#decisions-table tbody", decided.map((d) => el("tr", {},
     el("td", {}, d.search_id), el("td", {}, d.face_id), el("td", { class: `state-${d.status}` }, d.status),
     el("td", {}, d.decisions.map((x) => `${x.user} ${x.decision}ed ${date(x.at)}`).join("; ")))));
 }
 
-function reviewCard(searchId, c) {
-  const status = el("span", { class: "status" }, c.status);
+// -- review: probe face beside each candidate -------------------------------------------------
+function qualityText(q, problems) {
+  if (!q) return "quality unknown";
+  const text = `${q.width}×${q.height}px · blur ${Math.round(q.blur)} · yaw ${q.yaw}`;
+  return problems && problems.length ? `${text} · LOW: ${problems.join(", ")}` : text;
+}
+
+function pairCard(item, onDecided) {
+  const kept = item.probe_kept;
+  const probe = el("figure", { class: "probe" },
+    kept ? el("img", { src: item.probe_crop_url, alt: `probe face ${item.probe_face + 1} of search ${item.search_id}` })
+      : el("div", { class: "placeholder" }, "probe not kept"),
+    el("figcaption", {}, el("strong", {}, "Probe"),
+      item.probe_time_s != null ? ` at ${clock(item.probe_time_s)} in the clip` : "",
+      el("br"), qualityText(item.probe_quality, item.probe_quality_problems)));
+  const cand = el("figure", { class: "candidate-face" },
+    item.erased ? el("div", { class: "placeholder cand" }, "ERASED")
+      : el("img", { src: item.crop_url, alt: `candidate face ${item.face_id}` }),
+    el("figcaption", {}, el("strong", {}, `Candidate #${item.rank}`),
+      item.time_s != null ? ` at ${clock(item.time_s)} in its video` : "",
+      el("br"), item.erased ? "no longer held" : qualityText(item.candidate_quality, [])));
+  const status = el("span", { class: `status state-${item.erased ? "erased" : item.status}` },
+    item.erased ? "erased" : item.status);
   const decide = (decision) => async () => {
     try {
-      const state = await api("POST", "/api/v1/confirmations", { search_id: searchId, face_id: c.face_id, decision });
-      status.textContent = state.status;
-      flash(`Face ${c.face_id} of search ${searchId}: ${decision}ed; state is now ${state.status}.`);
+      const state = await api("POST", "/api/v1/confirmations",
+        { search_id: item.search_id, face_id: item.face_id, decision });
+      flash(`Face ${item.face_id} of search ${item.search_id}: ${decision}ed; state is now ${state.status}.`);
+      onDecided();
     } catch { /* flashed */ }
   };
-  return el("figure", { class: "card review", dataset: { faceId: c.face_id } },
-    el("img", { src: `/api/v1/searches/${searchId}/faces/${c.face_id}/crop`, alt: `candidate ${c.rank}`, width: 100, height: 100 }),
-    el("figcaption", {}, `#${c.rank} face ${c.face_id} · ${c.distance.toFixed(3)} · `, status),
-    c.status === "pending" ? el("div", { class: "actions" },
-      el("button", { type: "button", class: "confirm", on: { click: decide("confirm") } }, "Confirm"),
-      el("button", { type: "button", class: "reject", on: { click: decide("reject") } }, "Reject")) : "");
+  const showSource = () => {
+    $("#source-title").textContent = `Search ${item.search_id}, face ${item.face_id}: ${item.media_path}`;
+    $("#source-img").src = item.source_url;
+    $("#source-dialog").showModal();
+  };
+  const actions = item.erased ? [] : [
+    item.status === "pending" ? el("button", { type: "button", class: "confirm", "aria-keyshortcuts": "c", on: { click: decide("confirm") } }, "Confirm") : "",
+    item.status === "pending" ? el("button", { type: "button", class: "reject", "aria-keyshortcuts": "r", on: { click: decide("reject") } }, "Reject") : "",
+    item.time_s == null ? el("button", { type: "button", class: "source", "aria-keyshortcuts": "s", on: { click: showSource } }, "Source photo") : "",
+  ];
+  return el("article", {
+    class: `pair${item.erased ? " erased" : ""}`, tabindex: 0,
+    dataset: { searchId: item.search_id, faceId: item.face_id, status: item.erased ? "erased" : item.status },
+    "aria-label": `search ${item.search_id}, probe face ${item.probe_face + 1}, candidate ${item.rank}`,
+  },
+    el("div", { class: "faces" }, probe, cand),
+    el("div", { class: "verdict" }, el("span", { class: "distance" }, `distance ${item.distance.toFixed(3)}`), status, ...actions),
+    el("div", { class: "prov" }, item.erased ? "Erased since the search: nothing to decide."
+      : `${item.source} (${item.jurisdiction}) · ingested ${date(item.ingested_at)} · ${item.media_path}`),
+    el("div", { class: "prov" }, `search ${item.search_id} by ${item.searched_by} ${date(item.searched_at)} · probe ${item.probe}`),
+    item.decisions.length ? el("div", { class: "prov decisions" },
+      item.decisions.map((d) => `${d.user} ${d.decision}ed ${date(d.decided_at)}`).join("; ")) : "");
+}
+
+async function initReview() {
+  const params = new URLSearchParams(window.location.search);
+  const cases = await quiet(api("GET", "/api/v1/cases")) || [];
+  const select = $("#review-case");
+  select.replaceChildren(...cases.map((c) => el("option", { value: c.ref }, `${c.ref} (${c.status})`)));
+  if (params.get("case")) select.value = params.get("case");
+  let page = Number(params.get("page") || 1);
+  let pages = 1;
+  const load = async (focus = 0) => {
+    if (!select.value) { $("#review-empty").hidden = false; return; }
+    const per = $("#review-per-page").value;
+    const sheet = await quiet(api("GET",
+      `/api/v1/cases/${encodeURIComponent(select.value)}/review?page=${page}&per_page=${per}`));
+    if (!sheet) return;
+    pages = sheet.pages;
+    $("#review-page").textContent = `page ${sheet.page} of ${sheet.pages} · ${sheet.total} candidate(s)`;
+    $("#review-prev").disabled = page <= 1;
+    $("#review-next").disabled = page >= pages;
+    $("#review-empty").hidden = sheet.total > 0;
+    const cards = sheet.items.map((item) => pairCard(item, () => load(index(item))));
+    const index = (item) => sheet.items.indexOf(item);
+    $("#review-grid").replaceChildren(...cards);
+    if (cards.length) cards[Math.min(focus, cards.length - 1)].focus();
+    history.replaceState(null, "", `/review?case=${encodeURIComponent(select.value)}&page=${page}`);
+  };
+  select.addEventListener("change", () => { page = 1; load(); });
+  $("#review-per-page").addEventListener("change", () => { page = 1; load(); });
+  $("#review-prev").addEventListener("click", () => { if (page > 1) { page -= 1; load(); } });
+  $("#review-next").addEventListener("click", () => { if (page < pages) { page += 1; load(); } });
+  document.addEventListener("keydown", (e) => {
+    if (e.target.matches("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+    if ($("#source-dialog").open) return;
+    const cards = [...document.querySelectorAll("#review-grid .pair")];
+    const at = cards.indexOf(document.activeElement.closest(".pair"));
+    const move = (d) => { if (cards.length) cards[Math.max(0, Math.min(cards.length - 1, at + d))].focus(); };
+    const press = (cls) => { if (at >= 0) cards[at].querySelector(`button.${cls}`)?.click(); };
+    const keys = {
+      ArrowRight: () => move(1), ArrowLeft: () => move(-1), j: () => move(1), k: () => move(-1),
+      c: () => press("confirm"), r: () => press("reject"), s: () => press("source"),
+      n: () => $("#review-next").click(), p: () => $("#review-prev").click(),
+    };
+    if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
+  });
+  await load();
 }
 
 // -- ingest --------------------------------------------------------------------------------
@@ -317,8 +412,9 @@ function faceTable(matches, withCheckbox) {
   return matches.map((m) => el("figure", { class: "card", dataset: { faceId: m.face_id } },
     el("img", { src: `/api/v1/faces/${m.face_id}/crop`, alt: `face ${m.face_id}`, width: 120, height: 120 }),
     el("figcaption", {},
-      withCheckbox ? el("label", {}, el("input", { type: "checkbox", class: "erase-pick", value: m.face_id, checked: true }), ` face ${m.face_id}`) : `face ${m.face_id}`,
+      withCheckbox ? el("label", {}, el("input", { type: "checkbox", class: "erase-pick", value: m.face_id, checked: m.proposal !== "review" }), ` face ${m.face_id}`) : `face ${m.face_id}`,
       el("br"), `distance ${Number(m.distance).toFixed(3)}`,
+      m.proposal === "review" ? el("span", { class: "warn review-band" }, " · beyond the strict threshold: may be someone else; unticked faces are withheld from search for review") : "",
       el("br"), el("span", { class: "path" }, m.media_path || ""),
       el("br"), `${m.source || ""} ${m.jurisdiction ? `(${m.jurisdiction})` : ""}`)));
 }
@@ -396,7 +492,25 @@ async function initDpo() {
     rows("#requests-table tbody", list.map((r) => el("tr", {},
       el("td", {}, r.id), el("td", {}, r.kind), el("td", {}, r.reference || ""),
       el("td", {}, date(r.received_at)), el("td", {}, date(r.completed_at)), el("td", {}, r.handled_by),
-      el("td", {}, JSON.stringify(r.receipt || {})))));
+      el("td", {}, `${r.faces} face(s)`, r.pending_review && r.pending_review.length
+        ? el("div", { class: "grid pending-review", dataset: { requestId: r.id } },
+          r.pending_review.map((id) => pendingCard(r.id, id)))
+        : ""))));
+  };
+  const pendingCard = (requestId, faceId) => {
+    const decide = (what) => async () => {
+      try {
+        await api("POST", `/api/v1/subjects/erasures/${requestId}/review`, { [what]: [faceId] });
+        flash(`Face ${faceId}: ${what === "erase" ? "erased" : "released to search"}.`);
+        loadRequests();
+      } catch { /* flashed */ }
+    };
+    return el("figure", { class: "card", dataset: { faceId } },
+      el("img", { src: `/api/v1/faces/${faceId}/crop`, alt: `face ${faceId}`, width: 90, height: 90 }),
+      el("figcaption", {}, `face ${faceId}: pending review`),
+      el("div", { class: "actions" },
+        el("button", { type: "button", class: "reject", on: { click: decide("erase") } }, "Erase"),
+        el("button", { type: "button", on: { click: decide("release") } }, "Not this person")));
   };
   await loadRequests();
 }
@@ -470,7 +584,8 @@ async function initUsers() {
 }
 
 const PAGES = {
-  search: initSearch, cases: initCases, ingest: initIngest, dpo: initDpo, audit: initAudit, users: initUsers,
+  search: initSearch, cases: initCases, review: initReview, ingest: initIngest, dpo: initDpo, audit: initAudit,
+  users: initUsers,
 };
 document.addEventListener("DOMContentLoaded", () => {
   const init = PAGES[document.body.dataset.page];
