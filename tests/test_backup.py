@@ -46,7 +46,8 @@ def test_backup_during_ingest_restore_elsewhere_same_searches(
     add_source(fw, admin)
     open_case(fw, admin, quota=1000)
     batch = varied_images(tmp_path / "batch", 40)
-    env = os.environ | {"FACEWARDEN_DATA_DIR": str(settings.data_dir)}
+    token = fw.users.rotate(admin)  # the CLI acts by the admin's credential
+    env = os.environ | {"FACEWARDEN_DATA_DIR": str(settings.data_dir), "FACEWARDEN_TOKEN": token}
     ingest = subprocess.Popen(
         [*facewarden_command(), "--as", "admin", "ingest", str(batch[0].parent), "--source",
          "press", "--workers", "1", "--json"],
@@ -81,8 +82,9 @@ def test_backup_during_ingest_restore_elsewhere_same_searches(
     # The final one, with the key put in place by hand: the same answers as the original.
     b = make_settings(tmp_path / "b", None)
     (tmp_path / "b").mkdir()
-    shutil.copyfile(settings.resolved_key_file, b.resolved_key_file)
-    os.chmod(b.resolved_key_file, 0o600)
+    for key in ("resolved_key_file", "resolved_audit_key_file"):
+        shutil.copyfile(getattr(settings, key), getattr(b, key))
+        os.chmod(getattr(b, key), 0o600)
     restore(b, tmp_path / "final")
     fb = Facewarden(b, fw.pipeline)
     fw_again = Facewarden(settings, fw.pipeline)

@@ -1152,7 +1152,10 @@ def report(as_json: JsonOpt = False) -> None:
 def backup(
     dest: Annotated[Path, typer.Argument(help="New or empty folder for the snapshot.")],
     with_key: Annotated[
-        bool, typer.Option("--with-key", help="Also copy the template key (keep it apart!).")
+        bool,
+        typer.Option(
+            "--with-key", help="Also copy the template and audit keys (keep them apart!)."
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

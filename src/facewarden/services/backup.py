@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facewarden import __version__
+from facewarden.adapters.crypto import KeyMissing, WrongKey
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.binding import template_aad
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 DATABASE = "facewarden.db"
 KEY = "template.key"
+AUDIT_KEY = "audit.key"
+ANCHORS = "audit-anchors.log"
 COUNTED = ("media", "faces", "audit_events", "cases", "sources", "users")
 PG_HINT = (
     "backup and restore cover SQLite installations; back up PostgreSQL with its own tools "
@@ -91,6 +94,11 @@ class BackupService:
         dest.chmod(0o700)
         part = dest / (DATABASE + ".part")
         try:
+            # The anchors first: every anchor copied names a record the snapshot holds.
+            anchors = app.settings.resolved_anchor_file
+            if anchors.is_file():
+                shutil.copyfile(anchors, dest / ANCHORS)
+                os.chmod(dest / ANCHORS, 0o600)
             src = sqlite3.connect(source, timeout=60)
             out = sqlite3.connect(part)
             try:
@@ -109,20 +117,28 @@ class BackupService:
                 "key_id": app.cipher.key_id,
                 "key_included": with_key,
             } | facts
-            if with_key:
-                key = dest / KEY
-                secret = app.settings.template_key
-                text = (
-                    secret.get_secret_value()
-                    if secret
-                    else app.settings.resolved_key_file.read_text()
-                )
-                fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(text.strip() + "\n")
+            if with_key:  # the template key and the audit MAC key
+                settings = app.settings
+                for name, secret, path in (
+                    (KEY, settings.template_key, settings.resolved_key_file),
+                    (AUDIT_KEY, settings.audit_key, settings.resolved_audit_key_file),
+                ):
+                    if not secret and not path.is_file():
+                        continue
+                    text = secret.get_secret_value() if secret else path.read_text()
+                    fd = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "w") as fh:
+                        fh.write(text.strip() + "\n")
             (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         except BaseException:
-            for leftover in (part, dest / DATABASE, dest / KEY, dest / MANIFEST):
+            for leftover in (
+                part,
+                dest / DATABASE,
+                dest / KEY,
+                dest / AUDIT_KEY,
+                dest / ANCHORS,
+                dest / MANIFEST,
+            ):
                 leftover.unlink(missing_ok=True)
             if created:
                 shutil.rmtree(dest, ignore_errors=True)
@@ -168,22 +184,40 @@ def restore(settings: Settings, src: Path, *, force: bool = False) -> dict[str, 
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     key_file = settings.resolved_key_file
-    key_copied = False
-    if not settings.template_key and not key_file.exists():
-        if not (src / KEY).exists():
+    copied: list[Path] = []
+    for name, secret, path, env in (
+        (KEY, settings.template_key, key_file, "FACEWARDEN_TEMPLATE_KEY"),
+        (AUDIT_KEY, settings.audit_key, settings.resolved_audit_key_file, "FACEWARDEN_AUDIT_KEY"),
+    ):
+        if secret or path.exists():
+            continue
+        if not (src / name).exists():
+            for done in copied:
+                done.unlink(missing_ok=True)
             raise InvalidInput(
-                f"the template key is not in the backup: put the key file at {key_file} or set "
-                "FACEWARDEN_TEMPLATE_KEY"
+                f"the {name} file is not in the backup: put it at {path} or set {env}"
             )
-        shutil.copyfile(src / KEY, key_file)
-        key_file.chmod(0o600)
-        key_copied = True
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copyfile(src / name, path)
+        path.chmod(0o600)
+        copied.append(path)
+    anchors = settings.resolved_anchor_file
+    if (src / ANCHORS).is_file() and not anchors.exists():
+        shutil.copyfile(src / ANCHORS, anchors)
+        anchors.chmod(0o600)
+        copied.append(anchors)
     staged = target.with_name(target.name + ".restoring")
     try:
         shutil.copyfile(db_file, staged)
         staged.chmod(0o600)
         check = settings.model_copy(update={"database_url": f"sqlite:///{staged}"})
-        fw = Facewarden(check)
+        try:
+            fw = Facewarden(check)
+        except (KeyMissing, WrongKey) as exc:
+            raise Refused(
+                f"backup refused: the key at hand is not the key of the backup ({exc.message})",
+                code="backup_invalid",
+            ) from None
         try:
             problem = _check(fw, manifest, template_aad)
         finally:
@@ -203,8 +237,8 @@ def restore(settings: Settings, src: Path, *, force: bool = False) -> dict[str, 
             staged.with_name(staged.name + "-shm"),
         ):
             stale.unlink(missing_ok=True)
-        if key_copied:
-            key_file.unlink(missing_ok=True)
+        for done in copied:
+            done.unlink(missing_ok=True)
         raise
     shutil.rmtree(data_dir / "index", ignore_errors=True)  # derived: rebuilt on first use
     fw = Facewarden(settings)
