@@ -30,8 +30,16 @@ class Settings(BaseSettings):
 
     threshold: float = Field(0.6, gt=0, le=2)
     top_k: int = Field(10, ge=1, le=1000)
-    detector: Literal["hog", "cnn"] = "hog"
+    detector: Literal["hog", "cnn", "hybrid"] = "hog"
+    """Face detector: ``hog`` (dlib's frontal HOG), ``cnn`` (dlib's MMOD CNN, which also finds
+    turned faces) or ``hybrid`` (HOG, then the CNN on images where HOG found nothing).
+    docs/detection.md has the measurements behind the default."""
     upsample: int = Field(1, ge=0, le=4)
+    """Times the image is doubled before detection: each finds faces half as small (HOG's
+    smallest is about 80 pixels at 0, the CNN's about 40) at about four times the cost."""
+    descriptor_flip: bool = False
+    """Average each face's descriptor with its mirror image's (a different template space:
+    a gallery holds templates of one recipe only)."""
     runtime: Literal["auto", "onnx", "dlib"] = "auto"
     """Where the networks run: ``onnx`` (ONNX Runtime, converted once from dlib's model files,
     CUDA when present), ``dlib``, or ``auto`` (ONNX when it loads, else dlib)."""
@@ -111,6 +119,11 @@ class Settings(BaseSettings):
     server runs) to add them to this process's index."""
     secure_cookies: bool = False
     """Mark console cookies ``Secure`` (set it when a TLS proxy fronts the server)."""
+
+    @property
+    def detector_setting(self) -> str:
+        """The detection setting as recorded with every search and ingest, e.g. ``cnn-up0``."""
+        return f"{self.detector}-up{self.upsample}"
 
     @property
     def resolved_database_url(self) -> str:

@@ -73,3 +73,11 @@ class ConfigurationError(FacewardenError):
 
     code = "configuration"
     exit_code = 2
+
+
+class TemplateSpaceMismatch(ConfigurationError):
+    """The gallery holds templates of another recipe (model, alignment, flip averaging) than
+    this process makes: searching would silently miss them, enrolling would mix them."""
+
+    code = "template_space_mismatch"
+    exit_code = 3

@@ -108,7 +108,7 @@ class FaceMatches:
 
 SEARCH_HEADER = (
     "search_id", "probe", "probe_sha256", "case", "threshold", "gallery_size", "model",
-    "audit_seq",
+    "detector", "audit_seq",
 )  # fmt: skip
 
 
@@ -129,6 +129,8 @@ class SearchResult:
     audit_seq: int | None = None
     search_id: int | None = None
     """The case's record of this search; confirmations name it."""
+    detector: str = ""
+    """The detection setting the probe's faces were found with (e.g. ``cnn-up0``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return search_header(self) | {"faces": [f.as_dict() for f in self.faces]}
@@ -170,12 +172,24 @@ class IngestSummary:
     seconds: dict[str, float] = field(default_factory=lambda: {"store": 0.0, "index": 0.0})
     """Time this process spent writing the system of record (suppression check, encryption,
     inserts, commit) and adding to and saving the vector index."""
+    detector: str = ""
+    """The detection setting the faces were found with (e.g. ``cnn-up0``)."""
+    images_without_face: int = 0
+    """Images stored in which no face was enrolled."""
+    elapsed_s: float = 0.0
+    """Wall-clock time of the whole run (reading, models, storing, indexing)."""
 
     def as_dict(self) -> dict[str, Any]:
+        per_s = self.elapsed_s or float("inf")
         return {
             "source": self.source,
+            "detector": self.detector,
             "images": self.images,
+            "images_without_face": self.images_without_face,
             "faces": self.faces,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "images_per_s": round(self.images / per_s, 2),
+            "faces_per_s": round(self.faces / per_s, 2),
             "duplicates": self.duplicates,
             "faces_rejected": self.faces_rejected,
             "faces_suppressed": self.faces_suppressed,
@@ -256,6 +270,7 @@ class VideoSearchResult:
     """Why only part of the video was searched (damaged or truncated file), if so."""
     audit_seq: int | None = None
     search_id: int | None = None
+    detector: str = ""
 
     @property
     def unmatched_tracks(self) -> list[int]:

@@ -137,6 +137,7 @@ class IngestService:
         app = self.app
         label = relabel or str
         app.authorize(actor, "ingest", "operator", details={"source": source})
+        app.check_template_space()
         with app.sessions() as session:
             src = app.sources.get(session, source)
             retention = timedelta(days=src.retention_days)
@@ -147,7 +148,8 @@ class IngestService:
             settings.max_file_bytes, settings.max_archive_ratio, settings.max_video_bytes
         )
         items = list(iter_inputs(paths, limits))
-        summary = IngestSummary(source=source)
+        summary = IngestSummary(source=source, detector=settings.detector_setting)
+        run_started = time.perf_counter()
         app.audit.record(
             actor,
             "ingest.start",
@@ -158,6 +160,7 @@ class IngestService:
                 "source": source,
                 "paths": [label(str(p)) for p in paths],
                 "items": len(items),
+                "detector": settings.detector_setting,
             }
             | ({"ray": ray} if ray else {}),
         )
@@ -250,6 +253,7 @@ class IngestService:
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
+            summary.elapsed_s = time.perf_counter() - run_started
             app.index.save()
             app.audit.record(
                 actor,
@@ -433,6 +437,7 @@ class IngestService:
             summary.videos += 1
         else:
             summary.images += 1
+            summary.images_without_face += not new_faces
         summary.faces += len(new_faces)
         summary.faces_suppressed += len(result.faces) - len(kept)
         summary.faces_rejected += result.rejected

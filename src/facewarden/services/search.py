@@ -85,10 +85,20 @@ class SearchService:
             matches,
             top_k,
             audit,
-            extra={"filter": filter_dict(where)} if where is not None else None,
+            extra={"detector": app.settings.detector_setting}
+            | ({"filter": filter_dict(where)} if where is not None else {}),
         )
         return SearchResult(
-            probe_name, probe_hash, info.ref, threshold, size, app.model_id, matches, seq, search_id
+            probe_name,
+            probe_hash,
+            info.ref,
+            threshold,
+            size,
+            app.model_id,
+            matches,
+            seq,
+            search_id,
+            detector=app.settings.detector_setting,
         )
 
     def record(

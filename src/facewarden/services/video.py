@@ -193,6 +193,7 @@ class VideoSearchService:
         templates = [max(t.observations, key=lambda o: o.score).face for t in scan.tracks]
         summary = scan.summary()
         extra = {
+            "detector": app.settings.detector_setting,
             "video": summary,
             "partial": scan.partial,
             "tracks": [
@@ -209,6 +210,7 @@ class VideoSearchService:
             threshold=threshold,
             gallery_size=size,
             model=app.model_id,
+            detector=app.settings.detector_setting,
             video=summary,
             tracks=tracks,
             timeline=build_timeline(tracks, scan.gap_s),

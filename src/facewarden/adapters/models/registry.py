@@ -13,7 +13,7 @@ from pathlib import Path
 from facewarden.adapters.models.base import FaceAligner, FaceDetector, FaceEmbedder
 
 log = logging.getLogger(__name__)
-DETECTORS = ("hog", "cnn")
+DETECTORS = ("hog", "cnn", "hybrid")
 RUNTIMES = ("auto", "onnx", "dlib")
 
 
@@ -44,6 +44,13 @@ def build_detector(
         raise ValueError(f"unknown detector {kind!r}; choose one of {list(DETECTORS)}")
     if kind == "hog":  # HOG has no network: dlib's own implementation in every runtime
         return dlib_models.HogDetector(upsample)
+    if kind == "hybrid":
+        from facewarden.adapters.models.strategy import HybridDetector
+
+        return HybridDetector(
+            dlib_models.HogDetector(upsample),
+            build_detector("cnn", upsample, runtime, model_dir, threads),
+        )
 
     def onnx() -> FaceDetector:
         from facewarden.adapters.models.onnx_models import OnnxMmodDetector
