@@ -65,7 +65,10 @@ def test_registry_builds_each_detector_setting():
     assert hybrid.model_id == "dlib-hog-up0>dlib-mmod-up0"
     with pytest.raises(ValueError, match="unknown detector"):
         build_detector("sift", 0)
-    assert Settings(detector="cnn", upsample=0).detector_setting == "cnn-up0"
+    assert Settings(detector="cnn", upsample=0).detector_setting == "cnn-up0+retry-up1"
+    assert Settings(detector="hog", upsample=1, detector_retry=False).detector_setting == "hog-up1"
+    retry = build_detector("cnn", 0, "auto", MODEL_CACHE, retry=True)
+    assert retry.model_id == "dlib-mmod-up0>dlib-mmod-up1"
 
 
 def test_flip_averaging_is_its_own_template_space(pipeline: FacePipeline):
@@ -110,7 +113,9 @@ def test_a_gallery_of_another_recipe_is_refused_not_silently_missed(
 
 
 def test_search_and_ingest_record_the_detector_setting(tmp_path, database_url, pipeline):
-    settings = make_settings(tmp_path / "data", database_url, detector="hybrid", upsample=0)
+    settings = make_settings(
+        tmp_path / "data", database_url, detector="hybrid", upsample=0, detector_retry=False
+    )
     fw, _ = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
     admin = fw.actor(name="admin")
     add_source(fw, admin)
@@ -178,9 +183,9 @@ def test_ingest_summary_in_the_cli(tmp_path, database_url):
     (folder / "biden.jpg").write_bytes((GALLERY / "biden.jpg").read_bytes())
     out = json.loads(cli("ingest", folder, "--source", "press", "--json"))
     assert (out["images"], out["faces"], out["images_without_face"]) == (2, 1, 1)
-    assert out["detector"] == "hybrid-up1" and out["elapsed_s"] > 0
+    assert out["detector"] == "hybrid-up0+retry-up1" and out["elapsed_s"] > 0
     assert out["images_per_s"] > 0 and out["faces_per_s"] > 0
     (folder / "kit.jpg").write_bytes((GALLERY / "kit_harington.jpg").read_bytes())
     text = cli("ingest", folder, "--source", "press")
     assert "images stored without any face 0" in text and "faces/s" in text
-    assert "images/s" in text and "detector hybrid-up1" in text
+    assert "images/s" in text and "detector hybrid-up0+retry-up1" in text

@@ -6,14 +6,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from facewarden.cli import output
-from facewarden.config import Settings
+
+if TYPE_CHECKING:
+    from facewarden.config import Settings
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on labelled data.")
 
@@ -33,6 +35,7 @@ def _settings(**overrides: object) -> Settings:
     """The settings with the command's options applied; a bad value is a clear error."""
     from pydantic import ValidationError
 
+    from facewarden.config import Settings
     from facewarden.core.errors import InvalidInput
 
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -150,6 +153,7 @@ def eval_identify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result.")] = False,
 ) -> None:
     """1:N identification: rank-1/rank-10 rates, FNIR at FPIR 1% and 0.1%."""
+    from facewarden.config import Settings
     from facewarden.evaluation.identify import evaluate_identification
 
     settings = Settings()

@@ -417,7 +417,14 @@ def build_pipeline(settings: Settings, threads: int | None = None) -> FacePipeli
     threads = settings.model_threads if threads is None else threads
     runtime, model_dir = settings.runtime, settings.model_dir
     return FacePipeline(
-        build_detector(settings.detector, settings.upsample, runtime, model_dir, threads),
+        build_detector(
+            settings.detector,
+            settings.upsample,
+            runtime,
+            model_dir,
+            threads,
+            retry=settings.detector_retry,
+        ),
         build_aligner(),
         build_embedder(runtime, model_dir, threads),
         min_face_size=settings.min_face_size,

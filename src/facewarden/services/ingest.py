@@ -238,7 +238,10 @@ class IngestService:
                 summary.partial.append(Skipped(label(item.path), scan.partial, "partial"))
             store(item.path, sha, video_processed(scan, settings.video_faces_per_track))
 
-        n_workers = workers or settings.workers
+        # Never more worker processes than images: each loads the models (a one-image
+        # ingest runs in this process, with no pool to start).
+        images = sum(1 for item in items if item.video is None and item.error is None)
+        n_workers = min(workers or settings.workers, max(images, 1))
         try:
             if n_workers <= 1 and ray is None:
                 for path, sha, data in pending():

@@ -37,8 +37,18 @@ def build_detector(
     runtime: str = "dlib",
     model_dir: Path | None = None,
     threads: int = 0,
+    retry: bool = False,
 ) -> FaceDetector:
+    """``retry``: where nothing is found, the CNN once more at ``upsample + 1``."""
     from facewarden.adapters.models import dlib_models
+
+    if retry:
+        from facewarden.adapters.models.strategy import HybridDetector
+
+        return HybridDetector(
+            build_detector(kind, upsample, runtime, model_dir, threads),
+            build_detector("cnn", upsample + 1, runtime, model_dir, threads),
+        )
 
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector {kind!r}; choose one of {list(DETECTORS)}")

@@ -9,8 +9,9 @@ from facewarden.core.schemas import Detection
 
 
 class HybridDetector:
-    """The first detector, then the second only on images where the first found nothing
-    (HOG's speed on frontal portraits; the CNN's reach on turned, small or dark faces)."""
+    """The first detector, then the second only on images where the first found nothing:
+    HOG's speed on frontal portraits and the CNN's reach on turned or dark faces, or the CNN
+    at one more upsampling for small faces (the cost only where the first found nothing)."""
 
     def __init__(self, first: FaceDetector, then: FaceDetector) -> None:
         self.first, self.then = first, then
