@@ -189,3 +189,9 @@ def test_ingest_summary_in_the_cli(tmp_path, database_url):
     text = cli("ingest", folder, "--source", "press")
     assert "images stored without any face 0" in text and "faces/s" in text
     assert "images/s" in text and "detector hybrid-up0+retry-up1" in text
+
+
+def test_the_api_answers_a_recipe_conflict_with_409_not_500():
+    from facewarden.web.errors import status_of
+
+    assert status_of(TemplateSpaceMismatch("the gallery holds another recipe")) == 409

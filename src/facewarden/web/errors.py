@@ -20,6 +20,7 @@ from facewarden.core.errors import (
     NotInitialised,
     PermissionDenied,
     Refused,
+    TemplateSpaceMismatch,
 )
 
 log = logging.getLogger("facewarden.web")
@@ -33,6 +34,7 @@ STATUS = [
     (Refused, 403),
     (NotInitialised, 503),
     (AuditFailure, 503),
+    (TemplateSpaceMismatch, 409),  # before its base class: a gallery/setting conflict
     (ConfigurationError, 500),
 ]
 
