@@ -166,6 +166,7 @@ def evaluate_lfw(
         "settings": {
             "detector": settings.detector,
             "upsample": settings.upsample,
+            "detector_retry": settings.detector_retry,
             "descriptor_flip": settings.descriptor_flip,
             "runtime": settings.runtime,
             "workers": workers,
