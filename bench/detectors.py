@@ -137,21 +137,21 @@ def _descriptor(item: dict[str, Any], box: tuple, variant: str) -> np.ndarray:
     raise KeyError(variant)
 
 
-def strategy_pick(item: dict[str, Any], chain: tuple[str, ...], fallback: tuple) -> tuple:
-    """(box, detected, ms) of a strategy on one image."""
+def strategy_pick(item: dict[str, Any], chain: tuple[str, ...]) -> tuple:
+    """(box, detected, ms) of a strategy on one image; where nothing was detected, the box
+    is the image's fallback box (what each detector's entry holds then)."""
     ms = 0.0
     for name in chain:
         f = item["found"][name]
         ms += f["ms"]
         if f["n"]:
             return tuple(f["box"]), True, ms
-    return fallback, False, ms
+    return tuple(item["found"][chain[-1]]["box"]), False, ms
 
 
 def score(
     names: list[str],
     items: dict[str, dict[str, Any]],
-    fallbacks: dict[str, tuple],
     chain: tuple[str, ...],
     variant: str,
     train,
@@ -162,7 +162,7 @@ def score(
 
     templates, detected, ms = {}, {}, []
     for n in names:
-        box, ok, t = strategy_pick(items[n], chain, fallbacks[n])
+        box, ok, t = strategy_pick(items[n], chain)
         templates[n] = _descriptor(items[n], box, variant)
         detected[n] = ok
         ms.append(t)
@@ -262,7 +262,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from facewarden.adapters.models.onnx_models import MMOD, RESNET, converted_path
-    from facewarden.evaluation.embedding import fallback_box
     from facewarden.evaluation.lfw import read_pairs
 
     for m in (MMOD, RESNET):
@@ -291,24 +290,20 @@ def main() -> None:
                 print(f"{i}/{len(names)} {time.perf_counter() - started:.0f}s", file=sys.stderr)
     lfw_seconds = time.perf_counter() - started
     load_after = os.getloadavg()
-    fallbacks = {
-        n: tuple(fallback_box(250, 250).as_list()) for n in names
-    }  # LFW images are 250x250
     variants = ["plain", "flip", *(f"pad{p}" for p in PADDINGS)]
     variants += [f"jitter{JITTERS}", f"jitter{JITTERS}+flip"]
     detection = {
-        s: score(names, items, fallbacks, chain, "plain", train, test)
+        s: score(names, items, chain, "plain", train, test)
         for s, chain in STRATEGIES.items()
         if s in LFW_STRATEGIES
     }
     descriptor: dict[str, Any] = {}
     descriptor["cnn-up0"] = {
-        v: score(names, items, fallbacks, STRATEGIES["cnn-up0"], v, train, test) for v in variants
+        v: score(names, items, STRATEGIES["cnn-up0"], v, train, test) for v in variants
     }
     for s in ("hog-up1", "hybrid hog-up1 > cnn-up0", "hybrid hog-up0 > cnn-up0"):
         descriptor[s] = {
-            v: score(names, items, fallbacks, STRATEGIES[s], v, train, test)
-            for v in ("plain", "flip")
+            v: score(names, items, STRATEGIES[s], v, train, test) for v in ("plain", "flip")
         }
     if args.photos_json:  # the photo and clip part of an earlier run (it takes minutes)
         photos = json.loads(args.photos_json.read_text())["faces_small_and_clip"]
