@@ -195,3 +195,18 @@ def test_the_api_answers_a_recipe_conflict_with_409_not_500():
     from facewarden.web.errors import status_of
 
     assert status_of(TemplateSpaceMismatch("the gallery holds another recipe")) == 409
+
+
+def test_the_cli_loads_no_database_model_or_video_code_for_help():
+    import subprocess
+    import sys
+
+    heavy = ("numpy", "sqlalchemy", "alembic", "dlib", "av", "faiss", "onnxruntime", "pydantic")
+    code = f"import sys, facewarden.cli.app\nprint([m for m in {heavy!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    help_run = subprocess.run(
+        [sys.executable, "-m", "facewarden", "--help"], capture_output=True, text=True
+    )
+    assert help_run.returncode == 0 and "ingest" in help_run.stdout
