@@ -14,6 +14,7 @@ Search: end-to-end latency of
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -63,6 +64,7 @@ def run(
     runtime: str,
     upsample: int,
     ray: str | None = None,
+    probe_size: tuple[int, int] | None = None,
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         s = Settings(
@@ -80,7 +82,9 @@ def run(
             "runtime": runtime,
             "executor": f"ray ({ray})" if ray else "processes",
             "upsample": upsample,
+            "detector": s.detector_setting,
             "workers": workers,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "images": summary.images,
             "faces": summary.faces,
             "skipped": len(summary.skipped),
@@ -100,7 +104,7 @@ def run(
             )
             latencies = []
             for path in files[:probes]:
-                data = path.read_bytes()
+                data = probe_bytes(path, probe_size)
                 t = time.perf_counter()
                 fw.search.search(actor, data, case="BENCH")
                 latencies.append((time.perf_counter() - t) * 1000)
@@ -109,9 +113,29 @@ def run(
                 "probes": len(latencies),
                 "p50_ms": round(percentile(latencies, 50), 1),
                 "p99_ms": round(percentile(latencies, 99), 1),
+                "probe_size": "x".join(map(str, probe_size)) if probe_size else "as stored",
             }
         fw.close()
         return result
+
+
+def probe_bytes(path: Path, size: tuple[int, int] | None) -> bytes:
+    """The probe as stored, or scaled to the frame's height and centred on a grey frame of
+    ``size`` (width, height), as a JPEG: a camera still of that size with the same face."""
+    if size is None:
+        return path.read_bytes()
+    import io
+
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    width, height = size
+    scaled = image.resize((round(image.width * height / image.height), height))
+    frame = Image.new("RGB", size, (118, 118, 118))
+    frame.paste(scaled, ((width - scaled.width) // 2, 0))
+    buf = io.BytesIO()
+    frame.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
 
 
 def main() -> None:
@@ -121,10 +145,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--runtimes", nargs="+", default=["dlib", "onnx"])
-    ap.add_argument("--upsample", type=int, default=1, help="HOG detector upsampling")
+    ap.add_argument("--upsample", type=int, default=1, help="detector upsampling")
+    ap.add_argument("--detector", help="hog, cnn or hybrid (default: the setting)")
+    ap.add_argument("--probe-size", help="search probes as WxH frames, e.g. 640x480")
     ap.add_argument("--ray", help="also ingest in Ray actors at this address ('local')")
     ap.add_argument("--out", type=Path, default=Path("bench/results/ingest_search.json"))
     args = ap.parse_args()
+    if args.detector:  # read by every Settings, in this process and the workers
+        os.environ["FACEWARDEN_DETECTOR"] = args.detector
+    size = tuple(int(x) for x in args.probe_size.split("x")) if args.probe_size else None
     files = images(args.data, args.limit)
     if not files:
         sys.exit(f"no images under {args.data}")
@@ -133,7 +162,7 @@ def main() -> None:
         per_stage[runtime] = stages(files, runtime, args.upsample)
         for w in args.workers:
             probes = args.probes if w == args.workers[-1] else 0
-            runs.append(run(files, w, probes, runtime, args.upsample))
+            runs.append(run(files, w, probes, runtime, args.upsample, probe_size=size))
             if args.ray:
                 runs.append(run(files, w, 0, runtime, args.upsample, args.ray))
         one = next(r for r in runs if r["runtime"] == runtime and r["workers"] == args.workers[0])
@@ -152,6 +181,8 @@ def main() -> None:
             "dataset": str(args.data),
             "limit": args.limit,
             "upsample": args.upsample,
+            "detector": Settings(upsample=args.upsample).detector_setting,
+            "timing_note": "speed figures are valid only at low load (see each run's load_average)",
             "stages": per_stage,
             "runs": runs,
         },

@@ -13,6 +13,7 @@ faster than real time.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -100,7 +101,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/video.json"))
     args = ap.parse_args()
     runs = [run(args.video, args.gallery, w, args.fps) for w in args.workers]
-    write_result(args.out, {"video_file": str(args.video), "runs": runs})
+    write_result(
+        args.out,
+        {
+            "video_file": str(args.video),
+            "detector": Settings().detector_setting,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

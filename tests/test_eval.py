@@ -63,6 +63,12 @@ def test_lfw_protocol_on_real_faces(lfw, tmp_path, pipeline):
     assert (result["pairs"], result["genuine_pairs"], result["impostor_pairs"]) == (8, 4, 4)
     assert result["images"] == 11 and result["images_without_face"] == 1
     assert result["accuracy_at_fixed_threshold"] == 1.0
+    # the faceless image's pair is reported apart from the pairs with two detected faces
+    assert result["test_images_without_face"] == 1
+    split = result["at_fixed_threshold"]
+    assert (split["pairs_detected_both"], split["pairs_fallback"]) == (7, 1)
+    assert split["accuracy_detected_both"] == 1.0 and split["accuracy_fallback"] == 1.0
+    assert result["at_train_threshold"]["pairs_fallback"] == 1
     assert result["genuine_distance_mean"] < 0.6 < result["impostor_distance_mean"]
     assert 0 < result["threshold_chosen_on_train"] < 1 and result["accuracy_at_train_threshold"]
     assert len(result["dataset_fingerprint"]) == 64 and result["software"]["dlib-bin"]
@@ -152,3 +158,72 @@ def test_identification_on_real_faces(lfw, tmp_path, pipeline):
     assert result["rank1_identification_rate"] == 1.0
     assert result["rank10_identification_rate"] == 1.0
     assert 0 <= result["fnir_at_fpir_0.01"] <= 1 and result["threshold_at_fpir_0.01"] > 0
+
+
+def test_fallback_box_is_relative_to_the_image_not_lfw_crops():
+    from facewarden.core.schemas import Box, Detection
+    from facewarden.evaluation.embedding import choose_box, fallback_box
+
+    assert fallback_box(250, 250) == Box(top=25, right=225, bottom=225, left=25)
+    wide = fallback_box(480, 640)  # a centred square of 80% of the shorter side
+    assert (wide.width, wide.bottom - wide.top) == (384, 384)
+    assert (wide.left + wide.right) / 2 == 320 and (wide.top + wide.bottom) / 2 == 240
+    near = Detection(Box(200, 360, 280, 280), 1.0, "frontal")
+    far = Detection(Box(0, 100, 80, 20), 2.0, "frontal")
+    assert choose_box((480, 640, 3), [far, near]) == near.box
+    assert choose_box((480, 640, 3), []) == wide
+
+
+def test_split_accuracy_counts_each_kind_of_pair():
+    from facewarden.evaluation.lfw import split_accuracy
+
+    d = np.array([0.3, 0.9, 0.5, 0.2])
+    same = np.array([True, False, True, False])
+    both = np.array([True, True, False, False])
+    out = split_accuracy(d, same, both, 0.6)
+    assert out == {
+        "pairs_detected_both": 2,
+        "accuracy_detected_both": 1.0,
+        "pairs_fallback": 2,
+        "accuracy_fallback": 0.5,
+    }
+    assert split_accuracy(d, same, np.ones(4, bool), 0.6)["accuracy_fallback"] is None
+
+
+def test_eval_cli_takes_detector_and_descriptor_options(lfw, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def run(*options: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "facewarden",
+                "eval",
+                "lfw",
+                "--data",
+                str(lfw),
+                "--pairs",
+                str(tmp_path / "pairs.txt"),
+                "--workers",
+                "1",
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"COLUMNS": "200", "FACEWARDEN_DATA_DIR": str(tmp_path / "fw")},
+        )
+
+    proc = run("--detector", "hybrid", "--upsample", "0", "--flip", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["settings"]["detector"] == "hybrid" and result["settings"]["upsample"] == 0
+    assert result["settings"]["descriptor_flip"] is True and result["model"].endswith("+flip")
+    assert result["accuracy_at_fixed_threshold"] == 1.0
+    assert result["at_fixed_threshold"]["pairs_fallback"] == 1
+    bad = run("--detector", "sift")
+    assert bad.returncode == 2 and "error [invalid_input]" in bad.stderr
+    assert "detector" in bad.stderr and "Traceback" not in bad.stderr
+    assert run("--upsample", "9").returncode == 2

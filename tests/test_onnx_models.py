@@ -147,7 +147,7 @@ def test_models_cli_converts_and_reports(tmp_path):
     info = run("models", "info", "--json")
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)
-    assert data["detector"] == "dlib-mmod-up1 (onnx)"
+    assert data["detector"] == "dlib-mmod-up0>dlib-mmod-up1 (onnx)"  # the default retry
     assert data["embedder"].endswith("(onnx)")
     assert "CPUExecutionProvider" in data["onnx providers"]
 

@@ -53,8 +53,19 @@ class Settings(BaseSettings):
     target_fpir: float = Field(0.01, gt=0, lt=1)
     """Target false positive identification rate of the ``fpir`` policy."""
     top_k: int = Field(10, ge=1, le=1000)
-    detector: Literal["hog", "cnn"] = "hog"
-    upsample: int = Field(1, ge=0, le=4)
+    detector: Literal["hog", "cnn", "hybrid"] = "cnn"
+    """Face detector: ``cnn`` (dlib's MMOD CNN on ONNX Runtime: also turned, dark and partly
+    hidden faces), ``hog`` (dlib's frontal HOG) or ``hybrid`` (HOG, then the CNN on images
+    where HOG found nothing). docs/detection.md has the measurements behind the default."""
+    upsample: int = Field(0, ge=0, le=4)
+    """Times the image is doubled before detection: each finds faces half as small (HOG's
+    smallest is about 80 pixels at 0, the CNN's about 40) at about four times the cost."""
+    detector_retry: bool = True
+    """Where the detector finds no face, look once more at one more upsampling (small faces:
+    a distant or low-resolution probe) - the cost only on images without a face."""
+    descriptor_flip: bool = False
+    """Average each face's descriptor with its mirror image's (a different template space:
+    a gallery holds templates of one recipe only)."""
     runtime: Literal["auto", "onnx", "dlib"] = "auto"
     """Where the networks run: ``onnx`` (ONNX Runtime, converted once from dlib's model files,
     CUDA when present), ``dlib``, or ``auto`` (ONNX when it loads, else dlib)."""
@@ -159,6 +170,12 @@ class Settings(BaseSettings):
     server runs) to add them to this process's index."""
     secure_cookies: bool = False
     """Mark console cookies ``Secure`` (set it when a TLS proxy fronts the server)."""
+
+    @property
+    def detector_setting(self) -> str:
+        """The detection setting as recorded with every search and ingest, e.g. ``cnn-up0``."""
+        retry = f"+retry-up{self.upsample + 1}" if self.detector_retry else ""
+        return f"{self.detector}-up{self.upsample}{retry}"
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,22 +7,34 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from facewarden.adapters.index.base import IndexFilter
-from facewarden.adapters.storage.faults import storage_failure
-from facewarden.adapters.video import is_video_path
 from facewarden.cli import output
-from facewarden.cli.credentials import cli_actor, token_file, write_token_file
 from facewarden.cli.evaluate import eval_app
-from facewarden.config import Settings
+from facewarden.cli.lazy import Lazy
 from facewarden.core.actors import Actor
 from facewarden.core.errors import FacewardenError, InvalidInput
-from facewarden.services.app import Facewarden
+
+if TYPE_CHECKING:
+    from facewarden.adapters.index.base import IndexFilter
+    from facewarden.adapters.storage.faults import storage_failure
+    from facewarden.adapters.video import is_video_path
+    from facewarden.cli.credentials import cli_actor, token_file, write_token_file
+    from facewarden.config import Settings
+    from facewarden.services.app import Facewarden
+else:  # imported on first use: ``facewarden --help`` loads no database, model or video code
+    IndexFilter = Lazy("facewarden.adapters.index.base", "IndexFilter")
+    storage_failure = Lazy("facewarden.adapters.storage.faults", "storage_failure")
+    is_video_path = Lazy("facewarden.adapters.video", "is_video_path")
+    cli_actor = Lazy("facewarden.cli.credentials", "cli_actor")
+    token_file = Lazy("facewarden.cli.credentials", "token_file")
+    write_token_file = Lazy("facewarden.cli.credentials", "write_token_file")
+    Settings = Lazy("facewarden.config", "Settings")
+    Facewarden = Lazy("facewarden.services.app", "Facewarden")
 
 app = typer.Typer(
     no_args_is_help=True,

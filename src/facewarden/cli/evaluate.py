@@ -6,14 +6,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from facewarden.cli import output
-from facewarden.config import Settings
+
+if TYPE_CHECKING:
+    from facewarden.config import Settings
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on labelled data.")
 
@@ -29,6 +31,23 @@ def _progress(label: str, quiet: bool) -> Progress:
     )
 
 
+def _settings(**overrides: object) -> Settings:
+    """The settings with the command's options applied; a bad value is a clear error."""
+    from pydantic import ValidationError
+
+    from facewarden.config import Settings
+    from facewarden.core.errors import InvalidInput
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(problems) from None
+
+
 @eval_app.command("lfw")
 def eval_lfw(
     data: Annotated[Path, typer.Option(help="LFW folder (<Name>/<Name>_NNNN.jpg).")],
@@ -40,11 +59,22 @@ def eval_lfw(
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a ROC/DET plot (PNG).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result.")] = False,
+    detector: Annotated[
+        str | None, typer.Option(help="hog, cnn or hybrid (default: the setting).")
+    ] = None,
+    upsample: Annotated[
+        int | None, typer.Option(help="Detector upsampling 0-4 (default: the setting).")
+    ] = None,
+    flip: Annotated[
+        bool | None,
+        typer.Option("--flip/--no-flip", help="Flip-averaged descriptors (default: the setting)."),
+    ] = None,
 ) -> None:
-    """LFW verification over the full pipeline: accuracy at 0.6, k-fold, TAR@FAR, EER."""
+    """LFW verification over the full pipeline: accuracy at 0.6, k-fold, TAR@FAR, EER, each
+    split into pairs with a face detected in both images and pairs that used the fallback."""
     from facewarden.evaluation.lfw import evaluate_lfw, plot_roc
 
-    settings = Settings()
+    settings = _settings(detector=detector, upsample=upsample, descriptor_flip=flip)
     n = workers or settings.workers
     with _progress("embedding LFW images", as_json) as bar:
         task = bar.add_task("", total=None)
@@ -77,6 +107,7 @@ def eval_lfw(
             f"accuracy at {result['fixed_threshold']}",
             f"{result['accuracy_at_fixed_threshold']:.4f}",
         ),
+        ("test images without a detected face", str(result["test_images_without_face"])),
     ]
     if "accuracy_at_train_threshold" in result:
         rows.append(
@@ -85,6 +116,16 @@ def eval_lfw(
                 f"{result['accuracy_at_train_threshold']:.4f}",
             )
         )
+        split = result["at_train_threshold"]
+        for key, label in (("detected_both", "face detected in both"), ("fallback", "fallback")):
+            acc = split[f"accuracy_{key}"]
+            rows.append(
+                (
+                    f"  pairs with {label}",
+                    f"{split[f'pairs_{key}']} pairs, "
+                    + (f"accuracy {acc:.4f}" if acc is not None else "none"),
+                )
+            )
     if "k_fold" in result:
         k = result["k_fold"]
         rows.append((f"{k['folds']}-fold accuracy", f"{k['mean_accuracy']:.4f} ± {k['std']:.4f}"))
@@ -123,6 +164,7 @@ def eval_identify(
 ) -> None:
     """1:N identification: rank-1/rank-10 rates, FNIR at FPIR 1% and 0.1%, predicted vs
     observed FPIR by gallery size."""
+    from facewarden.config import Settings
     from facewarden.evaluation.identify import evaluate_identification
 
     settings = Settings()

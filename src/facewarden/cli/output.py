@@ -166,6 +166,12 @@ def show_ingest(summary: IngestSummary) -> None:
         f"suppressed (erased people) {summary.faces_suppressed}, "
         f"skipped {len(summary.skipped)}"
     )
+    rates = summary.as_dict()
+    out.print(
+        f"  images stored without any face {summary.images_without_face}; "
+        f"{summary.elapsed_s:.1f} s, {rates['images_per_s']} images/s, "
+        f"{rates['faces_per_s']} faces/s (detector {summary.detector})"
+    )
     if summary.skipped:
         table = Table(title="Skipped", show_edge=False)
         table.add_column("file")

@@ -90,3 +90,11 @@ class StorageFull(FacewardenError):
     half written; the operation can be re-run once space is freed)."""
 
     code = "storage_full"
+
+
+class TemplateSpaceMismatch(ConfigurationError):
+    """The gallery holds templates of another recipe (model, alignment, flip averaging) than
+    this process makes: searching would silently miss them, enrolling would mix them."""
+
+    code = "template_space_mismatch"
+    exit_code = 3

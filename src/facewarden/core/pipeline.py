@@ -23,9 +23,11 @@ class PipelineOutput:
     """Faces detected beyond ``max_faces``: not processed (the largest were kept)."""
 
 
-def template_space_id(embedder_id: str, aligner_id: str) -> str:
-    """Identifies a template space: two templates compare only under the same id."""
-    return f"{embedder_id}+{aligner_id}"
+def template_space_id(embedder_id: str, aligner_id: str, flip: bool = False) -> str:
+    """Identifies a template space (the template recipe): two templates compare only under
+    the same id. Flip averaging (the mean of a chip's and its mirror image's descriptors)
+    changes the space, so it is part of the id."""
+    return f"{embedder_id}+{aligner_id}" + ("+flip" if flip else "")
 
 
 class FacePipeline:
@@ -37,8 +39,10 @@ class FacePipeline:
         *,
         min_face_size: int = 20,
         keep_chips: bool = True,
+        flip: bool = False,
     ) -> None:
         self.detector = detector
+        self.flip = flip
         self.aligner = aligner
         self.embedder = embedder
         self.min_face_size = min_face_size
@@ -49,7 +53,14 @@ class FacePipeline:
 
     @property
     def model_id(self) -> str:
-        return template_space_id(self.embedder.model_id, self.aligner.model_id)
+        return template_space_id(self.embedder.model_id, self.aligner.model_id, self.flip)
+
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray:
+        """Descriptors of aligned chips under this pipeline's template recipe."""
+        if not self.flip or not chips:
+            return self.embedder.embed(chips)
+        both = self.embedder.embed(chips + [np.ascontiguousarray(c[:, ::-1]) for c in chips])
+        return (both[: len(chips)] + both[len(chips) :]) / 2
 
     def process(
         self, image: np.ndarray, *, enrol: bool = True, max_faces: int | None = None
@@ -80,7 +91,7 @@ class FacePipeline:
                 continue
             chips.append(chip)
             kept.append((det, quality, chip))
-        descriptors = self.embedder.embed(chips)
+        descriptors = self.describe(chips)
         faces = [
             FaceTemplate(det, quality, descriptors[i], _jpeg(chip) if self.keep_chips else None)
             for i, (det, quality, chip) in enumerate(kept)

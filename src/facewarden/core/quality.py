@@ -43,12 +43,15 @@ def assess(
         flags.append("blurred")
     if abs(yaw) > YAW_FLAG_ABOVE:
         flags.append("profile")
+    pose = detection.pose
+    if pose == "unknown":  # the CNN gives no pose: the coarse pose from the landmarks
+        pose = "frontal" if abs(yaw) <= YAW_FLAG_ABOVE else ("right" if yaw > 0 else "left")
     return Quality(
         width=detection.box.width,
         height=detection.box.height,
         blur=round(blur, 2),
         yaw=round(yaw, 3),
-        pose=detection.pose,
+        pose=pose,
         detector_score=round(detection.score, 4),
         flags=tuple(flags),
     )

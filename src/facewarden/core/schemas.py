@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class FaceMatches:
 
 SEARCH_HEADER = (
     "search_id", "probe", "probe_sha256", "case", "threshold", "gallery_size", "model",
-    "audit_seq",
+    "detector", "audit_seq",
 )  # fmt: skip
 
 
@@ -164,6 +165,8 @@ class SearchResult:
     """How the threshold was chosen: ``fixed`` or ``fpir`` (with its target)."""
     calibration: dict[str, Any] | None = None
     """Where the FMR estimates come from (data, fingerprint, recipe)."""
+    detector: str = ""
+    """The detection setting the probe's faces were found with (e.g. ``cnn-up0``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return search_header(self) | {
@@ -212,12 +215,24 @@ class IngestSummary:
     inserts, commit) and adding to and saving the vector index."""
     subjects: dict[str, Any] | None = None
     """With a manifest: faces linked to subjects, subjects created, files not linked."""
+    detector: str = ""
+    """The detection setting the faces were found with (e.g. ``cnn-up0``)."""
+    images_without_face: int = 0
+    """Images stored in which no face was enrolled."""
+    elapsed_s: float = 0.0
+    """Wall-clock time of the whole run (reading, models, storing, indexing)."""
 
     def as_dict(self) -> dict[str, Any]:
+        per_s = self.elapsed_s or float("inf")
         return ({"subjects": self.subjects} if self.subjects is not None else {}) | {
             "source": self.source,
+            "detector": self.detector,
             "images": self.images,
+            "images_without_face": self.images_without_face,
             "faces": self.faces,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "images_per_s": round(self.images / per_s, 2),
+            "faces_per_s": round(self.faces / per_s, 2),
             "duplicates": self.duplicates,
             "faces_rejected": self.faces_rejected,
             "faces_suppressed": self.faces_suppressed,
@@ -308,6 +323,7 @@ class VideoSearchResult:
     search_id: int | None = None
     threshold_policy: dict[str, Any] | None = None
     """How the threshold was chosen: ``fixed`` or ``fpir`` (with its target)."""
+    detector: str = ""
 
     @property
     def unmatched_tracks(self) -> list[int]:

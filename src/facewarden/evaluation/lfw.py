@@ -72,6 +72,21 @@ def pair_distances(pairs: Pairs, templates: dict[str, np.ndarray]) -> np.ndarray
     )
 
 
+def split_accuracy(
+    distances: np.ndarray, same: np.ndarray, both_detected: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """Accuracy at ``threshold`` separately for pairs with a detected face in both images
+    and pairs where at least one image used the fallback box."""
+    out: dict[str, Any] = {}
+    for key, mask in (("detected_both", both_detected), ("fallback", ~both_detected)):
+        n = int(mask.sum())
+        out[f"pairs_{key}"] = n
+        out[f"accuracy_{key}"] = (
+            round(metrics.accuracy(distances[mask], same[mask], threshold), 4) if n else None
+        )
+    return out
+
+
 def evaluate_lfw(
     data: Path,
     pairs_file: Path,
@@ -105,6 +120,8 @@ def evaluate_lfw(
 
     d = pair_distances(test, templates)
     same = test.same
+    detected = {n: e.faces_found > 0 for n, e in zip(names, embedded, strict=True)}
+    both = np.array([detected[x] and detected[y] for x, y in zip(test.a, test.b, strict=True)])
     threshold = settings.threshold
     far, tar, thr = metrics.roc(d, same)
     tar3, thr3 = metrics.tar_at_far(d, same, 1e-3)
@@ -116,10 +133,12 @@ def evaluate_lfw(
         "impostor_pairs": int((~same).sum()),
         "images": len(names),
         "images_without_face": int((found == 0).sum()),
+        "test_images_without_face": len([n for n in {*test.a, *test.b} if not detected[n]]),
         "images_with_several_faces": int((found > 1).sum()),
         "fallback": FALLBACK,
         "fixed_threshold": threshold,
         "accuracy_at_fixed_threshold": round(metrics.accuracy(d, same, threshold), 4),
+        "at_fixed_threshold": split_accuracy(d, same, both, threshold),
         "tar_at_far_1e-3": round(tar3, 4),
         "threshold_at_far_1e-3": round(thr3, 4),
         "far_resolution": round(1 / max(int((~same).sum()), 1), 6),
@@ -133,6 +152,7 @@ def evaluate_lfw(
             "train_pairs_file": train_file.name if train_file else None,
             "threshold_chosen_on_train": round(t, 4),
             "accuracy_at_train_threshold": round(metrics.accuracy(d, same, t), 4),
+            "at_train_threshold": split_accuracy(d, same, both, t),
         }
     if test.folds > 1:
         k = metrics.k_fold_accuracy(d, same, test.fold)
@@ -146,10 +166,12 @@ def evaluate_lfw(
         "settings": {
             "detector": settings.detector,
             "upsample": settings.upsample,
+            "detector_retry": settings.detector_retry,
+            "descriptor_flip": settings.descriptor_flip,
             "runtime": settings.runtime,
             "workers": workers,
         },
-        "model": (pipeline.model_id if pipeline else None) or _model_id(),
+        "model": (pipeline.model_id if pipeline else None) or _model_id(settings),
         "software": software_versions(),
         "machine": machine(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -159,11 +181,13 @@ def evaluate_lfw(
     return result, {"far": far, "tar": tar, "thresholds": thr}
 
 
-def _model_id() -> str:
+def _model_id(settings: Settings) -> str:
     from facewarden.adapters.models.dlib_models import FivePointAligner, ResnetEmbedder
     from facewarden.core.pipeline import template_space_id
 
-    return template_space_id(ResnetEmbedder.model_id, FivePointAligner.model_id)
+    return template_space_id(
+        ResnetEmbedder.model_id, FivePointAligner.model_id, settings.descriptor_flip
+    )
 
 
 def plot_roc(curves: dict[str, np.ndarray], out: Path, title: str) -> None:

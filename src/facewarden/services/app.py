@@ -36,6 +36,7 @@ from facewarden.core.errors import (
     NotFound,
     NotInitialised,
     PermissionDenied,
+    TemplateSpaceMismatch,
     Unauthenticated,
 )
 from facewarden.core.pipeline import FacePipeline, template_space_id
@@ -56,6 +57,7 @@ class Facewarden:
 
     def __init__(self, settings: Settings, pipeline: FacePipeline | None = None) -> None:
         self.settings = settings
+        self._space_checked = False
         check_production(settings)
         private_files()
         self.engine = db.make_engine(settings.resolved_database_url)
@@ -295,7 +297,30 @@ class Facewarden:
     def model_id(self) -> str:
         from facewarden.adapters.models.dlib_models import FivePointAligner, ResnetEmbedder
 
-        return template_space_id(ResnetEmbedder.model_id, FivePointAligner.model_id)
+        return template_space_id(
+            ResnetEmbedder.model_id, FivePointAligner.model_id, self.settings.descriptor_flip
+        )
+
+    def check_template_space(self) -> None:
+        """Refuse a gallery that holds templates of another recipe than this process makes
+        (checked once per process: this process writes its own recipe only)."""
+        if self._space_checked:
+            return
+        with self.sessions() as session:
+            other = session.execute(
+                select(Face.model_id, func.count())
+                .where(Face.model_id != self.model_id)
+                .group_by(Face.model_id)
+            ).first()
+        if other is not None:
+            flip = other[0].endswith("+flip")
+            raise TemplateSpaceMismatch(
+                f"the gallery holds {other[1]} templates of recipe {other[0]!r} and this "
+                f"configuration makes {self.model_id!r}: they cannot be compared. Set "
+                f"FACEWARDEN_DESCRIPTOR_FLIP={str(flip).lower()} to use the gallery as it "
+                "is, or re-enrol its media under the new recipe into a fresh data directory"
+            )
+        self._space_checked = True
 
     @cached_property
     def _index(self) -> VectorIndex:
@@ -315,6 +340,7 @@ class Facewarden:
 
     def sync_index(self) -> dict[str, int]:
         """Add what the database has and the index lacks; drop what the database no longer has."""
+        self.check_template_space()
         self._index_synced = True
         index = self._index
         with self.sessions() as session:
@@ -597,9 +623,17 @@ def build_pipeline(settings: Settings, threads: int | None = None) -> FacePipeli
     threads = settings.model_threads if threads is None else threads
     runtime, model_dir = settings.runtime, settings.model_dir
     return FacePipeline(
-        build_detector(settings.detector, settings.upsample, runtime, model_dir, threads),
+        build_detector(
+            settings.detector,
+            settings.upsample,
+            runtime,
+            model_dir,
+            threads,
+            retry=settings.detector_retry,
+        ),
         build_aligner(),
         build_embedder(runtime, model_dir, threads),
         min_face_size=settings.min_face_size,
         keep_chips=settings.store_crops,
+        flip=settings.descriptor_flip,
     )

@@ -148,6 +148,7 @@ class IngestService:
         if workers is not None and not 1 <= workers <= MAX_WORKERS:
             raise InvalidInput(f"workers must be between 1 and {MAX_WORKERS}")
         app.authorize(actor, "ingest", "operator", details={"source": source})
+        app.check_template_space()
         with app.sessions() as session:
             src = app.sources.get(session, source)
             retention = timedelta(days=min(max(src.retention_days, 0.0), MAX_DURATION_DAYS))
@@ -168,7 +169,8 @@ class IngestService:
                     f"the manifest names {len(absent)} file(s) not among the inputs: "
                     + ", ".join(absent[:5])
                 )
-        summary = IngestSummary(source=source)
+        summary = IngestSummary(source=source, detector=settings.detector_setting)
+        run_started = time.perf_counter()
         if entries is not None:
             summary.subjects = {"linked_faces": 0, "subjects": 0, "not_linked": []}
 
@@ -187,6 +189,7 @@ class IngestService:
                 "source": source,
                 "paths": [label(str(p)) for p in paths],
                 "items": len(items),
+                "detector": settings.detector_setting,
             }
             | ({"ray": ray} if ray else {}),
         )
@@ -280,7 +283,10 @@ class IngestService:
                 summary.partial.append(Skipped(label(item.path), scan.partial, "partial"))
             store(item.path, sha, video_processed(scan, settings.video_faces_per_track))
 
-        n_workers = workers or settings.workers
+        # Never more worker processes than images: each loads the models (a one-image
+        # ingest runs in this process, with no pool to start).
+        images = sum(1 for item in items if item.video is None and item.error is None)
+        n_workers = min(workers or settings.workers, max(images, 1))
         failure: BaseException | None = None
         try:
             if n_workers <= 1 and ray is None:
@@ -311,6 +317,7 @@ class IngestService:
                             error.code,
                         )
                     )
+            summary.elapsed_s = time.perf_counter() - run_started
             app.save_index()
             outcome = "failed" if failure else "interrupted" if summary.interrupted else "ok"
             try:
@@ -550,6 +557,7 @@ class IngestService:
             summary.videos += 1
         else:
             summary.images += 1
+            summary.images_without_face += not new_faces
         summary.faces += len(new_faces)
         if entry is not None and summary.subjects is not None:
             if subject_id is not None:

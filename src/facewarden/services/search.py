@@ -175,7 +175,7 @@ class SearchService:
             if exc.code != "low_quality_probe":
                 app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
-        extra: dict = {"threshold_policy": policy}
+        extra: dict = {"threshold_policy": policy, "detector": app.settings.detector_setting}
         if where is not None:
             extra["filter"] = filter_dict(where)
         if analysed.notes:
@@ -213,6 +213,7 @@ class SearchService:
             search_id,
             analysed.notes,
             threshold_policy=policy,
+            detector=app.settings.detector_setting,
             calibration=calibration.summary() if calibration else None,
         )
 

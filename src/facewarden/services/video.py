@@ -241,6 +241,7 @@ class VideoSearchService:
         summary = scan.summary()
         extra = {
             "threshold_policy": policy,
+            "detector": app.settings.detector_setting,
             "video": summary,
             "partial": scan.partial,
             "tracks": [
@@ -273,6 +274,7 @@ class VideoSearchService:
             threshold=threshold,
             gallery_size=size,
             model=app.model_id,
+            detector=app.settings.detector_setting,
             video=summary,
             tracks=tracks,
             timeline=build_timeline(tracks, scan.gap_s),

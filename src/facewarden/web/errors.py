@@ -24,6 +24,7 @@ from facewarden.core.errors import (
     PermissionDenied,
     Refused,
     StorageFull,
+    TemplateSpaceMismatch,
 )
 
 log = logging.getLogger("facewarden.web")
@@ -37,6 +38,7 @@ STATUS = [
     (Refused, 403),
     (NotInitialised, 503),
     (AuditFailure, 503),
+    (TemplateSpaceMismatch, 409),  # before its base class: a gallery/setting conflict
     (DecryptionFailed, 503),  # key_missing and wrong_key are NotInitialised: 503 as well
     (Busy, 503),
     (StorageFull, 503),

@@ -86,7 +86,20 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+_SESSIONS: dict[tuple[str, int], object] = {}
+"""One session per model file and thread count in a process: the detector at two upsamplings
+(the retry) shares the network, loaded once (an ONNX Runtime session may run concurrently)."""
+
+
 def _session(path: Path, threads: int):
+    with _LOCK:
+        session = _SESSIONS.get((str(path), threads))
+        if session is None:
+            session = _SESSIONS[(str(path), threads)] = _new_session(path, threads)
+        return session
+
+
+def _new_session(path: Path, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()

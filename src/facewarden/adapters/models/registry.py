@@ -13,7 +13,7 @@ from pathlib import Path
 from facewarden.core.ports import FaceAligner, FaceDetector, FaceEmbedder
 
 log = logging.getLogger(__name__)
-DETECTORS = ("hog", "cnn")
+DETECTORS = ("hog", "cnn", "hybrid")
 RUNTIMES = ("auto", "onnx", "dlib")
 
 
@@ -37,13 +37,30 @@ def build_detector(
     runtime: str = "dlib",
     model_dir: Path | None = None,
     threads: int = 0,
+    retry: bool = False,
 ) -> FaceDetector:
+    """``retry``: where nothing is found, the CNN once more at ``upsample + 1``."""
     from facewarden.adapters.models import dlib_models
+
+    if retry:
+        from facewarden.adapters.models.strategy import HybridDetector
+
+        return HybridDetector(
+            build_detector(kind, upsample, runtime, model_dir, threads),
+            build_detector("cnn", upsample + 1, runtime, model_dir, threads),
+        )
 
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector {kind!r}; choose one of {list(DETECTORS)}")
     if kind == "hog":  # HOG has no network: dlib's own implementation in every runtime
         return dlib_models.HogDetector(upsample)
+    if kind == "hybrid":
+        from facewarden.adapters.models.strategy import HybridDetector
+
+        return HybridDetector(
+            dlib_models.HogDetector(upsample),
+            build_detector("cnn", upsample, runtime, model_dir, threads),
+        )
 
     def onnx() -> FaceDetector:
         from facewarden.adapters.models.onnx_models import OnnxMmodDetector

@@ -1,0 +1,212 @@
+"""Detection strategies, the template recipe (flip averaging) and what a run records of them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facewarden.adapters.models.registry import build_detector
+from facewarden.adapters.models.strategy import HybridDetector
+from facewarden.config import Settings
+from facewarden.core.errors import TemplateSpaceMismatch
+from facewarden.core.pipeline import FacePipeline
+from facewarden.services.app import Facewarden
+
+from conftest import (
+    GALLERY,
+    MODEL_CACHE,
+    add_source,
+    last_event,
+    make_settings,
+    open_case,
+    probe,
+)
+
+
+class Counting:
+    """A real detector that counts its calls (to see which one a strategy ran)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, 0
+        self.model_id = inner.model_id
+
+    def detect(self, image: np.ndarray):
+        self.calls += 1
+        return self.inner.detect(image)
+
+
+def rgb(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_hybrid_runs_the_cnn_only_where_hog_finds_nothing():
+    hog = Counting(build_detector("hog", 0))
+    cnn = Counting(build_detector("cnn", 1, "auto", MODEL_CACHE))
+    hybrid = HybridDetector(hog, cnn)
+    assert hybrid.model_id == "dlib-hog-up0>dlib-mmod-up1"
+    portrait = rgb(GALLERY / "biden.jpg")
+    assert len(hybrid.detect(portrait)) == 1 and (hog.calls, cnn.calls) == (1, 0)
+    # The same face at a sixth of its size (about 50 pixels): under HOG's floor at upsampling 0,
+    # within the CNN's reach at upsampling 1.
+    h, w = portrait.shape[:2]
+    small = np.asarray(Image.fromarray(portrait).resize((w // 6, h // 6)))
+    assert hog.inner.detect(small) == []  # (not counted)
+    found = hybrid.detect(small)
+    assert len(found) == 1 and (hog.calls, cnn.calls) == (2, 1)
+    box = found[0].box
+    assert 0 <= box.left < box.right <= w // 6 and 0 <= box.top < box.bottom <= h // 6
+
+
+def test_registry_builds_each_detector_setting():
+    hybrid = build_detector("hybrid", 0, "auto", MODEL_CACHE)
+    assert hybrid.model_id == "dlib-hog-up0>dlib-mmod-up0"
+    with pytest.raises(ValueError, match="unknown detector"):
+        build_detector("sift", 0)
+    assert Settings(detector="cnn", upsample=0).detector_setting == "cnn-up0+retry-up1"
+    assert Settings(detector="hog", upsample=1, detector_retry=False).detector_setting == "hog-up1"
+    retry = build_detector("cnn", 0, "auto", MODEL_CACHE, retry=True)
+    assert retry.model_id == "dlib-mmod-up0>dlib-mmod-up1"
+
+
+def test_flip_averaging_is_its_own_template_space(pipeline: FacePipeline):
+    flipped = FacePipeline(pipeline.detector, pipeline.aligner, pipeline.embedder, flip=True)
+    assert flipped.model_id == pipeline.model_id + "+flip"
+    image = rgb(GALLERY / "biden.jpg")
+    plain = pipeline.process(image).faces[0].descriptor
+    averaged = flipped.process(image).faces[0].descriptor
+    chip = pipeline.aligner.align(image, pipeline.detector.detect(image)[0].box)[0]
+    mirror = pipeline.embedder.embed([np.ascontiguousarray(chip[:, ::-1])])[0]
+    assert np.allclose(averaged, (plain + mirror) / 2, atol=1e-5)
+    assert 0 < np.linalg.norm(averaged - plain) < 0.2  # the same face, another template
+
+
+def test_a_gallery_of_another_recipe_is_refused_not_silently_missed(
+    tmp_path, database_url, pipeline
+):
+    settings = make_settings(tmp_path / "data", database_url)
+    fw, _ = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
+    admin = fw.actor(name="admin")
+    add_source(fw, admin)
+    assert fw.ingest.run(admin, [GALLERY / "biden.jpg"], "press").faces == 1
+    open_case(fw, admin)
+    fw.engine.dispose()
+
+    flip = make_settings(tmp_path / "data", database_url, descriptor_flip=True)
+    flipped = FacePipeline(pipeline.detector, pipeline.aligner, pipeline.embedder, flip=True)
+    other = Facewarden(flip, pipeline=flipped)
+    admin = other.actor(name="admin")
+    with pytest.raises(TemplateSpaceMismatch, match="FACEWARDEN_DESCRIPTOR_FLIP=false") as exc:
+        other.search.search(admin, probe("obama1.jpg"), case="CASE-1")
+    assert exc.value.exit_code == 3 and "1 templates" in exc.value.message
+    with pytest.raises(TemplateSpaceMismatch):
+        other.ingest.run(admin, [GALLERY / "kit_harington.jpg"], "press")
+    from sqlalchemy import func, select
+
+    from facewarden.adapters.storage.tables import Face
+
+    with other.sessions() as session:  # nothing of the new recipe was mixed in
+        assert session.scalar(select(func.count()).select_from(Face)) == 1
+    other.engine.dispose()
+
+
+def test_search_and_ingest_record_the_detector_setting(tmp_path, database_url, pipeline):
+    settings = make_settings(
+        tmp_path / "data", database_url, detector="hybrid", upsample=0, detector_retry=False
+    )
+    fw, _ = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
+    admin = fw.actor(name="admin")
+    add_source(fw, admin)
+    empty = tmp_path / "empty.jpg"
+    Image.new("RGB", (120, 90), (90, 90, 90)).save(empty)
+    summary = fw.ingest.run(admin, [GALLERY / "biden.jpg", empty], "press")
+    assert (summary.images, summary.faces, summary.images_without_face) == (2, 1, 1)
+    out = summary.as_dict()
+    assert out["detector"] == "hybrid-up0" and out["elapsed_s"] > 0
+    assert out["images_per_s"] == pytest.approx(2 / summary.elapsed_s, rel=0.01)
+    assert out["faces_per_s"] == pytest.approx(1 / summary.elapsed_s, rel=0.01)
+    start = last_event(fw, "ingest.start")
+    assert json.loads(start.details)["detector"] == "hybrid-up0"
+    open_case(fw, admin)
+    result = fw.search.search(admin, probe("obama1.jpg"), case="CASE-1")
+    assert result.as_dict()["detector"] == "hybrid-up0"
+    assert json.loads(last_event(fw, "search").details)["detector"] == "hybrid-up0"
+    fw.engine.dispose()
+
+
+def test_ingest_summary_in_the_cli(tmp_path, database_url):
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {
+        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
+        "FACEWARDEN_WORKERS": "1",
+        "FACEWARDEN_DETECTOR": "hybrid",
+        "COLUMNS": "200",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    env.pop("FACEWARDEN_TOKEN", None)
+    if database_url:
+        env["FACEWARDEN_DATABASE_URL"] = database_url
+
+    def cli(*args: object) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "facewarden", *map(str, args)],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc.stdout
+
+    cli("init")
+    cli(
+        "source",
+        "add",
+        "press",
+        "--lawful-basis",
+        "Art. 6(1)(e) GDPR",
+        "--purpose",
+        "test",
+        "--jurisdiction",
+        "fr",
+        "--retention",
+        "30d",
+    )
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (120, 90), (90, 90, 90)).save(folder / "empty.jpg")
+    (folder / "biden.jpg").write_bytes((GALLERY / "biden.jpg").read_bytes())
+    out = json.loads(cli("ingest", folder, "--source", "press", "--json"))
+    assert (out["images"], out["faces"], out["images_without_face"]) == (2, 1, 1)
+    assert out["detector"] == "hybrid-up0+retry-up1" and out["elapsed_s"] > 0
+    assert out["images_per_s"] > 0 and out["faces_per_s"] > 0
+    (folder / "kit.jpg").write_bytes((GALLERY / "kit_harington.jpg").read_bytes())
+    text = cli("ingest", folder, "--source", "press")
+    assert "images stored without any face 0" in text and "faces/s" in text
+    assert "images/s" in text and "detector hybrid-up0+retry-up1" in text
+
+
+def test_the_api_answers_a_recipe_conflict_with_409_not_500():
+    from facewarden.web.errors import status_of
+
+    assert status_of(TemplateSpaceMismatch("the gallery holds another recipe")) == 409
+
+
+def test_the_cli_loads_no_database_model_or_video_code_for_help():
+    import subprocess
+    import sys
+
+    heavy = ("numpy", "sqlalchemy", "alembic", "dlib", "av", "faiss", "onnxruntime", "pydantic")
+    code = f"import sys, facewarden.cli.app\nprint([m for m in {heavy!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    help_run = subprocess.run(
+        [sys.executable, "-m", "facewarden", "--help"], capture_output=True, text=True
+    )
+    assert help_run.returncode == 0 and "ingest" in help_run.stdout
