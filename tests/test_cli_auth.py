@@ -112,12 +112,21 @@ def test_expired_token_is_refused_clearly_and_its_owner_rotates_it(installed):
     url = installed.env.get("FACEWARDEN_DATABASE_URL") or (
         f"sqlite:///{installed.tmp / 'data' / 'facewarden.db'}"
     )
+    bob = installed("user", "add", "bob", "--role", "reviewer").stdout.strip().splitlines()[-1]
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
-        conn.execute(text("UPDATE users SET token_issued_at = :t"), {"t": "2020-01-01"})
+        conn.execute(
+            text("UPDATE users SET token_issued_at = :t WHERE name = 'admin'"), {"t": "2020-01-01"}
+        )
     engine.dispose()
     proc = installed("stats", ok=False)
     assert proc.returncode == 3 and "[token_expired]" in proc.stderr
+    # An expired token rotates itself only: never someone else's, even with --as their name.
+    for args in (("user", "token", "rotate", "bob"), ("--as", "bob", "user", "token", "rotate")):
+        stolen = installed(*args, ok=False)
+        assert stolen.returncode == 3, stolen.stderr
+        assert "[not_your_token]" in stolen.stderr or "[token_expired]" in stolen.stderr
+    assert installed("case", "list", token=bob).returncode == 0  # bob's token still works
     installed("user", "token", "rotate")
     assert json.loads(installed("stats", "--json").stdout)["faces"] == 5
 

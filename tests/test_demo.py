@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from facewarden.cli import output
-from facewarden.cli.demo import DEMO_MARKER, default_demo_dir, run_demo
+from facewarden.cli.demo import DEMO_MARKER, DEMO_USER, default_demo_dir, run_demo
 from facewarden.core.errors import InvalidInput
 
 
@@ -59,3 +59,20 @@ def test_a_directory_the_demo_did_not_make_is_never_deleted():
     with pytest.raises(InvalidInput, match="not made by 'facewarden demo'"):
         run_demo()
     assert (mine / "notes.txt").read_text() == "not a demo"
+
+
+def test_the_demo_never_acts_in_an_existing_installation(tmp_path, monkeypatch):
+    """``facewarden --data-dir DIR demo`` on someone's data directory is refused: the demo
+    would otherwise act by the bare name ``demo`` in a gallery it did not make."""
+    from facewarden.config import Settings
+    from facewarden.services.app import Facewarden
+
+    monkeypatch.setenv("FACEWARDEN_DETECTOR", "hog")
+    settings = Settings(data_dir=tmp_path / "data")
+    app, _ = Facewarden.init(settings, admin_name=DEMO_USER)  # a user named like the demo's
+    app.close()
+    with pytest.raises(InvalidInput, match="not made by 'facewarden demo'"):
+        run_demo(settings)
+    app = Facewarden(settings)
+    assert [e["actor"] for e in app.audit.events()] == [DEMO_USER]  # only its own init
+    app.close()

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from facewarden.adapters.video import VideoReader
-from facewarden.core.errors import InvalidInput, MediaError, PermissionDenied
+from facewarden.core.errors import InvalidInput, MediaError, PermissionDenied, Refused
 from facewarden.core.schemas import Box, Candidate, Detection, FaceTemplate, Quality, TrackMatches
 from facewarden.core.tracking import FaceTracker, build_timeline, iou, merge_ranges
 from facewarden.services.app import Facewarden
@@ -342,7 +342,20 @@ def test_redact_image_blurs_everyone_but_the_kept_face(gallery_fw, admin, tmp_pa
     ines = add_user(gallery_fw, admin, "ines", "investigator")
     obama = _gallery_face(gallery_fw, "obama")
     out = tmp_path / "disclosed.png"
-    report = gallery_fw.redaction.redact(ines, PROBES / "obama_and_biden.jpg", [obama], out)
+    # A redaction compares faces with gallery faces: only under a case the investigator is
+    # assigned to, and only faces that case's searches returned (no unlogged 1:N test).
+    with pytest.raises(Refused):
+        gallery_fw.redaction.redact(ines, PROBES / "obama_and_biden.jpg", [obama], out)
+    gallery_fw.cases.assign(admin, "CASE-1", "ines")
+    with pytest.raises(Refused) as refused:
+        gallery_fw.redaction.redact(
+            ines, PROBES / "obama_and_biden.jpg", [obama], out, case="CASE-1"
+        )
+    assert refused.value.code == "not_a_case_candidate" and not out.exists()
+    gallery_fw.search.search(ines, (PROBES / "obama1.jpg").read_bytes(), case="CASE-1")
+    report = gallery_fw.redaction.redact(
+        ines, PROBES / "obama_and_biden.jpg", [obama], out, case="CASE-1"
+    )
     assert report.faces_kept == 1 and report.faces_blurred >= 1
     faces = gallery_fw.pipeline.process(np.asarray(Image.open(out).convert("RGB")), enrol=False)
     names = set()
@@ -355,10 +368,14 @@ def test_redact_image_blurs_everyone_but_the_kept_face(gallery_fw, admin, tmp_pa
     rita = add_user(gallery_fw, admin, "rita", "reviewer")
     with pytest.raises(PermissionDenied):
         gallery_fw.redaction.redact(rita, PROBES / "obama1.jpg", [obama], tmp_path / "x.png")
+    with pytest.raises(Refused):  # not a candidate of the case (nor a gallery face)
+        gallery_fw.redaction.redact(
+            ines, PROBES / "obama1.jpg", [999999], tmp_path / "y.png", case="CASE-1"
+        )
     with pytest.raises(InvalidInput):
-        gallery_fw.redaction.redact(ines, PROBES / "obama1.jpg", [999999], tmp_path / "y.png")
-    with pytest.raises(InvalidInput):
-        gallery_fw.redaction.redact(ines, PROBES / "obama1.jpg", [obama], tmp_path / "y.mp4")
+        gallery_fw.redaction.redact(
+            ines, PROBES / "obama1.jpg", [obama], tmp_path / "y.mp4", case="CASE-1"
+        )
 
 
 @pytest.mark.slow  # detects every frame of the clip again (about a minute on two cores)
@@ -366,6 +383,7 @@ def test_redact_video_keeps_only_the_named_person(video_fw, tmp_path):
     ines = video_fw.test_investigator
     video_fw.settings.video_fps = FPS
     lmm = _gallery_face(video_fw, "lin_manuel")
+    video_fw.search.search(ines, LMM.read_bytes(), case="CASE-1")  # a candidate of the case
     out = tmp_path / "disclosed.mp4"
     report = video_fw.redaction.redact(ines, CLIP, [lmm], out, case="CASE-1")
     assert report.kind == "video" and report.frames == 275

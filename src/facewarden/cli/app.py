@@ -17,7 +17,7 @@ from facewarden.cli import output
 from facewarden.cli.evaluate import eval_app
 from facewarden.cli.lazy import Lazy
 from facewarden.core.actors import Actor
-from facewarden.core.errors import FacewardenError, InvalidInput
+from facewarden.core.errors import FacewardenError, InvalidInput, Refused
 
 if TYPE_CHECKING:
     from facewarden.adapters.index.base import IndexFilter
@@ -895,6 +895,12 @@ def user_token_rotate(
             # An expired token may still rotate itself, here, with the data directory.
             stored = os.environ.get(TOKEN_ENV) or read_token_file(token_file(fw.settings))
             actor = fw.actor(token=stored, allow_expired=True)
+            if name not in (None, actor.name) or state.acting_as not in (None, actor.name):
+                # Only the owner's own token, never anyone else's, even by --as NAME.
+                raise Refused(
+                    f"an expired token may only rotate itself (it is {actor.name!r}'s)",
+                    code="not_your_token",
+                ) from exc
             where = TOKEN_ENV if os.environ.get(TOKEN_ENV) else str(token_file(fw.settings))
         target = name or actor.name
         token = fw.users.rotate(actor, target)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from facewarden.cli import output
 from facewarden.config import Settings
-from facewarden.core.errors import InvalidInput
+from facewarden.core.errors import InvalidInput, Refused
 from facewarden.services.app import Facewarden
 
 DEMO_SOURCE = "demo-press-photos"
@@ -37,14 +37,14 @@ def fresh_demo_dir(path: Path) -> Path:
     Only a directory an earlier demo created (it holds ``DEMO_MARKER``) is removed; anything
     else at that path is refused rather than deleted.
     """
-    if path.exists():
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
         if not (path / DEMO_MARKER).is_file():
             raise InvalidInput(
                 f"{path} exists and was not made by 'facewarden demo'; move it away, or run "
                 "'facewarden --data-dir DIR demo'"
             )
         shutil.rmtree(path)
-    path.mkdir(parents=True, mode=0o700)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     (path / DEMO_MARKER).write_text("made by 'facewarden demo'; replaced by its next run\n")
     return path
 
@@ -62,9 +62,18 @@ def run_demo(s: Settings | None = None) -> None:
             index="faiss",
             template_key=None,
         )
+    else:  # --data-dir: a new directory, or one an earlier demo made (never anyone's data)
+        s = s.model_copy(update={"data_dir": fresh_demo_dir(s.data_dir)})
     fw, token = Facewarden.init(s, admin_name=DEMO_USER)
     try:
-        actor = fw.actor(name=DEMO_USER)
+        if token is None:
+            # The database already had users (e.g. a PostgreSQL database that outlived the
+            # directory): the demo never acts as someone by name.
+            raise Refused(
+                "the demo needs a new database: this one already has users",
+                code="not_a_new_database",
+            )
+        actor = fw.actor(token=token)
         output.out.print(f"[bold]facewarden demo[/] in {s.data_dir}")
         gallery, probe = demo_files()
         with suppress(InvalidInput):  # already registered by an earlier run in this directory

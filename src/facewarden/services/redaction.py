@@ -23,11 +23,11 @@ from PIL import Image, ImageFilter
 from sqlalchemy import select
 
 from facewarden.adapters.imaging import IMAGE_SUFFIXES, decode_image
-from facewarden.adapters.storage.tables import Face, Media
+from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit
 from facewarden.adapters.video import VideoReader, file_sha256, is_video_path
 from facewarden.core.actors import Actor
 from facewarden.core.binding import template_aad
-from facewarden.core.errors import FacewardenError, InvalidInput
+from facewarden.core.errors import FacewardenError, InvalidInput, Refused
 from facewarden.core.schemas import Box
 from facewarden.core.tracking import Track, iou
 from facewarden.services.video import VideoProgress, scan_video
@@ -118,6 +118,12 @@ class RedactionService:
             raise InvalidInput("the output must be of the same kind (image or video) as the input")
         if out.resolve() == source.resolve():
             raise InvalidInput("the output must not overwrite the input")
+        if not actor.has("dpo"):
+            # Comparing faces with gallery faces is a search: an open case the investigator
+            # is assigned to, and only faces that case's searches returned (restricted
+            # media never), so a redaction cannot be used as an unlogged 1:N membership test.
+            info = app.cases.require_usable(actor, case, "redact", details=fields["details"])
+            self._check_keep(actor, info.ref, keep, fields)
         kept = self._kept_templates(keep)
         try:
             if video:
@@ -136,6 +142,36 @@ class RedactionService:
             details={k: v for k, v in report.as_dict().items() if k != "tracks"},
         )
         return report
+
+    def _check_keep(self, actor: Actor, ref: str, keep: list[int], fields: dict[str, Any]) -> None:
+        """Refuse (logged) kept faces that are not candidates of the case, or restricted."""
+        app = self.app
+        with app.sessions() as session:
+            candidates = set(
+                session.scalars(
+                    select(SearchHit.face_id)
+                    .join(CaseSearch, CaseSearch.id == SearchHit.search_id)
+                    .join(Case, Case.id == CaseSearch.case_id)
+                    .where(Case.ref == ref, SearchHit.face_id.in_(keep))
+                )
+            )
+            restricted = set(
+                session.scalars(
+                    select(Face.id)
+                    .join(Media, Media.id == Face.media_id)
+                    .where(Face.id.in_(keep), Media.restricted.is_(True))
+                )
+            )
+        wrong = sorted((set(keep) - candidates) | restricted)
+        if wrong:
+            problem = (
+                f"redact refused: faces {', '.join(map(str, wrong))} are not candidates of "
+                f"case {ref} (or belong to restricted media)"
+            )
+            app.audit.record(
+                actor, "redact", outcome="refused", error=problem, **(fields | {"case_ref": ref})
+            )
+            raise Refused(problem, code="not_a_case_candidate")
 
     def _kept_templates(self, keep: list[int]) -> np.ndarray:
 

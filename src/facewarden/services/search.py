@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import Row, Select, bindparam, select
 
 from facewarden.adapters.index.base import IndexFilter
-from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import (
     Case,
     CaseSearch,
@@ -302,6 +302,9 @@ class SearchService:
         app = self.app
         problem = None
         with transaction(app.writes) as session:
+            # Held shared like ingest: a key rotation's final check (exclusive) cannot pass
+            # between this transaction choosing the current key and committing under it.
+            erasure_lock(session, shared=True)
             q = select(Case).where(Case.ref == ref)
             if session.get_bind().dialect.name == "postgresql":
                 q = q.with_for_update()
@@ -339,9 +342,9 @@ class SearchService:
                     **audit,
                 )
                 templates = None
+                cipher = app.keys.writing(session)
                 if case.keep_probe_templates and faces:
                     vecs = np.stack([f.descriptor for f in faces]).astype("<f4")
-                    cipher = app.keys.writing(session)
                     templates = cipher.encrypt(vecs.tobytes(), probe_aad(ref, probe_hash))
                 record = CaseSearch(
                     case_id=case.id,
@@ -352,12 +355,12 @@ class SearchService:
                     audit_seq=event.seq,
                     faces=len(faces),
                     probe_templates=templates,
-                    key_id=app.cipher.key_id if templates is not None else None,
+                    key_id=cipher.key_id if templates is not None else None,
                 )
                 session.add(record)
                 session.flush()
                 times = probe_times or [None] * len(matches)
-                writer = app.keys.writing(session)
+                writer = cipher
                 session.add_all(
                     ProbeFace(
                         search_id=record.id,
