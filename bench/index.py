@@ -94,6 +94,8 @@ def gallery(
 def exact(vectors: np.ndarray, queries: np.ndarray, k: int, mask=None) -> np.ndarray:
     """Positions of the exact ``k`` nearest (among ``mask``), -1 where fewer exist."""
     idx = np.arange(len(vectors)) if mask is None else np.flatnonzero(mask)
+    if not len(idx):  # a filter admitting nothing (tiny galleries): no neighbour at all
+        return np.full((len(queries), k), -1, dtype=np.int64)
     pos = faiss.knn(queries, np.ascontiguousarray(vectors[idx]), min(k, len(idx)))[1]
     pos = np.pad(pos, ((0, 0), (0, k - pos.shape[1])), constant_values=-1)
     return np.where(pos >= 0, idx[np.maximum(pos, 0)], -1)
