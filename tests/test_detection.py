@@ -65,7 +65,8 @@ def test_registry_builds_each_detector_setting():
     assert hybrid.model_id == "dlib-hog-up0>dlib-mmod-up0"
     with pytest.raises(ValueError, match="unknown detector"):
         build_detector("sift", 0)
-    assert Settings(detector="cnn", upsample=0).detector_setting == "cnn-up0+retry-up1"
+    cnn = Settings(detector="cnn", upsample=0, detector_retry=True)
+    assert cnn.detector_setting == "cnn-up0+retry-up1"
     assert Settings(detector="hog", upsample=1, detector_retry=False).detector_setting == "hog-up1"
     retry = build_detector("cnn", 0, "auto", MODEL_CACHE, retry=True)
     assert retry.model_id == "dlib-mmod-up0>dlib-mmod-up1"

@@ -137,7 +137,8 @@ def test_api_answers_422_and_keeps_the_connection(server, method, path, body):
     ],
 )  # fmt: skip
 def test_cli_prints_a_clear_error(fw, settings, args):
-    env = os.environ | {"FACEWARDEN_DATA_DIR": str(settings.data_dir)}
+    token = fw.users.rotate(fw.actor(name="admin"))  # the CLI acts by a credential
+    env = os.environ | {"FACEWARDEN_DATA_DIR": str(settings.data_dir), "FACEWARDEN_TOKEN": token}
     if settings.database_url:
         env["FACEWARDEN_DATABASE_URL"] = settings.database_url
     run = subprocess.run(

@@ -9,10 +9,10 @@ import json
 from datetime import timedelta
 
 import pytest
-from cryptography.exceptions import InvalidTag
 from PIL import Image
 from sqlalchemy import func, select, update
 
+from facewarden.adapters.crypto import DecryptionFailed
 from facewarden.adapters.storage.tables import Case, ProbeFace
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import NotFound, PermissionDenied, Refused
@@ -83,7 +83,7 @@ def test_a_probe_face_moved_to_another_search_does_not_decrypt(case):
             .where(ProbeFace.search_id == other.search_id, ProbeFace.face_index == 0)
             .values(data=blob)
         )
-    with pytest.raises(InvalidTag):
+    with pytest.raises(DecryptionFailed):  # AES-GCM's tag fails: altered or moved
         fw.review.probe_face(users["ines"], other.search_id, 0)
 
 

@@ -53,14 +53,16 @@ class Settings(BaseSettings):
     target_fpir: float = Field(0.01, gt=0, lt=1)
     """Target false positive identification rate of the ``fpir`` policy."""
     top_k: int = Field(10, ge=1, le=1000)
-    detector: Literal["hog", "cnn", "hybrid"] = "cnn"
+    detector: Literal["hog", "cnn", "hybrid"] = "hog"
     """Face detector: ``cnn`` (dlib's MMOD CNN on ONNX Runtime: also turned, dark and partly
     hidden faces), ``hog`` (dlib's frontal HOG) or ``hybrid`` (HOG, then the CNN on images
-    where HOG found nothing). docs/detection.md has the measurements behind the default."""
-    upsample: int = Field(0, ge=0, le=4)
+    where HOG found nothing). docs/detection.md has the measurements: ``cnn`` at upsampling 0
+    with the retry wins on them, and becomes the default once the probe quality bar and the
+    false-match calibration, derived with HOG's boxes, are re-derived for it."""
+    upsample: int = Field(1, ge=0, le=4)
     """Times the image is doubled before detection: each finds faces half as small (HOG's
     smallest is about 80 pixels at 0, the CNN's about 40) at about four times the cost."""
-    detector_retry: bool = True
+    detector_retry: bool = False
     """Where the detector finds no face, look once more at one more upsampling (small faces:
     a distant or low-resolution probe) - the cost only on images without a face."""
     descriptor_flip: bool = False
