@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select
-from test_cli import cli, gallery_cli  # noqa: F401 (fixtures)
+from test_cli import cli, cli_gallery_seed, gallery_cli  # noqa: F401 (fixtures)
 from test_index_backends import _labels, _vectors, open_index  # noqa: F401 (fixture)
 from webserver import running_server
 

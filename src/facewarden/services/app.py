@@ -86,6 +86,7 @@ class Facewarden:
         # The index's subkeys are derived from the template key it was opened under; after a
         # rotation (self.cipher replaced) rebuild_index reopens it under the current key.
         self._template_key = cipher.key
+        self._cipher_key_of_index = cipher.key  # the template key when the index was keyed
         audit_key = load_audit_key(settings, self.engine)
         self.audit = AuditLog(
             self.sessions,
@@ -468,7 +469,8 @@ class Facewarden:
     def rebuild_index(self) -> int:
         """Empty the index and refill it from every template in the database (under the
         current template key's subkeys: after a key rotation, the index is re-keyed)."""
-        if self._template_key != self.cipher.key:
+        if self._cipher_key_of_index != self.cipher.key:  # the template key was rotated
+            self._cipher_key_of_index = self.cipher.key
             return self.rekey_index(self.cipher.key)
         problem = getattr(self._index, "load_problem", None)
         self._index.reset()
