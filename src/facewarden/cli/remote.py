@@ -15,6 +15,7 @@ export/close``, ``confirm``, ``reject``, ``user list``. Other commands say so (e
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -96,13 +97,20 @@ def case_info(data: dict[str, Any]) -> CaseInfo:
 
 
 def search_result(data: dict[str, Any]) -> SearchResult:
+    """The server's search JSON as the result the local mode prints (same contract)."""
+    candidate_fields = {f.name for f in fields(Candidate)}
     faces = [
         FaceMatches(
             f["box"],
             f["quality"],
-            [Candidate(**{k: v for k, v in c.items() if k != "crop_url"}) for c in f["candidates"]],
-            f.get("quality_problems", []),
-            f.get("searched", True),
+            [
+                Candidate(**{k: v for k, v in c.items() if k in candidate_fields})
+                for c in f["candidates"]
+            ],
+            expected_false_candidates=f.get("expected_false_candidates"),
+            duplicates_collapsed=f.get("duplicates_collapsed", 0),
+            quality_problems=f.get("quality_problems", []),
+            searched=f.get("searched", True),
         )
         for f in data["faces"]
     ]
@@ -116,6 +124,10 @@ def search_result(data: dict[str, Any]) -> SearchResult:
         faces,
         data.get("audit_seq"),
         data.get("search_id"),
+        notes=data.get("notes", []),
+        threshold_policy=data.get("threshold_policy"),
+        calibration=data.get("calibration"),
+        detector=data.get("detector", ""),
     )
 
 
