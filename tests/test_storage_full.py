@@ -46,11 +46,12 @@ def full(fw, admin, settings, tmp_path):
     add_source(fw, admin)
     fw.ingest.run(admin, [GALLERY], "press")
     open_case(fw, admin)
+    token = fw.users.rotate(admin)  # the CLI acts by the admin's credential
     fw.close()
     reader = sqlite3.connect(settings.data_dir / "facewarden.db")
     reader.execute("SELECT count(*) FROM media").fetchone()
     assert (settings.data_dir / "facewarden.db-shm").stat().st_size >= 32768
-    env = os.environ | {"FACEWARDEN_DATA_DIR": str(settings.data_dir)}
+    env = os.environ | {"FACEWARDEN_DATA_DIR": str(settings.data_dir), "FACEWARDEN_TOKEN": token}
 
     def run(*args: str, limit: int | None = LIMIT) -> subprocess.CompletedProcess:
         return subprocess.run(

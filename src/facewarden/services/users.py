@@ -8,6 +8,7 @@ server-side record that log-out, token rotation and disabling the user end at on
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.faults import storage_failure
 from facewarden.adapters.storage.tables import ConsoleSession, User
 from facewarden.core.actors import ROLES, Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import InvalidInput, NotFound, Refused, Unauthenticated
 from facewarden.core.limits import NAME_CHARS, check_text
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from facewarden.services.app import Facewarden
@@ -71,8 +75,14 @@ class UserService:
             )
         last = as_utc(user.last_used_at) if user.last_used_at else None
         if last is None or now - last >= LAST_USE_RESOLUTION:
-            with transaction(self.app.writes) as w:
-                w.execute(update(User).where(User.id == user.id).values(last_used_at=now))
+            try:
+                with transaction(self.app.writes) as w:
+                    w.execute(update(User).where(User.id == user.id).values(last_used_at=now))
+            except Exception as exc:
+                # Last use is a convenience: on a full disk, reads must still work.
+                if storage_failure(exc) is None:
+                    raise
+                log.warning("last use of %s not recorded: %s", user.name, exc)
         return Actor(user.name, frozenset(user.roles.split(",")))
 
     def user_of_token(self, token: str) -> str | None:
