@@ -78,7 +78,8 @@ def test_cli_ingest_workers_die_with_a_killed_parent(fw, admin, settings, tmp_pa
     add_source(fw, admin)
     folder = tmp_path / "batch"
     varied_images(folder, 60)
-    env = os.environ | {"FACEWARDEN_DATA_DIR": str(settings.data_dir)}
+    token = fw.users.rotate(admin)  # the CLI acts by the admin's credential
+    env = os.environ | {"FACEWARDEN_DATA_DIR": str(settings.data_dir), "FACEWARDEN_TOKEN": token}
     if settings.database_url:
         env["FACEWARDEN_DATABASE_URL"] = settings.database_url
     proc = subprocess.Popen(
