@@ -146,6 +146,8 @@ def test_ingest_summary_in_the_cli(tmp_path, database_url):
         "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
         "FACEWARDEN_WORKERS": "1",
         "FACEWARDEN_DETECTOR": "hybrid",
+        "FACEWARDEN_UPSAMPLE": "0",
+        "FACEWARDEN_DETECTOR_RETRY": "true",
         "COLUMNS": "200",
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
     }
