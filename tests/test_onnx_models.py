@@ -134,7 +134,12 @@ def test_runtime_auto_falls_back_to_dlib_and_onnx_does_not(tmp_path, caplog):
 
 @pytest.mark.slow
 def test_models_cli_converts_and_reports(tmp_path):
-    env = {"FACEWARDEN_DATA_DIR": str(tmp_path / "fw"), "FACEWARDEN_DETECTOR": "cnn"}
+    env = {
+        "FACEWARDEN_DATA_DIR": str(tmp_path / "fw"),
+        "FACEWARDEN_DETECTOR": "cnn",
+        "FACEWARDEN_UPSAMPLE": "0",
+        "FACEWARDEN_DETECTOR_RETRY": "true",
+    }
     cli = [sys.executable, "-m", "facewarden"]
     run = lambda *args: subprocess.run(  # noqa: E731
         [*cli, *args], capture_output=True, text=True, env={**_base_env(), **env}
@@ -147,7 +152,7 @@ def test_models_cli_converts_and_reports(tmp_path):
     info = run("models", "info", "--json")
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)
-    assert data["detector"] == "dlib-mmod-up0>dlib-mmod-up1 (onnx)"  # the default retry
+    assert data["detector"] == "dlib-mmod-up0>dlib-mmod-up1 (onnx)"  # the retry at up1
     assert data["embedder"].endswith("(onnx)")
     assert "CPUExecutionProvider" in data["onnx providers"]
 
