@@ -318,4 +318,7 @@ def test_dpo_decides_the_erasure_candidates_left_for_review(login, server):
     dpo.screenshot(path=ARTEFACTS / "review-5-dpo-erasure-candidates-pending.png", full_page=True)
     card.locator("button:text('Not this person')").click()
     dpo.wait_for_selector("#flash:has-text('released to search')")
-    assert dpo.locator(f".pending-review .card[data-face-id='{pending[0]}']").count() == 0
+    # The page re-renders the pending list after the decision: the card leaves it.
+    gone = dpo.locator(f".pending-review .card[data-face-id='{pending[0]}']")
+    gone.wait_for(state="detached", timeout=15_000)
+    assert gone.count() == 0
