@@ -3,12 +3,10 @@ gallery with the real models and the committed calibration table."""
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_cli import cli_runner
 
 from facewarden.calibration import for_model
 from facewarden.core.errors import InvalidInput, Refused
@@ -152,25 +150,10 @@ def test_bad_threshold_policy_is_refused_at_case_open(gallery_fw, admin, kw):
 
 
 def test_cli_case_open_target_fpir_and_search_text_output(tmp_path, database_url):
-    env = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
-        "FACEWARDEN_WORKERS": "1",
-        "COLUMNS": "200",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-    }
-    env.pop("FACEWARDEN_TOKEN", None)
-    env.pop("FACEWARDEN_DATABASE_URL", None)
-    if database_url:
-        env["FACEWARDEN_DATABASE_URL"] = database_url
+    run = cli_runner(tmp_path / "data", database_url)  # the CLI in a subprocess, by token
 
     def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "facewarden", *map(str, args)],
-            env=env,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+        return run(*args, ok=False)
 
     assert cli("init").returncode == 0
     src = ["--lawful-basis", "x", "--purpose", "y", "--jurisdiction", "fr", "--retention", "9d"]

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
+from test_cli import cli_runner
 
 from facewarden.adapters.storage.tables import CaseSearch
 from facewarden.core.errors import NoFaceFound, Refused
@@ -113,25 +111,10 @@ def test_quality_bar_is_configurable(tmp_path, database_url, pipeline):
 
 
 def test_cli_shows_quality_refuses_with_exit_3_and_overrides(tmp_path, database_url):
-    env = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
-        "FACEWARDEN_WORKERS": "1",
-        "COLUMNS": "200",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-    }
-    env.pop("FACEWARDEN_TOKEN", None)
-    env.pop("FACEWARDEN_DATABASE_URL", None)
-    if database_url:
-        env["FACEWARDEN_DATABASE_URL"] = database_url
+    run = cli_runner(tmp_path / "data", database_url)  # the CLI in a subprocess, by token
 
     def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "facewarden", *map(str, args)],
-            env=env,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+        return run(*args, ok=False)
 
     assert cli("init").returncode == 0
     add = ("source", "add", "press", "--lawful-basis", "Art. 6", "--purpose", "p")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
+from test_cli import cli_runner
 
 from facewarden.adapters.storage.tables import Case, Face, Source, Subject, SubjectRequest
 from facewarden.core.errors import InvalidInput, NotFound, PermissionDenied
@@ -255,29 +256,11 @@ def test_subject_rights_are_for_the_dpo_and_a_shared_reference_needs_its_source(
 
 
 def test_cli_ingest_manifest_and_subject_commands(tmp_path, database_url):
-    import os
-    import subprocess
-    import sys
 
-    env = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
-        "FACEWARDEN_WORKERS": "1",
-        "COLUMNS": "200",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-    }
-    env.pop("FACEWARDEN_TOKEN", None)
-    env.pop("FACEWARDEN_DATABASE_URL", None)
-    if database_url:
-        env["FACEWARDEN_DATABASE_URL"] = database_url
+    run = cli_runner(tmp_path / "data", database_url)  # the CLI in a subprocess, by token
 
     def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "facewarden", *map(str, args)],
-            env=env,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+        return run(*args, ok=False)
 
     assert cli("init").returncode == 0
     src = ["--lawful-basis", "x", "--purpose", "y", "--jurisdiction", "de", "--retention", "9d"]
