@@ -293,7 +293,7 @@ function pairCard(item, onDecided) {
   const actions = item.erased ? [] : [
     item.status === "pending" ? el("button", { type: "button", class: "confirm", "aria-keyshortcuts": "c", on: { click: decide("confirm") } }, "Confirm") : "",
     item.status === "pending" ? el("button", { type: "button", class: "reject", "aria-keyshortcuts": "r", on: { click: decide("reject") } }, "Reject") : "",
-    item.time_s == null ? el("button", { type: "button", class: "source", "aria-keyshortcuts": "s", on: { click: showSource } }, "Source photo") : "",
+    item.time_s == null ? el("button", { type: "button", class: "source", title: "Source photo with the face boxed (s)", "aria-keyshortcuts": "s", on: { click: showSource } }, "Source") : "",
   ];
   return el("article", {
     class: `pair${item.erased ? " erased" : ""}`, tabindex: 0,
@@ -302,11 +302,16 @@ function pairCard(item, onDecided) {
   },
     el("div", { class: "faces" }, probe, cand),
     el("div", { class: "verdict" }, el("span", { class: "distance" }, `distance ${item.distance.toFixed(3)}`), status, ...actions),
-    el("div", { class: "prov" }, item.erased ? "Erased since the search: nothing to decide."
-      : `${item.source} (${item.jurisdiction}) · ingested ${date(item.ingested_at)} · ${item.media_path}`),
+    item.erased ? el("div", { class: "prov" }, "Erased since the search: nothing to decide.")
+      : el("div", { class: "prov", title: item.media_path },
+        `${item.source} (${item.jurisdiction}) · ingested ${date(item.ingested_at)} · ${baseName(item.media_path)}`),
     el("div", { class: "prov" }, `search ${item.search_id} by ${item.searched_by} ${date(item.searched_at)} · probe ${item.probe}`),
     item.decisions.length ? el("div", { class: "prov decisions" },
       item.decisions.map((d) => `${d.user} ${d.decision}ed ${date(d.decided_at)}`).join("; ")) : "");
+}
+
+function baseName(path) {
+  return String(path || "").split(/[\\/]/).pop();
 }
 
 async function initReview() {
