@@ -155,7 +155,9 @@ def test_search_groups_a_subject_and_applies_the_case_fpir_policy(login):
         page.locator("#candidates .candidate").nth(i).inner_text() for i in range(len(shown(page)))
     ]
     assert sum("Jennifer_Lopez" in t for t in texts) == 1
-    assert "stranger(s) are expected within distance 0.6" in page.inner_text("#face-estimate")
+    assert "strangers expected within distance 0.6 in a gallery of 32" in page.inner_text(
+        "#face-estimate"
+    )
     images_loaded(page, "#candidates img, #face-crop")
     shot(page, "search-2-subject-grouped")
 

@@ -225,8 +225,9 @@ function showFace(result, i, pager) {
   $("#face-title").textContent = `Face ${i + 1} of ${result.faces.length}: ` +
     `${face.candidates.length} candidate(s)`;
   $("#face-estimate").textContent = face.expected_false_candidates == null ? ""
-    : `If this person is not in the gallery, about ${sci(face.expected_false_candidates)} ` +
-      `stranger(s) are expected within distance ${result.threshold} (calibrated estimate).`;
+    : `est. false candidates if the person is not in the gallery: ` +
+      `${sci(face.expected_false_candidates)} (strangers expected within distance ` +
+      `${result.threshold} in a gallery of ${result.gallery_size}; calibrated estimate)`;
   const problems = face.quality_problems || [];
   $("#face-quality").textContent = `Probe quality: ${qualityText(face.quality, problems)}` +
     (!problems.length ? "" : face.searched === false ? " — below the quality bar: not searched."
@@ -261,7 +262,7 @@ function candidateCard(searchId, c) {
       c.fmr == null ? "" : el("div", { class: "estimate", title: "Calibrated estimate " +
         "(LFW impostor pairs): false match rate per comparison at this distance, and the " +
         "expected number of unrelated people this close in a gallery of this size." },
-        `FMR ≈ ${sci(c.fmr)} · strangers this close ≈ ${sci(c.expected_strangers)}`),
+        `FMR ≈ ${sci(c.fmr)} · est. strangers this close ≈ ${sci(c.expected_strangers)}`),
       grouped ? el("div", { class: "subject" },
         (c.subject ? `subject ${c.subject} · ` : "") + `${c.faces_matched} face(s) matched` +
         (c.duplicates_collapsed ? ` (${c.duplicates_collapsed} duplicate photo(s))` : "")) : "",
@@ -617,7 +618,9 @@ function receiptList() {
   const save = (r) => download(fileName(r), JSON.stringify(r.receipt, null, 2), "application/json");
   const view = (r) => {
     shown = r;
-    $("#receipt-title").textContent = `${KIND_TEXT[r.kind] || r.kind} receipt ${r.id}` +
+    const kind = KIND_TEXT[r.kind] || r.kind;
+    $("#receipt-title").textContent = `${kind[0].toUpperCase()}${kind.slice(1)} receipt · ` +
+      (r.request_id ? `request ${r.request_id}` : `audit record ${r.audit_seq}`) +
       (r.reference ? ` · ${r.reference}` : "");
     const facts = [
       ["Date (UTC)", date(r.at)], ["Handled by", r.by], ["Audit record", dash(r.audit_seq)],
