@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 browser = console_browser.browser
 login = console_browser.login
 LFW = FIXTURES / "lfw_subjects"
+VIDEO = FIXTURES.parent / "video"
 SUBJECTS = {
     "Jennifer_Lopez": "CR-2024-0117",
     "Hans_Blix": "CR-2023-0042",
@@ -46,6 +47,9 @@ def server(tmp_path_factory, pipeline):
                     writer.writerow([str(f), SUBJECTS[person]])
         summary = fw.ingest.run(admin, files, "custody", manifest=manifest)
         assert summary.faces == len(files) and summary.subjects["subjects"] == 3, summary
+        add_source(fw, admin, "cctv")
+        clip = fw.ingest.run(admin, [VIDEO / "short_hamilton_clip.mp4"], "cctv")
+        assert clip.faces > 0, clip
         open_case(
             fw, admin, "CASE-2", investigators=["ines"], threshold_policy="fpir", target_fpir=0.01
         )
@@ -155,7 +159,7 @@ def test_search_groups_a_subject_and_applies_the_case_fpir_policy(login):
         page.locator("#candidates .candidate").nth(i).inner_text() for i in range(len(shown(page)))
     ]
     assert sum("Jennifer_Lopez" in t for t in texts) == 1
-    assert "strangers expected within distance 0.6 in a gallery of 32" in page.inner_text(
+    assert "strangers expected within distance 0.6 in a gallery of" in page.inner_text(
         "#face-estimate"
     )
     images_loaded(page, "#candidates img, #face-crop")
@@ -172,6 +176,20 @@ def test_search_groups_a_subject_and_applies_the_case_fpir_policy(login):
     assert all(d <= fpir_threshold for _, d in shown(page))
     search(page, LFW / "Ricardo_Lagos_0002.jpg", case="CASE-2", top_k=10, threshold=1.2)
     page.wait_for_selector("#flash .error:has-text('looser threshold')")
+
+
+def test_candidates_from_a_gallery_video_show_their_time_in_it(login):
+    page = login("ines")
+    ready(page, "/search")
+    search(page, VIDEO / "lin_manuel_miranda.jpg", top_k=10)
+    cards = page.locator("#candidates .candidate", has_text="short_hamilton_clip.mp4")
+    assert cards.count() >= 1
+    for i in range(cards.count()):
+        time_line = cards.nth(i).locator(".time").inner_text()  # "at 0:06.1 in its video (track 2)"
+        assert time_line.startswith("at 0:") and "in its video (track " in time_line
+        assert 0 <= float(time_line.split(":")[1].split(" ")[0]) <= 11  # a 10 s clip
+    images_loaded(page, "#candidates img, #face-crop")
+    shot(page, "search-3-video-candidates-with-time")
 
 
 def test_dpo_page_lists_real_receipts_with_their_counts(login, server):
@@ -287,6 +305,7 @@ def test_audit_page_is_a_filterable_paged_table(login, server):
 
     rows = filtered(user="ines")
     assert rows and all(r[2] == "ines" for r in rows)
+    shot(page, "audit-2-filtered-by-user")
     assert len(users) > 1  # the filter narrowed something
     rows = filtered(outcome="refused")
     assert rows and all(r[6] == "refused" for r in rows)
@@ -294,7 +313,6 @@ def test_audit_page_is_a_filterable_paged_table(login, server):
     rows = filtered(action="case", case="CASE-2")  # "case" finds case.open, case.close...
     assert rows and all(r[4].startswith("case.") and r[5] == "CASE-2" for r in rows)
     assert "case.open" in [r[4] for r in rows]
-    shot(page, "audit-2-filtered")
     # Time range: nothing before the server existed; everything of the last hour.
     rows = filtered(since="2020-01-01T00:00", until="2021-01-01T00:00")
     assert rows == [] and page.locator("#audit-none").is_visible()
