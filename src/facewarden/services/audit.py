@@ -438,9 +438,11 @@ class AuditLog:
         outcome: str | None = None,
         before_seq: int | None = None,
         newest_first: bool = False,
+        until: datetime | None = None,
     ) -> list[dict[str, Any]]:
         """Records matching every given filter (``action`` matches a prefix: ``case`` finds
-        ``case.open`` and ``case.close``), oldest first unless ``newest_first``."""
+        ``case.open`` and ``case.close``; ``since`` and ``until`` bound the time, both
+        inclusive), oldest first unless ``newest_first``."""
         with self.sessions() as session:
             order = AuditEvent.seq.desc() if newest_first else AuditEvent.seq
             q = select(AuditEvent).order_by(order)
@@ -448,6 +450,9 @@ class AuditLog:
                 q = q.where(AuditEvent.case_ref == case_ref)
             if since:
                 q = q.where(AuditEvent.ts >= since.astimezone(UTC).isoformat())
+            if until:
+                end = until.astimezone(UTC).isoformat(timespec="microseconds")
+                q = q.where(AuditEvent.ts <= end)
             if action:
                 q = q.where(
                     (AuditEvent.action == action) | AuditEvent.action.startswith(action + ".")
