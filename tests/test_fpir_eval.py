@@ -149,6 +149,7 @@ def test_eval_identify_reports_predicted_vs_observed_fpir_by_gallery_size(small_
         )
     fid = pvo["synthetic_fidelity"]
     assert set(fid) == {"gaussian", "mixture16"}
+    assert "mixture_cluster_check" in pvo  # too few people here: it says so
     assert all(0 <= f["ks_probe_distances"] <= 1 for f in fid.values())
     assert cache.is_file()
     # a second run reuses the cached templates and measures the same
