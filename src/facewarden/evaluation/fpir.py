@@ -55,6 +55,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _conditioned(cov: np.ndarray, n: int) -> np.ndarray:
+    """A covariance estimated from ``n`` templates, shrunk towards the scaled identity (same
+    trace) while ``n`` is under twice the dimension (where it is singular or nearly so: draws
+    would crowd into the few real templates' span); unchanged from there on (LFW: 2,145)."""
+    d = cov.shape[0]
+    shrink = max(0.0, 1.0 - n / (2 * d))
+    return (1 - shrink) * cov + shrink * (np.trace(cov) / d) * np.eye(d)
+
+
 def gaussian_distractors(real: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """``n`` templates from a Gaussian with ``real``'s mean and full covariance, each
     rescaled to the norm of a real template drawn at random (so the norms are distributed
@@ -62,7 +71,8 @@ def gaussian_distractors(real: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = real.astype(np.float64)
     mean = x.mean(axis=0)
-    cov = np.cov(x, rowvar=False) if len(x) > 1 else np.eye(x.shape[1]) * 1e-3
+    cov = _conditioned(np.cov(x, rowvar=False), len(x)) if len(x) > 1 else np.eye(x.shape[1])
+    cov = cov if len(x) > 1 else cov * 1e-3
     draws = rng.multivariate_normal(mean, cov, size=n, method="eigh")
     norms = np.linalg.norm(x, axis=1)
     draws *= (rng.choice(norms, n) / np.maximum(np.linalg.norm(draws, axis=1), 1e-12))[:, None]
@@ -93,6 +103,7 @@ def mixture_distractors(real: np.ndarray, n: int, seed: int = 0, k: int = 16) ->
     labels = _kmeans(x, k, rng)
     centres = np.stack([x[labels == j].mean(axis=0) for j in range(k)])
     within = np.cov(x - centres[labels], rowvar=False) * (len(x) - 1) / max(len(x) - k, 1)
+    within = _conditioned(within, len(x) - k)
     sizes = np.bincount(labels, minlength=k)
     pick = rng.choice(k, n, p=sizes / sizes.sum())
     draws = centres[pick] + rng.multivariate_normal(np.zeros(x.shape[1]), within, n, method="eigh")
