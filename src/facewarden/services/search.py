@@ -86,12 +86,12 @@ def annotate(
     the expected number of false candidates for someone not in the gallery."""
     if calibration is None:
         return
-    expected = sig(gallery_size * calibration.fmr(threshold))
+    expected = sig(calibration.expected_strangers(threshold, gallery_size))
     for m in matches:
         m.expected_false_candidates = expected
         for c in m.candidates:
             c.fmr = sig(calibration.fmr(c.distance))
-            c.expected_strangers = sig(gallery_size * calibration.fmr(c.distance))
+            c.expected_strangers = sig(calibration.expected_strangers(c.distance, gallery_size))
 
 
 class SearchService:
@@ -243,7 +243,7 @@ class SearchService:
         target = info.target_fpir or settings.target_fpir
         with app.sessions() as session:
             size = app.gallery_size(session)
-        chosen = min(calibration.threshold_for_fpir(target, size), settings.threshold)
+        chosen = calibration.policy_threshold(target, size, settings.threshold)
         if requested is not None:
             # A case's FPIR policy binds its searches: a stricter distance may be asked
             # for, a looser one is refused.
