@@ -320,10 +320,11 @@ class AuditLog:
         """Walk the chain: any edited, deleted, inserted or reordered record breaks it, and
         each anchor's record must still be there with the same hash."""
         auto = self.anchors.read() if self.anchors is not None else []
+        path = self.anchors.path if self.anchors is not None else None  # set when ``auto`` is
         for a in auto:
             if a.get("bad") or not isinstance(a.get("seq"), int) or "hash" not in a:
                 return ChainReport(
-                    False, 0, None, f"anchor file {self.anchors.path} line {a['line']} is damaged"
+                    False, 0, None, f"anchor file {path} line {a['line']} is damaged"
                 )
             if self.key is not None and not hmac.compare_digest(
                 str(a.get("mac", "")), anchor_mac(self.key, a)
@@ -332,7 +333,7 @@ class AuditLog:
                     False,
                     0,
                     int(a["seq"]),
-                    f"anchor file {self.anchors.path} line {a['line']} does not verify under "
+                    f"anchor file {path} line {a['line']} does not verify under "
                     "the audit key (forged, or the audit key was replaced)",
                 )
         try:

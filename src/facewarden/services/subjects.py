@@ -432,7 +432,10 @@ class SubjectService:
         receipt["residue"] = {"search_threshold": radius, "face_ids": residue}
         receipt["receipt_sha256"] = hashlib.sha256(canonical(receipt).encode()).hexdigest()
         with transaction(app.writes) as session:
-            session.get(SubjectRequest, receipt["request_id"]).receipt = receipt
+            stored = session.get(SubjectRequest, receipt["request_id"])
+            if stored is None:
+                raise NotFound(f"no erasure request {receipt['request_id']}")
+            stored.receipt = receipt
         return receipt
 
     def review(
