@@ -172,6 +172,7 @@ def test_a_gallery_ingested_with_hog_is_searched_with_the_default_without_migrat
         details = [e.details for e in q.order_by(AuditEvent.seq)]
     used = [(d if isinstance(d, dict) else json.loads(d))["detector"] for d in details]
     assert used == ["hog-up1", "cnn-up0+retry-up1"]
+    assert new.stats()["detector"] == "cnn-up0+retry-up1"  # the setting now in use
     new.engine.dispose()
 
 
