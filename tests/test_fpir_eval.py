@@ -197,6 +197,7 @@ def test_calibration_bench_writes_a_table_search_can_read(small_lfw, tmp_path):
     from pathlib import Path
 
     from facewarden.calibration import from_dict
+    from facewarden.config import Settings
 
     bench = Path(__file__).resolve().parents[1] / "bench" / "calibrate.py"
     table, record = tmp_path / "table.json", tmp_path / "record.json"
@@ -208,6 +209,8 @@ def test_calibration_bench_writes_a_table_search_can_read(small_lfw, tmp_path):
     # 7 people, one image each, every one with a face: 21 impostor pairs
     assert doc["data"]["people"] == 7 and doc["impostor_pairs"] == 21
     assert len(doc["data"]["files_sha256"]) == 64 and doc["recipe_id"]
+    # the detection setting that made the boxes is part of the recorded recipe
+    assert doc["recipe"]["detector_setting"] == Settings().detector_setting
     cal = from_dict(doc)
     assert cal.fmr(0.8) >= cal.fmr(0.5) >= cal.fmr_floor == 3 / 21
     assert json.loads(record.read_text())["impostor_pairs"] == 21

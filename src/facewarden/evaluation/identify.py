@@ -160,6 +160,7 @@ def evaluate_identification(
         "settings": {
             "detector": settings.detector,
             "upsample": settings.upsample,
+            "detector_retry": settings.detector_retry,
             "runtime": settings.runtime,
         },
         "software": software_versions(),

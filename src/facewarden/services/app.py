@@ -573,7 +573,7 @@ class Facewarden:
                 "index_size": index_size,
                 "index_backend": self._index.name,
                 "model": self.model_id,
-                "detector": self.settings.detector,
+                "detector": self.settings.detector_setting,
                 "database": self.engine.dialect.name,
             }
 
