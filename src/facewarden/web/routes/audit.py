@@ -35,14 +35,17 @@ def audit_events(
     case: Text | None = None,
     outcome: Text | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     before_seq: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[Json]:
-    """Audit records, newest first, filtered; page with ``before_seq``."""
+    """Audit records, newest first, filtered (``since``/``until``: a time range, both
+    inclusive); page with ``before_seq``."""
     return get_fw(request).oversight.events(
         actor,
         case_ref=case,
         since=since,
+        until=until,
         action=action,
         user=user,
         outcome=outcome,

@@ -140,6 +140,13 @@ def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
     return get_fw(request).subjects.requests(actor)
 
 
+@router.get("/subjects/receipts")
+def subject_receipts(request: Request, actor: CurrentActor) -> list[Json]:
+    """Access, erasure and restriction receipts, newest first, each with its counts (faces
+    erased, collateral, residue) and the full receipt."""
+    return get_fw(request).subjects.receipts(actor)
+
+
 @router.post("/subjects/by-reference/access", responses=error_responses(404, 413, 422))
 def subject_access_by_reference(body: SubjectRefIn, request: Request, actor: LimitedActor) -> Json:
     """Everything held about a subject of the source system (ingest manifest reference)."""
