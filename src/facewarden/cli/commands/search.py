@@ -93,11 +93,10 @@ def search(
             )
     if photo is not None:
         output.emit_json(photo.as_dict()) if as_json else output.show_search(photo)
-        return
-    assert video is not None  # the probe was a video
-    if thumbnails is not None:
-        output.write_thumbnails(video, thumbnails)
-    output.emit_json(video.as_dict()) if as_json else output.show_video_search(video)
+    elif video is not None:
+        if thumbnails is not None:
+            output.write_thumbnails(video, thumbnails)
+        output.emit_json(video.as_dict()) if as_json else output.show_video_search(video)
 
 
 def redact(

@@ -47,13 +47,12 @@ def subject_access(
     with open_app() as (fw, actor):
         if (selfie is None) == (subject is None):
             raise InvalidInput("give a selfie or --subject REF (one of them)")
-        if subject is not None:
-            report = fw.subject_records.access(actor, subject, source=source)
-        else:
-            assert selfie is not None
+        if selfie is not None:
             report = fw.subjects.access(
                 actor, read_bytes(selfie), reference=reference, threshold=threshold
             )
+        elif subject is not None:
+            report = fw.subject_records.access(actor, subject, source=source)
     if out:
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if html:
