@@ -39,7 +39,7 @@ def _settings(**overrides: object) -> Settings:
     from facewarden.config import Settings
     from facewarden.core.errors import InvalidInput
 
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
