@@ -219,7 +219,7 @@ def test_server_memory_stays_bounded_on_the_worst_inputs_and_faces_are_still_fou
     tmp_path, pipeline
 ):
     corpus = hostile_corpus()
-    pair = upscaled(PROBES / "obama_and_biden.jpg", 7000)  # 28 MP: Obama, Biden and more
+    pair = upscaled(PROBES / "obama_and_biden.jpg", 7000)  # 35 MP: Obama, Biden and more
     alex = upscaled(PROBES / "alex_lacamoire1.jpg", 6000)
     stored = io.BytesIO()
     with zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as zf:
@@ -244,7 +244,7 @@ def test_server_memory_stays_bounded_on_the_worst_inputs_and_faces_are_still_fou
         memory = TreeMemory(proc)
         admin, ines = server.client(), server.client("ines")
         try:
-            # A stored archive of four 28 to 49 MP members, ingested by two workers at once.
+            # A stored archive of four 24 to 49 MP members, ingested by two workers at once.
             r = admin.post(
                 "/api/v1/ingest",
                 data={"source": "press"},

@@ -128,8 +128,8 @@ class Settings(BaseSettings):
     workers (half of them, at least one), so huge photos cannot hold up small searches
     (0: one lane for all)."""
     search_queue: int = Field(0, ge=0, le=10_000)
-    """Server: probes waiting for a worker beyond those being processed (0: twice the
-    workers); when full, the server answers 503 with Retry-After."""
+    """Server: probes waiting for a worker beyond those being processed (0: eight per
+    worker); when full, the server answers 503 with Retry-After."""
     max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     max_archive_ratio: int = Field(200, ge=2)
     """Largest allowed uncompressed/compressed ratio of an archive member (zip bombs)."""
