@@ -10,6 +10,7 @@ import threading
 import time
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from sqlalchemy import func, inspect, select
@@ -23,6 +24,7 @@ from facewarden.adapters.crypto import (
     read_key_file,
 )
 from facewarden.adapters.index.base import FaceLabel, VectorIndex
+from facewarden.adapters.index.protection import TransformedIndex
 from facewarden.adapters.index.registry import build_index
 from facewarden.adapters.storage import db
 from facewarden.adapters.storage.faults import storage_failure
@@ -50,6 +52,20 @@ INDEX_CHECK_SAMPLE = 32  # vectors compared with the database's templates when t
 INDEX_CHECK_ATOL = 1e-4  # float32 rounding of the rotation is about 1e-7
 INDEX_GAP_TTL_S = 600.0  # how long a missing id below the mark is watched for a late commit
 INDEX_GAP_LIMIT = 10_000  # most such ids watched (beyond, the maintenance round's full sync)
+
+
+@runtime_checkable
+class _VerifiesFiles(Protocol):
+    """A backend that verifies its files when it opens (FAISS)."""
+
+    load_problem: str | None
+    """Why the files were discarded (None: loaded, none there, or already reported)."""
+
+
+def _verifying_backend(index: VectorIndex) -> _VerifiesFiles | None:
+    """The backend behind the keyed rotation, if it verifies its files."""
+    backend = index.inner if isinstance(index, TransformedIndex) else index
+    return backend if isinstance(backend, _VerifiesFiles) else None
 
 
 class Facewarden:
@@ -216,7 +232,8 @@ class Facewarden:
                     "init",
                     details={"user": admin_name, "roles": list(SINGLE_OPERATOR_ROLES)},
                 )
-        if start_anchors or app.audit.anchors.path.exists():
+        anchors = app.audit.anchors
+        if anchors is not None and (start_anchors or anchors.path.exists()):
             app.audit.anchor_now(create=start_anchors)
         return app, token
 
@@ -401,7 +418,8 @@ class Facewarden:
             )
         except Exception as exc:  # the rebuild stands; the log line above says what happened
             log.warning("could not audit the index rebuild: %s", exc)
-        self._index.load_problem = None
+        if (backend := _verifying_backend(self._index)) is not None:
+            backend.load_problem = None  # reported: on the backend, not on the rotation
 
     def catch_up_index(self) -> int:
         """Index the faces other processes committed since this one last looked (a CLI
@@ -459,9 +477,8 @@ class Facewarden:
             self._index.close()
             del self.__dict__["_index"]
         self._template_key = template_key
-        index = self._index
-        backend = getattr(index, "inner", index)
-        if getattr(backend, "load_problem", None):
+        backend = _verifying_backend(self._index)
+        if backend is not None and backend.load_problem:
             log.info("index files under the previous key discarded (%s)", backend.load_problem)
             backend.load_problem = None  # expected after a rotation: not damage
         return self.rebuild_index()
@@ -556,7 +573,7 @@ class Facewarden:
                 "index_size": index_size,
                 "index_backend": self._index.name,
                 "model": self.model_id,
-                "detector": self.settings.detector,
+                "detector": self.settings.detector_setting,
                 "database": self.engine.dialect.name,
             }
 

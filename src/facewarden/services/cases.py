@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
@@ -342,7 +343,7 @@ class CaseService:
             )
         return info, via
 
-    def all(self) -> list[CaseInfo]:
+    def all(self) -> builtins.list[CaseInfo]:  # ``list`` here is the method above
         """Every case (internal: callers have authorised already)."""
         with self.app.sessions() as session:
             counts = dict(

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import delete, func, or_, select, update
 
-from facewarden.adapters.storage.db import erasure_lock, purge_deleted_rows, transaction
+from facewarden.adapters.storage.db import (
+    erasure_lock,
+    purge_deleted_rows,
+    rowcount,
+    transaction,
+)
 from facewarden.adapters.storage.tables import (
     AuditEvent,
     Case,
@@ -196,9 +201,9 @@ class GalleryService:
         action = "media.restrict" if restricted else "media.unrestrict"
         self.app.authorize(actor, action, "dpo", details={"media": media_id})
         with transaction(self.app.writes) as session:
-            done = session.execute(
-                update(Media).where(Media.id == media_id).values(restricted=restricted)
-            ).rowcount
+            done = rowcount(
+                session, update(Media).where(Media.id == media_id).values(restricted=restricted)
+            )
             if not done:
                 raise NotFound(f"no media with id {media_id}")
             self.app.audit.append(session, actor, action, details={"media": media_id})
@@ -292,8 +297,9 @@ class GalleryService:
         covers = self.pending_erasures()
         if only_if_pending and not covers:
             return None
-        report = app.index.purge().as_dict()
-        report["actions"] = [*report.get("actions", []), *purge_deleted_rows(app.engine)]
+        purged = app.index.purge()
+        report = purged.as_dict()
+        report["actions"] = [*purged.actions, *purge_deleted_rows(app.engine)]
         report["covers_audit_seqs"] = covers
         event = app.audit.record(actor, "index.purge", details=report)
         return report | {"purged_at": event.ts, "audit_seq": event.seq}

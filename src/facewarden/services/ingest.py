@@ -40,7 +40,10 @@ from facewarden.services.video import VideoScan, scan_video
 from facewarden.services.workers import WORKER, pipeline_pool
 
 if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
     from facewarden.services.app import Facewarden
+    from facewarden.services.ray_workers import RayPool
 
 ProgressFn = Callable[[int, int, str], None]
 SAVE_INDEX_EVERY = 500
@@ -145,6 +148,11 @@ def len_of(pool: object, default: int) -> int:
 # -- worker processes ----------------------------------------------------------------------
 def _worker_process(data: bytes) -> Processed:
     return process_image(WORKER["pipeline"], data, WORKER["max_pixels"])
+
+
+def _submit_to(pool: ProcessPoolExecutor, data: bytes) -> Future[Processed]:
+    # A function, not ``partial(pool.submit, ...)``: mypy cannot type the latter.
+    return pool.submit(_worker_process, data)
 
 
 class _OnlySuppressed(Exception):
@@ -408,6 +416,8 @@ class IngestService:
         """Process ``jobs`` in worker processes, or in Ray actors when ``ray`` is an address
         (``ray_actors`` of them; default one per CPU of the cluster); store each result here,
         in the order they finish."""
+        pool: RayPool | ProcessPoolExecutor
+        submit: Callable[[bytes], Future[Any]]
         if ray is not None:
             from facewarden.services.ray_workers import RayPool
 
@@ -415,7 +425,7 @@ class IngestService:
             submit = pool.submit
         else:
             pool = pipeline_pool(n_workers, self.app.settings)
-            submit = functools.partial(pool.submit, _worker_process)
+            submit = functools.partial(_submit_to, pool)
         in_flight: dict[Future, tuple[str, str, int]] = {}
         held = 0  # encoded bytes handed to the workers and not yet back
         with pool:

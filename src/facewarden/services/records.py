@@ -67,7 +67,7 @@ class RecordsService:
                 .group_by(Source.id)
                 .order_by(Source.name)
             ).all()
-        sources = [
+        sources: list[dict[str, Any]] = [
             {
                 "source": name,
                 "jurisdiction": cc,
@@ -83,7 +83,7 @@ class RecordsService:
             j = jurisdictions.setdefault(row["jurisdiction"], {"media": 0, "faces": 0})
             j["media"] += row["media"]
             j["faces"] += row["faces"]
-        cases = []
+        cases: list[dict[str, Any]] = []
         for info in app.cases.all():
             states = app.confirmations.states(info.ref)
             cases.append(
@@ -98,7 +98,7 @@ class RecordsService:
                     "rejected": sum(s.status == "rejected" for s in states),
                 }
             )
-        report = {
+        report: dict[str, Any] = {
             "sources": sources,
             "jurisdictions": jurisdictions,
             "cases": cases,

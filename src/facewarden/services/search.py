@@ -6,7 +6,7 @@ import functools
 import hashlib
 import math
 from datetime import UTC
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Row, Select, bindparam, select
@@ -27,7 +27,7 @@ from facewarden.calibration import Calibration, for_model
 from facewarden.core.actors import Actor
 from facewarden.core.binding import template_aad
 from facewarden.core.clock import as_utc, utcnow
-from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, Refused
+from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, NotFound, Refused
 from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.quality import probe_problems
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
@@ -86,12 +86,12 @@ def annotate(
     the expected number of false candidates for someone not in the gallery."""
     if calibration is None:
         return
-    expected = sig(gallery_size * calibration.fmr(threshold))
+    expected = sig(calibration.expected_strangers(threshold, gallery_size))
     for m in matches:
         m.expected_false_candidates = expected
         for c in m.candidates:
             c.fmr = sig(calibration.fmr(c.distance))
-            c.expected_strangers = sig(gallery_size * calibration.fmr(c.distance))
+            c.expected_strangers = sig(calibration.expected_strangers(c.distance, gallery_size))
 
 
 class SearchService:
@@ -125,7 +125,11 @@ class SearchService:
         if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
         probe_hash = hashlib.sha256(probe).hexdigest()
-        audit = {"probe_hash": probe_hash, "threshold": threshold, "model_id": app.model_id}
+        audit: dict[str, Any] = {
+            "probe_hash": probe_hash,
+            "threshold": threshold,
+            "model_id": app.model_id,
+        }
         app.authorize(actor, "search", "investigator", case_ref=case, **audit)
         info = app.cases.require_usable(
             actor,
@@ -183,10 +187,8 @@ class SearchService:
         if any(problems):
             extra["quality_problems"] = problems
             extra["allow_low_quality"] = allow_low_quality
-        crops = [
-            crop if m.searched else None
-            for crop, m in zip(analysed.crops or [None] * len(matches), matches, strict=True)
-        ]
+        probe_crops: list[bytes | None] = [*analysed.crops] or [None] * len(matches)
+        crops = [crop if m.searched else None for crop, m in zip(probe_crops, matches, strict=True)]
         search_id, size, seq = self.record(
             actor,
             info.ref,
@@ -243,7 +245,7 @@ class SearchService:
         target = info.target_fpir or settings.target_fpir
         with app.sessions() as session:
             size = app.gallery_size(session)
-        chosen = min(calibration.threshold_for_fpir(target, size), settings.threshold)
+        chosen = calibration.policy_threshold(target, size, settings.threshold)
         if requested is not None:
             # A case's FPIR policy binds its searches: a stricter distance may be asked
             # for, a looser one is refused.
@@ -313,6 +315,8 @@ class SearchService:
                 session, actor, ref, "search", assigned=True, case=case
             )
             if problem is None:
+                if case is None:  # problem() refuses a missing case
+                    raise NotFound(f"no case {ref!r}")
                 size = app.gallery_size(session)
                 event = app.audit.append(
                     session,
@@ -487,7 +491,7 @@ class SearchService:
         app = self.app
         statement = recheck_statement(searchable_only, where, len(face_ids))
         with app.single_reads.connect() as conn:
-            params = {f"id{n}": face_id for n, face_id in enumerate(face_ids)}
+            params: dict[str, object] = {f"id{n}": face_id for n, face_id in enumerate(face_ids)}
             params |= {"model_id": app.model_id, "now": utcnow()}
             rows = conn.execute(statement, params).all()
             if not rows:

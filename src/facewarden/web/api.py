@@ -539,6 +539,13 @@ def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
     return get_fw(request).subjects.requests(actor)
 
 
+@router.get("/subjects/receipts", tags=["subjects"])
+def subject_receipts(request: Request, actor: CurrentActor) -> list[Json]:
+    """Access, erasure and restriction receipts, newest first, each with its counts (faces
+    erased, collateral, residue) and the full receipt."""
+    return get_fw(request).subjects.receipts(actor)
+
+
 class SubjectRefIn(BaseModel):
     subject: Text = Field(min_length=1, max_length=200)
     source: Text | None = Field(None, max_length=200)
@@ -626,14 +633,17 @@ def audit_events(
     case: Text | None = None,
     outcome: Text | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     before_seq: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[Json]:
-    """Audit records, newest first, filtered; page with ``before_seq``."""
+    """Audit records, newest first, filtered (``since``/``until``: a time range, both
+    inclusive); page with ``before_seq``."""
     return get_fw(request).oversight.events(
         actor,
         case_ref=case,
         since=since,
+        until=until,
         action=action,
         user=user,
         outcome=outcome,
