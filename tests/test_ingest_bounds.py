@@ -58,7 +58,11 @@ def test_detection_size_counts_the_detectors_upsampling_and_its_retry(tmp_path):
         Settings(data_dir=tmp_path, detector="hog", upsample=0, detector_retry=True)
     )
     assert max_upsampling(retrying.detector) == 1
-    assert max_upsampling(build_pipeline(Settings(data_dir=tmp_path, upsample=2)).detector) == 2
+    hog2 = Settings(data_dir=tmp_path, detector="hog", upsample=2, detector_retry=False)
+    assert max_upsampling(build_pipeline(hog2).detector) == 2
+    default = Settings(data_dir=tmp_path)
+    expected = default.upsample + int(default.detector_retry)
+    assert max_upsampling(build_pipeline(default).detector) == expected
 
 
 def test_large_photo_faces_found_on_a_reduced_copy_in_the_photos_own_pixels(pipeline):
@@ -78,17 +82,18 @@ def test_large_photo_faces_found_on_a_reduced_copy_in_the_photos_own_pixels(pipe
     assert len(out.faces) == len(reference.faces) >= 2
     factor = big.shape[1] / small.shape[1]
     for ref in reference.faces:
-        # The same face, its box in the big photo's pixels, and the same person's template.
+        # The same face, its box in the big photo's pixels (within 30%: the CNN's boxes snap to
+        # its stride-8 grid at each size), and the same person's template.
         face = min(
             out.faces, key=lambda f: abs(f.detection.box.left - ref.detection.box.left * factor)
         )
         assert (
             abs(face.detection.box.left - ref.detection.box.left * factor)
-            < 0.1 * face.detection.box.width
+            < 0.3 * face.detection.box.width
         )
         assert (
             abs(face.detection.box.width - ref.detection.box.width * factor)
-            < 0.25 * face.detection.box.width
+            < 0.3 * face.detection.box.width
         )
         assert float(np.linalg.norm(face.descriptor - ref.descriptor)) < 0.4  # match: 0.6
     # Boxes returned for redaction are in the photo's pixels too.
@@ -141,12 +146,19 @@ def test_archive_members_beyond_the_expanded_bytes_are_skipped(tmp_path):
 
 
 # -- the live server's memory ----------------------------------------------------------------
-SERVER_BOUND = 1536 * MiB
+BOUNDS = {
+    # detector settings: (server process, all processes). Before the bounds one item took the
+    # server to 2.5 to 3 GB with HOG, and the whole set passed 6 GB on a shared machine; the
+    # CNN with its retry needs about 16 times HOG's memory per pixel (about 20 GB for the
+    # 49 MP image without a face). Measured with the bounds: HOG 1.1 and 2.2 GiB, the CNN
+    # default 2.5 and 3.3 GiB.
+    "hog-up1": ({"FACEWARDEN_DETECTOR": "hog", "FACEWARDEN_UPSAMPLE": "1",
+                 "FACEWARDEN_DETECTOR_RETRY": "false"}, 1536 * MiB, 4096 * MiB),
+    "default": ({}, 3584 * MiB, 6144 * MiB),
+}  # fmt: skip
 """Peak resident memory of the server process itself (it ingests single uploads and runs
-video searches in process). Before the bounds it reached 2.5 to 3 GB on one of these items."""
-TREE_BOUND = 4096 * MiB
-"""Peak resident memory of the server and all its workers at once (three probe workers, two
-ingest workers). Before the bounds it passed 6 GB on a shared machine."""
+video searches in process) and of the server and all its workers at once (three probe
+workers, two ingest workers)."""
 WATCHDOG = 8192 * MiB
 """The test kills the server beyond this, to protect the machine it runs on."""
 
@@ -215,9 +227,11 @@ def wait_for_jobs(client, timeout_s: float = 600) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("detector", BOUNDS)
 def test_server_memory_stays_bounded_on_the_worst_inputs_and_faces_are_still_found(
-    tmp_path, pipeline
+    tmp_path, pipeline, detector
 ):
+    env, server_bound, tree_bound = BOUNDS[detector]
     corpus = hostile_corpus()
     pair = upscaled(PROBES / "obama_and_biden.jpg", 7000)  # 35 MP: Obama, Biden and more
     alex = upscaled(PROBES / "alex_lacamoire1.jpg", 6000)
@@ -234,11 +248,7 @@ def test_server_memory_stays_bounded_on_the_worst_inputs_and_faces_are_still_fou
         FACEWARDEN_WORKERS="2",
         FACEWARDEN_SEARCH_WORKERS="2",
         FACEWARDEN_SEARCH_RATE_LIMIT="100000/minute",
-        # The bound is stated for HOG at upsampling 1 (docs/limits-and-operations.md gives
-        # the CNN's cost per pixel).
-        FACEWARDEN_DETECTOR="hog",
-        FACEWARDEN_UPSAMPLE="1",
-        FACEWARDEN_DETECTOR_RETRY="false",
+        **env,
     ) as server:
         proc = server_process(server)
         memory = TreeMemory(proc)
@@ -281,8 +291,8 @@ def test_server_memory_stays_bounded_on_the_worst_inputs_and_faces_are_still_fou
         assert not memory.killed, f"server killed above {WATCHDOG >> 20} MiB"
         per = {pid: rss >> 20 for pid, rss in memory.peak_at.items()}
         print(f"server peak {server_peak >> 20} MiB, all processes {memory.peak >> 20} MiB", per)
-        assert server_peak < SERVER_BOUND, (server_peak >> 20, per)
-        assert memory.peak < TREE_BOUND, (memory.peak >> 20, per)
+        assert server_peak < server_bound, (server_peak >> 20, per)
+        assert memory.peak < tree_bound, (memory.peak >> 20, per)
 
         # The results are still right: faces found in the large real photos, where they are.
         assert all(j["state"] == "done" for j in jobs), jobs
