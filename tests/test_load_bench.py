@@ -20,13 +20,17 @@ def test_load_bench_runs_on_tiny_input(tmp_path, settings):
     out = tmp_path / "load.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "load.py"), "--clients", "1", "2",
-         "--requests", "2", "--hostile", "1", "--small", "1", "--ingest-images", "2",
-         "--search-workers", "1", "--out", str(out)],
+         "--requests", "2", "--hostile", "1", "--ingest-images", "2",
+         "--search-workers", "1", "--label", "test", "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert [lvl["clients"] for lvl in result["levels"]] == [1, 2]
-    assert all(lvl["ok"] == 2 and not lvl["errors"] for lvl in result["levels"])
-    assert result["with_hostile_probes"]["small_status"] == {"200": 1}
+    for rows in ("levels", "during_ingest"):
+        assert [lvl["clients"] for lvl in result[rows]] == [1, 2]
+        assert all(lvl["ok"] == 2 and not lvl["errors"] for lvl in result[rows])
+    hostile = result["with_hostile_probes"]
+    assert [h["small_clients"] for h in hostile] == [1, 2]
+    assert all(h["small_ok"] == 2 and h["hostile_requests"] >= 1 for h in hostile)
+    assert result["label"] == "test" and "goals" in result
     assert result["machine"]["cores"] >= 1 and "command" in result

@@ -9,6 +9,13 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from facewarden.core.limits import (
+    DETECT_MAX_PIXELS,
+    MAX_ARCHIVE_BYTES,
+    MAX_ARCHIVE_MEMBERS,
+    MAX_IMAGE_FACES,
+)
+
 
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/facewarden``, else ``~/.local/share/facewarden``."""
@@ -106,6 +113,13 @@ class Settings(BaseSettings):
     their longer side before detection (a JPEG is decoded directly at a smaller scale)."""
     max_probe_faces: int = Field(50, ge=1, le=10_000)
     """Faces searched per probe: the largest this many (the result says how many were left)."""
+    detect_max_pixels: int = Field(DETECT_MAX_PIXELS, ge=64 * 64, le=1_000_000_000)
+    """Pixels the face detector may work on for one image or video frame, counted after its
+    upsampling (a retry's included); a larger image is detected on a reduced copy and its
+    faces aligned from the full image (ingest, probes, video, redaction)."""
+    max_image_faces: int = Field(MAX_IMAGE_FACES, ge=1, le=100_000)
+    """Faces stored per ingested image or video frame: the largest this many (the ingest
+    summary says how many were left)."""
     search_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0, le=256)
     """Server: worker processes that decode probes and run the models, in parallel (0: in the
     server process, one probe at a time)."""
@@ -114,11 +128,16 @@ class Settings(BaseSettings):
     workers (half of them, at least one), so huge photos cannot hold up small searches
     (0: one lane for all)."""
     search_queue: int = Field(0, ge=0, le=10_000)
-    """Server: probes waiting for a worker beyond those being processed (0: twice the
-    workers); when full, the server answers 503 with Retry-After."""
+    """Server: probes waiting for a worker beyond those being processed (0: eight per
+    worker); when full, the server answers 503 with Retry-After."""
     max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     max_archive_ratio: int = Field(200, ge=2)
     """Largest allowed uncompressed/compressed ratio of an archive member (zip bombs)."""
+    max_archive_members: int = Field(MAX_ARCHIVE_MEMBERS, ge=1)
+    """Entries one archive may hold; an archive with more is refused whole."""
+    max_archive_bytes: int = Field(MAX_ARCHIVE_BYTES, ge=1024)
+    """Total declared size of the image members read from one archive; members beyond it
+    are skipped (``archive_too_large``)."""
     max_video_bytes: int = Field(4 * 1024**3, ge=1024)
     video_fps: float = Field(5.0, gt=0, le=60)
     """Frames per second of video sampled for detection (search, ingest, redaction)."""

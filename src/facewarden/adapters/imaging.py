@@ -54,7 +54,7 @@ def looks_like_image(data: bytes) -> bool:
         return False
 
 
-def _truncated(fmt: str, data: bytes) -> bool:
+def truncated(fmt: str, data: bytes) -> bool:
     """Cheap end-of-stream checks, before any pixel is decoded: a JPEG ends with its EOI
     marker (some writers pad after it), a PNG with its IEND chunk."""
     tail = data[-4096:]
@@ -114,7 +114,7 @@ def decode(data: bytes, *, max_pixels: int, max_side: int | None = None) -> Deco
                     f"{width}x{height} exceeds {max_pixels} pixels",
                     code="decompression_bomb" if bomb else "too_large",
                 )
-            if _truncated(img.format, data):
+            if truncated(img.format, data):
                 raise MediaError(
                     f"truncated image: the {img.format} data ends before the image does",
                     code="truncated",

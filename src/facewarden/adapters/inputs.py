@@ -7,6 +7,7 @@ compression ratios are reported, never read.
 
 from __future__ import annotations
 
+import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from facewarden.adapters.imaging import IMAGE_SUFFIXES
 from facewarden.adapters.video import is_video_path
 from facewarden.core.errors import MediaError
+from facewarden.core.limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS
 
 
 @dataclass
@@ -33,6 +35,36 @@ class InputLimits:
     max_file_bytes: int
     max_archive_ratio: int
     max_video_bytes: int = 4 * 1024**3
+    max_archive_members: int = MAX_ARCHIVE_MEMBERS
+    """Entries one archive may hold (its whole directory is read into memory first)."""
+    max_archive_bytes: int = MAX_ARCHIVE_BYTES
+    """Total declared size of the image members read from one archive."""
+
+
+CENTRAL_ENTRY_BYTES = 1024
+"""Central directory bytes allowed per permitted entry (a name of ~1,000 characters)."""
+
+
+def _zip_directory(archive: Path) -> tuple[int, int] | None:
+    """(entries, central directory bytes) the archive's end record declares, read from its
+    last 64 KiB before the directory itself is; None when no end record is found."""
+    with archive.open("rb") as fh:
+        size = fh.seek(0, 2)
+        start = max(0, size - (65535 + 22))
+        fh.seek(start)
+        tail = fh.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return None
+        entries, directory = struct.unpack("<HI", tail[at + 10 : at + 16])
+        locator = tail[at - 20 : at] if at >= 20 else b""
+        if locator[:4] == b"PK\x06\x07":  # zip64: the counts are in its own end record
+            (offset,) = struct.unpack("<Q", locator[8:16])
+            fh.seek(offset)
+            record = fh.read(56)
+            if record[:4] == b"PK\x06\x06" and len(record) == 56:
+                entries, directory = struct.unpack("<QQ", record[32:48])
+        return entries, directory
 
 
 def _read_file(path: Path, limit: int) -> Callable[[], bytes]:
@@ -55,6 +87,24 @@ def _unsafe_member(name: str) -> str | None:
 
 def _zip_items(archive: Path, limits: InputLimits) -> Iterator[InputItem]:
     try:
+        declared = _zip_directory(archive)
+    except (OSError, struct.error):
+        declared = None
+    if declared is not None:
+        entries, directory = declared
+        most = limits.max_archive_members
+        if entries > most or directory > max(1 << 20, most * CENTRAL_ENTRY_BYTES):
+            yield InputItem(
+                str(archive),
+                None,
+                MediaError(
+                    f"archive declares {entries} entries ({directory} bytes of directory): "
+                    f"the limit is {most} (FACEWARDEN_MAX_ARCHIVE_MEMBERS); split it",
+                    code="too_many_members",
+                ),
+            )
+            return
+    try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
         yield InputItem(
@@ -63,6 +113,7 @@ def _zip_items(archive: Path, limits: InputLimits) -> Iterator[InputItem]:
         return
     with zf:
         names: dict[str, int] = {}
+        expanded = 0
         for info in zf.infolist():
             if info.is_dir():
                 continue
@@ -107,6 +158,18 @@ def _zip_items(archive: Path, limits: InputLimits) -> Iterator[InputItem]:
                     ),
                 )
                 continue
+            if expanded + info.file_size > limits.max_archive_bytes:
+                yield InputItem(
+                    label,
+                    None,
+                    MediaError(
+                        f"the archive's image members exceed {limits.max_archive_bytes} bytes "
+                        "expanded (FACEWARDEN_MAX_ARCHIVE_BYTES): not read; split the archive",
+                        code="archive_too_large",
+                    ),
+                )
+                continue
+            expanded += info.file_size
             yield InputItem(label, _zip_reader(archive, info, limits.max_file_bytes))
 
 

@@ -71,7 +71,9 @@ def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     """Turn a stored frame upright; ``rotation`` is the display matrix angle
     (counter-clockwise degrees, as FFmpeg reports it)."""
     k = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+    # Contiguous always: FFmpeg pads rows (a 7000-pixel-wide frame has a 7008-pixel stride),
+    # and dlib's aligner refuses strided arrays.
+    return np.ascontiguousarray(np.rot90(image, k) if k else image)
 
 
 def _rotation_of(frame: av.VideoFrame) -> int:

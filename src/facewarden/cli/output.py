@@ -172,6 +172,13 @@ def show_ingest(summary: IngestSummary) -> None:
         f"{summary.elapsed_s:.1f} s, {rates['images_per_s']} images/s, "
         f"{rates['faces_per_s']} faces/s (detector {summary.detector})"
     )
+    if summary.images_reduced or summary.faces_capped:
+        out.print(
+            f"  bounded: {summary.images_reduced} large images detected at a reduced size, "
+            f"{summary.faces_capped} faces beyond the per-image cap not stored"
+        )
+        for note in summary.notes:
+            out.print(f"    {note}")
     if summary.skipped:
         table = Table(title="Skipped", show_edge=False)
         table.add_column("file")

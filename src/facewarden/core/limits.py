@@ -1,6 +1,7 @@
 """Limits on what one request or command may ask for: text lengths here (checked by the
 services, so the CLI, the HTTP API and the console share them); durations and dates in
-``core.durations``; image, face and queue budgets in the settings."""
+``core.durations``; image, face and queue budgets in the settings, whose defaults for the
+work one image may cause are here."""
 
 from __future__ import annotations
 
@@ -20,6 +21,22 @@ MAX_WORKERS = 256
 """The most worker processes one command may ask for."""
 MAX_ID = 2**31 - 1
 """Ids are INTEGER columns (32-bit on PostgreSQL)."""
+
+DETECT_MAX_PIXELS = 4 * 1600 * 1600
+"""Default pixels a face detector may work on for one image or frame, counted after its own
+upsampling (its retry's included): a 1600x1600 probe at upsampling 1. A larger image is
+detected on a reduced copy (faces are still aligned from the full image). Memory and time of
+detection grow with these pixels: a 7000x4000 photo at HOG upsampling 1 (112 million) took
+1.1 GB and 27 s in one process, and 2.6 GB in the server; the CNN needs about 130 bytes per
+pixel (2.2 GB at 17 million)."""
+MAX_IMAGE_FACES = 200
+"""Default faces stored per ingested image or video frame: the largest this many."""
+MAX_ARCHIVE_MEMBERS = 50_000
+"""Default entries one archive may hold (its directory is read whole before any member)."""
+MAX_ARCHIVE_BYTES = 8 * 1024**3
+"""Default total declared (expanded) size of the image members read from one archive."""
+INGEST_INFLIGHT_BYTES = 256 * 1024**2
+"""Encoded bytes of images an ingest hands to its workers at once (at least one image)."""
 
 
 def check_id(value: int, what: str = "id") -> int:

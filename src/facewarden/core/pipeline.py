@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import threading
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from facewarden.core.ports import FaceAligner, FaceDetector, FaceEmbedder
 from facewarden.core.quality import assess
-from facewarden.core.schemas import Detection, FaceTemplate
+from facewarden.core.schemas import Box, Detection, FaceTemplate
 
 
 @dataclass
@@ -21,6 +22,27 @@ class PipelineOutput:
     """Faces detected but not enrolled (below the minimum size)."""
     capped: int = 0
     """Faces detected beyond ``max_faces``: not processed (the largest were kept)."""
+    detected_at: tuple[int, int] | None = None
+    """(width, height) of the reduced copy the detector was given, when the image was larger
+    than the detection budget allows (boxes are in the image's own pixels all the same)."""
+
+
+def max_upsampling(detector: object) -> int:
+    """The most doublings ``detector`` may apply to an image, a retry's included (a hybrid or
+    retrying detector is two detectors, ``first`` and ``then``)."""
+    own = int(getattr(detector, "upsample", 0) or 0)
+    parts = [getattr(detector, name, None) for name in ("first", "then")]
+    return max([own] + [max_upsampling(p) for p in parts if p is not None])
+
+
+def detection_size(width: int, height: int, budget: int | None, upsampling: int) -> tuple[int, int]:
+    """The size to give the detector: the image's own, or reduced (aspect kept) so that the
+    detector, after its own ``upsampling`` doublings, works on at most ``budget`` pixels."""
+    work = width * height * 4**upsampling
+    if not budget or work <= budget:
+        return width, height
+    scale = math.sqrt(budget / work)
+    return max(1, int(width * scale)), max(1, int(height * scale))
 
 
 def template_space_id(embedder_id: str, aligner_id: str, flip: bool = False) -> str:
@@ -40,8 +62,15 @@ class FacePipeline:
         min_face_size: int = 20,
         keep_chips: bool = True,
         flip: bool = False,
+        detect_max_pixels: int | None = None,
+        max_faces: int | None = None,
     ) -> None:
         self.detector = detector
+        self.detect_max_pixels = detect_max_pixels
+        """Pixels the detector may work on, after its own upsampling (None: no bound). A
+        larger image is detected on a reduced copy; faces are aligned from the full image."""
+        self.max_faces = max_faces
+        """Faces processed per image when a call does not say (None: all)."""
         self.flip = flip
         self.aligner = aligner
         self.embedder = embedder
@@ -65,18 +94,45 @@ class FacePipeline:
     def process(
         self, image: np.ndarray, *, enrol: bool = True, max_faces: int | None = None
     ) -> PipelineOutput:
-        """All faces of an RGB image (with ``max_faces``, only the largest that many). With
-        ``enrol``, faces under the size floor are rejected."""
+        """All faces of an RGB image (with ``max_faces``, only the largest that many; default
+        the pipeline's ``max_faces``). With ``enrol``, faces under the size floor are
+        rejected."""
         with self._lock:
-            return self._process(image, enrol, max_faces)
+            return self._process(image, enrol, max_faces or self.max_faces)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Face boxes only (redaction covers every face, whatever its quality)."""
         with self._lock:
-            return self.detector.detect(image)
+            return self._detect(image)[0]
+
+    def _detect(self, image: np.ndarray) -> tuple[list[Detection], tuple[int, int] | None]:
+        """Detections in ``image``'s pixels, found on a reduced copy when the image is larger
+        than the detection budget (the detector's memory and time grow with its pixels: a
+        7000x4000 photo at upsampling 1 took 1.1 GB with HOG, far more with the CNN)."""
+        height, width = image.shape[:2]
+        size = detection_size(width, height, self.detect_max_pixels, max_upsampling(self.detector))
+        if size == (width, height):
+            return self.detector.detect(image), None
+        small = Image.fromarray(np.ascontiguousarray(image)).resize(
+            size, Image.Resampling.BILINEAR, reducing_gap=2.0
+        )
+        found = self.detector.detect(np.asarray(small))
+        del small
+        sx, sy = width / size[0], height / size[1]
+
+        def scaled(box: Box) -> Box:
+            return Box(
+                top=round(box.top * sy),
+                right=round(box.right * sx),
+                bottom=round(box.bottom * sy),
+                left=round(box.left * sx),
+            )
+
+        return [Detection(scaled(d.box), d.score, d.pose) for d in found], size
 
     def _process(self, image: np.ndarray, enrol: bool, max_faces: int | None) -> PipelineOutput:
-        detections = self.detector.detect(image)
+        image = np.ascontiguousarray(image)  # dlib's aligner refuses strided arrays
+        detections, detected_at = self._detect(image)
         capped = 0
         if max_faces is not None and len(detections) > max_faces:
             capped = len(detections) - max_faces
@@ -96,7 +152,7 @@ class FacePipeline:
             FaceTemplate(det, quality, descriptors[i], _jpeg(chip) if self.keep_chips else None)
             for i, (det, quality, chip) in enumerate(kept)
         ]
-        return PipelineOutput(faces, rejected, capped)
+        return PipelineOutput(faces, rejected, capped, detected_at)
 
 
 def _jpeg(chip: np.ndarray) -> bytes:

@@ -221,6 +221,12 @@ class IngestSummary:
     """Images stored in which no face was enrolled."""
     elapsed_s: float = 0.0
     """Wall-clock time of the whole run (reading, models, storing, indexing)."""
+    images_reduced: int = 0
+    """Images larger than the detection budget: faces detected on a reduced copy."""
+    faces_capped: int = 0
+    """Faces beyond the per-image cap: detected, not stored."""
+    notes: list[str] = field(default_factory=list)
+    """What the per-image bounds did, for the first few images they touched."""
 
     def as_dict(self) -> dict[str, Any]:
         per_s = self.elapsed_s or float("inf")
@@ -241,6 +247,9 @@ class IngestSummary:
             "partial": [asdict(s) for s in self.partial],
             "interrupted": self.interrupted,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "images_reduced": self.images_reduced,
+            "faces_capped": self.faces_capped,
+            "notes": list(self.notes),
         }
 
 

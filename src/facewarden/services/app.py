@@ -655,4 +655,6 @@ def build_pipeline(settings: Settings, threads: int | None = None) -> FacePipeli
         min_face_size=settings.min_face_size,
         keep_chips=settings.store_crops,
         flip=settings.descriptor_flip,
+        detect_max_pixels=settings.detect_max_pixels,
+        max_faces=settings.max_image_faces,
     )

@@ -32,7 +32,7 @@ from facewarden.core.binding import crop_aad, template_aad
 from facewarden.core.clock import utcnow
 from facewarden.core.durations import MAX_DURATION_DAYS
 from facewarden.core.errors import InvalidInput, MediaError
-from facewarden.core.limits import MAX_WORKERS
+from facewarden.core.limits import INGEST_INFLIGHT_BYTES, MAX_WORKERS
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import IngestSummary, Skipped
 from facewarden.services.manifest import ManifestEntry, load_manifest
@@ -62,6 +62,11 @@ class Processed:
     error_code: str | None = None
     error: str | None = None
     kind: str = "image"
+    capped: int = 0
+    """Faces detected beyond the per-image cap (``max_image_faces``): not stored."""
+    detected_at: tuple[int, int] | None = None
+    """The reduced size faces were detected at, when the image exceeded the detection
+    budget (``detect_max_pixels``)."""
 
 
 def video_processed(scan: VideoScan, per_track: int) -> Processed:
@@ -98,7 +103,41 @@ def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Proce
         }
         for f in out.faces
     ]
-    return Processed(image.shape[1], image.shape[0], faces, out.rejected)
+    return Processed(
+        image.shape[1],
+        image.shape[0],
+        faces,
+        out.rejected,
+        capped=out.capped,
+        detected_at=out.detected_at,
+    )
+
+
+MAX_NOTES = 20
+"""Notes kept in an ingest summary (the counts cover every image)."""
+
+
+def bounded(path: str, result: Processed, summary: IngestSummary, settings: Any) -> None:
+    """Count (and note, for the first few) what the per-image bounds left out or reduced."""
+    notes = []
+    if result.detected_at is not None:
+        summary.images_reduced += 1
+        w, h = result.detected_at
+        notes.append(
+            f"{path}: {result.width}x{result.height} detected at {w}x{h} "
+            f"(FACEWARDEN_DETECT_MAX_PIXELS {settings.detect_max_pixels}); faces smaller "
+            "than about the detector's minimum at that size were not found"
+        )
+    if result.capped:
+        summary.faces_capped += result.capped
+        notes.append(
+            f"{path}: {len(result.faces) + result.capped} faces detected, the largest "
+            f"{settings.max_image_faces} kept, {result.capped} not stored "
+            "(FACEWARDEN_MAX_IMAGE_FACES)"
+        )
+    for note in notes:
+        if len(summary.notes) < MAX_NOTES:
+            summary.notes.append(note)
 
 
 def len_of(pool: object, default: int) -> int:
@@ -165,7 +204,11 @@ class IngestService:
             allowed = list(src.subject_fields or [])
         settings = app.settings
         limits = InputLimits(
-            settings.max_file_bytes, settings.max_archive_ratio, settings.max_video_bytes
+            settings.max_file_bytes,
+            settings.max_archive_ratio,
+            settings.max_video_bytes,
+            settings.max_archive_members,
+            settings.max_archive_bytes,
         )
         items = list(iter_inputs(paths, limits))
         entries = load_manifest(manifest, allowed) if manifest is not None else None
@@ -241,6 +284,7 @@ class IngestService:
                 refused[sha] = error
                 skip(path, error)
                 return
+            bounded(label(path), result, summary, settings)
             self._store(
                 source_id,
                 index_label,
@@ -341,7 +385,7 @@ class IngestService:
                     details={
                         k: v
                         for k, v in summary.as_dict().items()
-                        if k not in ("skipped", "subjects")
+                        if k not in ("skipped", "subjects", "notes")
                     }
                     | {"skipped": len(summary.skipped)}
                     | (
@@ -382,23 +426,32 @@ class IngestService:
         else:
             pool = pipeline_pool(n_workers, self.app.settings)
             submit = functools.partial(_submit_to, pool)
-        in_flight: dict[Future, tuple[str, str]] = {}
+        in_flight: dict[Future, tuple[str, str, int]] = {}
+        held = 0  # encoded bytes handed to the workers and not yet back
         with pool:
             try:
                 exhausted = False
                 while True:
-                    while not exhausted and len(in_flight) < 2 * len_of(pool, n_workers):
+                    # At most two images per worker, and no more than INGEST_INFLIGHT_BYTES
+                    # of them (always at least one): memory stays flat whatever the input.
+                    while (
+                        not exhausted
+                        and len(in_flight) < 2 * len_of(pool, n_workers)
+                        and (not in_flight or held < INGEST_INFLIGHT_BYTES)
+                    ):
                         job = next(jobs, None)
                         if job is None:
                             exhausted = True
                             break
                         path, sha, data = job
-                        in_flight[submit(data)] = (path, sha)
+                        in_flight[submit(data)] = (path, sha, len(data))
+                        held += len(data)
                     if not in_flight:
                         break
                     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        path, sha = in_flight.pop(fut)
+                        path, sha, size = in_flight.pop(fut)
+                        held -= size
                         store(path, sha, fut.result())
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from facewarden.adapters.imaging import decode, probe_crop_jpeg
+from facewarden.adapters.imaging import decode, probe_crop_jpeg, truncated
 from facewarden.config import Settings
 from facewarden.core.errors import Busy, MediaError
 from facewarden.core.pipeline import FacePipeline
@@ -78,8 +78,10 @@ def _ready() -> bool:
 class _Lane:
     """A pool of ``workers`` processes with admission bounded to ``capacity`` probes."""
 
-    def __init__(self, name: str, settings: Settings, workers: int, queue: int) -> None:
-        self.name, self.settings, self.workers = name, settings, workers
+    def __init__(
+        self, name: str, settings: Settings, workers: int, queue: int, nice: int = 0
+    ) -> None:
+        self.name, self.settings, self.workers, self.nice = name, settings, workers, nice
         self.capacity = workers + queue
         self.slots = threading.BoundedSemaphore(self.capacity)
         self.seconds = 1.0  # moving average of one probe's time (for Retry-After)
@@ -88,14 +90,15 @@ class _Lane:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         worker_settings = self.settings.model_copy(update={"workers": self.workers})
-        pool = pipeline_pool(self.workers, worker_settings)
+        pool = pipeline_pool(self.workers, worker_settings, self.nice)
         for _ in range(self.workers):  # start the workers and load their models now
             pool.submit(_ready)
         return pool
 
     def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the queue's share of the workers' time."""
-        return max(1, min(60, math.ceil(self.seconds * self.capacity / self.workers)))
+        """Seconds until a slot is likely free: one probe's time shared by the workers (a
+        longer wait leaves workers idle once the queue drains; 1 to 60)."""
+        return max(1, min(60, math.ceil(self.seconds / self.workers)))
 
     def run(self, data: bytes, settings_json: str) -> Probe | tuple[str, str]:
         pool = self.pool
@@ -113,15 +116,27 @@ class _Lane:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+QUEUE_PER_WORKER = 8
+"""Default probes waiting per worker of the search lane (``search_queue`` 0)."""
+HEAVY_NICE = 10
+"""CPU niceness of the large-probe lane's workers."""
+
+
 def probe_pixels(data: bytes) -> int:
-    """Pixels a probe declares in its header (0 when it cannot be read: it fails fast)."""
+    """Pixels a probe declares in its header (0 when it cannot be read: it fails fast).
+    A truncated JPEG or PNG is refused here, before it takes a worker's place."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                return img.size[0] * img.size[1]
+                size, fmt = img.size, img.format
     except Exception:  # anything unreadable is refused quickly by the decoder itself
         return 0
+    if fmt is not None and truncated(fmt, data):
+        raise MediaError(
+            f"truncated image: the {fmt} data ends before the image does", code="truncated"
+        )
+    return size[0] * size[1]
 
 
 class ProbePool:
@@ -138,14 +153,17 @@ class ProbePool:
         self._pipeline = pipeline
         self._settings_json = settings.model_dump_json()
         self._lock = threading.Lock()
-        queue = settings.search_queue or 2 * max(1, self.workers)
+        # Default: eight waiting per worker, so 16 clients on 2 cores queue instead of being
+        # sent away (a refused client waits its Retry-After while a worker may go idle).
+        queue = settings.search_queue or QUEUE_PER_WORKER * max(1, self.workers)
         self.light: _Lane | None = None
         self.heavy: _Lane | None = None
         if self.workers:
             self.light = _Lane("search", settings, self.workers, queue)
             if settings.search_heavy_pixels:
                 heavy = max(1, self.workers // 2)
-                self.heavy = _Lane("large-probe", settings, heavy, 2 * heavy)
+                # Niced: on a busy machine small searches get the cores first.
+                self.heavy = _Lane("large-probe", settings, heavy, 2 * heavy, HEAVY_NICE)
             self.capacity = self.light.capacity
         else:
             self.capacity = 1 + queue
@@ -180,7 +198,7 @@ class ProbePool:
             raise Busy(
                 f"the server is busy: {self.capacity} probes are being processed or queued; "
                 "try again shortly",
-                retry_after=max(1, min(60, math.ceil(self._seconds * self.capacity))),
+                retry_after=max(1, min(60, math.ceil(self._seconds))),
             )
         started = time.monotonic()
         try:

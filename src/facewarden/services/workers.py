@@ -54,10 +54,14 @@ def die_with_parent(parent_pid: int, *, kernel_signal: bool) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def worker_init(settings_json: str, parent_pid: int | None = None, main: bool = False) -> None:
+def worker_init(
+    settings_json: str, parent_pid: int | None = None, main: bool = False, nice: int = 0
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about Ctrl-C
     if parent_pid is not None:
         die_with_parent(parent_pid, kernel_signal=main)
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)  # a background lane: the CPU goes to the others first
     from facewarden.config import Settings
     from facewarden.services.app import build_pipeline
 
@@ -68,8 +72,9 @@ def worker_init(settings_json: str, parent_pid: int | None = None, main: bool = 
     WORKER["max_pixels"] = settings.max_image_pixels
 
 
-def pipeline_pool(workers: int, settings: Settings) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes, each with a pipeline built from ``settings``."""
+def pipeline_pool(workers: int, settings: Settings, nice: int = 0) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, each with a pipeline built from ``settings`` (with
+    ``nice``, at that much lower CPU priority)."""
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
@@ -78,5 +83,6 @@ def pipeline_pool(workers: int, settings: Settings) -> ProcessPoolExecutor:
             settings.model_dump_json(),
             os.getpid(),
             threading.current_thread() is threading.main_thread(),
+            nice,
         ),
     )
