@@ -58,8 +58,8 @@ def worker_init(settings_json: str, parent_pid: int | None = None, main: bool = 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about Ctrl-C
     if parent_pid is not None:
         die_with_parent(parent_pid, kernel_signal=main)
+    from facewarden.adapters.models.registry import build_pipeline
     from facewarden.config import Settings
-    from facewarden.services.app import build_pipeline
 
     settings = Settings.model_validate_json(settings_json)
     # The workers share the cores: ONNX Runtime gets its share in each, not all of them.
