@@ -125,6 +125,8 @@ def main() -> None:
         "template_space": model_id,
         "detector": settings.detector,
         "upsample": settings.upsample,
+        "detector_retry": settings.detector_retry,
+        "detector_setting": settings.detector_setting,
         "runtime": settings.runtime,
         "face_choice": "face nearest the image centre; images without a detected face left out",
     }

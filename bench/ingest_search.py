@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--runtimes", nargs="+", default=["dlib", "onnx"])
-    ap.add_argument("--upsample", type=int, default=1, help="detector upsampling")
+    ap.add_argument("--upsample", type=int, help="detector upsampling (default: the setting)")
     ap.add_argument("--detector", help="hog, cnn or hybrid (default: the setting)")
     ap.add_argument("--probe-size", help="search probes as WxH frames, e.g. 640x480")
     ap.add_argument("--ray", help="also ingest in Ray actors at this address ('local')")
@@ -153,6 +153,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.detector:  # read by every Settings, in this process and the workers
         os.environ["FACEWARDEN_DETECTOR"] = args.detector
+    if args.upsample is None:
+        args.upsample = Settings().upsample
     size = tuple(int(x) for x in args.probe_size.split("x")) if args.probe_size else None
     files = images(args.data, args.limit)
     if not files:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: lint (ruff, the import contracts), then the suite on SQLite, then (when a
+# The test command: lint (ruff, the import contracts, mypy), then the suite on SQLite, then (when a
 # PostgreSQL admin URL is given in FACEWARDEN_TEST_PG_URL, as .ci/run does) again on PostgreSQL.
 #
 #   bash scripts/test.sh                 the whole suite
@@ -15,13 +15,14 @@ done
 # (or complete) it here, so this command works right after the set-up command on a fresh machine.
 dev_tools_installed() {
   [ -x .venv/bin/ruff ] && [ -x .venv/bin/pytest ] && [ -x .venv/bin/lint-imports ] &&
-    .venv/bin/python -c 'import pytest_timeout' 2>/dev/null
+    [ -x .venv/bin/mypy ] && .venv/bin/python -c 'import pytest_timeout' 2>/dev/null
 }
 [ -x .venv/bin/python ] || python3 -m venv .venv
 dev_tools_installed || .venv/bin/pip install -q -e '.[dev]'
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/lint-imports --no-cache --no-logo
+.venv/bin/mypy  # src/, with the pydantic plugin: [tool.mypy] in pyproject.toml
 echo "== tests on SQLite (embedded default)"
 env -u FACEWARDEN_TEST_PG_URL .venv/bin/pytest -q "${PYTEST_ARGS[@]}"
 if [ -n "${FACEWARDEN_TEST_PG_URL:-}" ]; then

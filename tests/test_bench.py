@@ -217,3 +217,10 @@ def test_service_bench_runs_on_tiny_input(tmp_path):
     assert result["top1_agrees_with_index"] in (None, 1.0)
     assert result["subject_rights"]["queries"] == 1
     assert result["subject_rights"]["exact_candidate_search"]["p50_ms"] > 0
+
+
+def test_cli_help_bench_runs_on_tiny_input(tmp_path):
+    exe = str(Path(sys.executable).with_name("facewarden"))
+    result = _bench("cli_help.py", tmp_path / "r.json", "--a", exe, "--b", exe, "--repeat", "1")
+    assert len(result["a_help_s"]) == len(result["b_help_s"]) == 1
+    assert result["a_help_s_median"] > 0 and result["b_help_s_median"] > 0

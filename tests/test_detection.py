@@ -10,9 +10,11 @@ from PIL import Image
 
 from facewarden.adapters.models.registry import build_detector
 from facewarden.adapters.models.strategy import HybridDetector
+from facewarden.adapters.storage.tables import AuditEvent
 from facewarden.config import Settings
 from facewarden.core.errors import TemplateSpaceMismatch
 from facewarden.core.pipeline import FacePipeline
+from facewarden.core.quality import assess
 from facewarden.services.app import Facewarden
 
 from conftest import (
@@ -72,6 +74,28 @@ def test_registry_builds_each_detector_setting():
     assert retry.model_id == "dlib-mmod-up0>dlib-mmod-up1"
 
 
+@pytest.mark.parametrize("name", ["obama.jpg", "rose_leslie.jpg", "kit_harington.jpg"])
+def test_either_detectors_box_aligns_to_the_same_chip_and_template(
+    pipeline: FacePipeline, name: str
+):
+    """The detector changes the box, not the template space: the 5-point model, given the
+    CNN's box (sized and placed differently from HOG's), finds the same landmarks, so the
+    landmark-aligned chip, its quality measures and its template are those of HOG's box."""
+    image = rgb(GALLERY / name)
+    (hog,) = build_detector("hog", 1).detect(image)
+    (cnn,) = build_detector("cnn", 0, "auto", MODEL_CACHE).detect(image)
+    assert hog.box != cnn.box
+    chip_h, points_h = pipeline.aligner.align(image, hog.box)
+    chip_c, points_c = pipeline.aligner.align(image, cnn.box)
+    eyes = float(np.linalg.norm(points_h[0:2].mean(0) - points_h[2:4].mean(0)))
+    assert np.linalg.norm(points_h - points_c, axis=1).max() < 0.1 * eyes
+    t_h, t_c = pipeline.embedder.embed([chip_h, chip_c])
+    assert np.linalg.norm(t_h - t_c) < 0.1  # the match threshold is 0.6
+    q_h = assess(hog, chip_h, points_h, 20)
+    q_c = assess(cnn, chip_c, points_c, 20)
+    assert abs(q_h.yaw - q_c.yaw) < 0.05 and q_h.flags == q_c.flags
+
+
 def test_flip_averaging_is_its_own_template_space(pipeline: FacePipeline):
     flipped = FacePipeline(pipeline.detector, pipeline.aligner, pipeline.embedder, flip=True)
     assert flipped.model_id == pipeline.model_id + "+flip"
@@ -111,6 +135,45 @@ def test_a_gallery_of_another_recipe_is_refused_not_silently_missed(
     with other.sessions() as session:  # nothing of the new recipe was mixed in
         assert session.scalar(select(func.count()).select_from(Face)) == 1
     other.engine.dispose()
+
+
+def test_a_gallery_ingested_with_hog_is_searched_with_the_default_without_migration(
+    tmp_path, database_url, pipeline
+):
+    """The detector is not part of the template recipe: templates made from HOG's boxes and
+    from the CNN's are comparable, so a gallery of the old default is neither refused nor
+    silently missed by the new one, and each ingest run records which detector it used."""
+    from facewarden.services.app import build_pipeline
+
+    hog_settings = make_settings(
+        tmp_path / "data", database_url, detector="hog", upsample=1, detector_retry=False
+    )
+    old, _ = Facewarden.init(
+        hog_settings, admin_name="admin", pipeline=build_pipeline(hog_settings)
+    )
+    admin = old.actor(name="admin")
+    add_source(old, admin)
+    assert old.ingest.run(admin, [GALLERY / "obama.jpg", GALLERY / "biden.jpg"], "press").faces == 2
+    open_case(old, admin)
+    old.engine.dispose()
+
+    settings = make_settings(tmp_path / "data", database_url)  # the defaults: the CNN
+    assert settings.detector_setting == "cnn-up0+retry-up1"
+    new = Facewarden(settings, pipeline=pipeline)
+    admin = new.actor(name="admin")
+    assert new.model_id == old.model_id
+    result = new.search.search(admin, probe("obama1.jpg"), case="CASE-1")
+    (face,) = result.faces
+    assert face.candidates and "obama" in face.candidates[0].media_path
+    assert face.candidates[0].distance < 0.5
+    assert new.ingest.run(admin, [GALLERY / "kit_harington.jpg"], "press").faces == 1
+    with new.sessions() as s:
+        q = s.query(AuditEvent).filter(AuditEvent.action == "ingest.start")
+        details = [e.details for e in q.order_by(AuditEvent.seq)]
+    used = [(d if isinstance(d, dict) else json.loads(d))["detector"] for d in details]
+    assert used == ["hog-up1", "cnn-up0+retry-up1"]
+    assert new.stats()["detector"] == "cnn-up0+retry-up1"  # the setting now in use
+    new.engine.dispose()
 
 
 def test_search_and_ingest_record_the_detector_setting(tmp_path, database_url, pipeline):

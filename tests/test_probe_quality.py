@@ -19,7 +19,10 @@ from facewarden.services.app import Facewarden
 from conftest import FIXTURES, GALLERY, add_source, last_event, make_settings, open_case, probe
 
 BLURRED = (FIXTURES / "lfw_subjects" / "Ricardo_Lagos_0001.jpg").read_bytes()
-PROFILE = (FIXTURES / "lfw_subjects" / "Paul_Wolfowitz_0002.jpg").read_bytes()
+# Lin-Manuel Miranda turned about 45 degrees (short_hamilton_clip.mp4 at 4.66 s, cropped): a
+# head turn well beyond the bar under either detector's box (yaw about 0.45 against 0.34), in
+# focus and large enough, so "profile" is its only problem.
+PROFILE = (FIXTURES.parent / "video" / "miranda_turned_4.66s.jpg").read_bytes()
 
 
 def searches(fw, ref="CASE-1") -> int:
@@ -68,7 +71,8 @@ def test_only_the_good_faces_of_a_group_photo_are_searched(gallery_fw, admin):
     result = gallery_fw.search.search(admin, probe("obama_and_biden.jpg"), case="CASE-1")
     gated = [f for f in result.faces if not f.searched]
     good = [f for f in result.faces if f.searched]
-    assert len(gated) == 1 and gated[0].quality_problems == ["blurred"]
+    # The third face is out of focus (its head turn is at the yaw limit: it may be flagged too).
+    assert len(gated) == 1 and "blurred" in gated[0].quality_problems
     assert not gated[0].candidates and len(good) == 2 and all(f.candidates for f in good)
     assert details(last_event(gallery_fw, "search"))["allow_low_quality"] is False
 
@@ -133,4 +137,4 @@ def test_cli_shows_quality_refuses_with_exit_3_and_overrides(tmp_path, database_
     assert "quality: size" in forced.stdout and "searched by override" in forced.stdout
     group = cli("search", FIXTURES / "probes" / "obama_and_biden.jpg", "--case", "C-1")
     assert group.returncode == 0 and group.stdout.count("quality: size") == 3
-    assert "(blurred): not searched" in group.stdout
+    assert "Below the quality bar (blurred" in group.stdout and "not searched" in group.stdout

@@ -20,5 +20,5 @@ def test_search_result_shows_fmr_and_expected_strangers(login):  # noqa: F811
     text = estimate.inner_text()
     assert "FMR ≈" in text and "est. strangers this close" in text
     assert "LFW" in estimate.get_attribute("title")
-    title = page.locator("#face-title").inner_text()
-    assert "est. false candidates if the person is not in the gallery" in title
+    summary = page.locator("#face-estimate").inner_text()
+    assert "est. false candidates if the person is not in the gallery" in summary

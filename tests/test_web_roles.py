@@ -105,6 +105,7 @@ MATRIX = [
         ("dpo",),
     ),
     ("GET", "/api/v1/subjects/requests", {}, ("dpo", "auditor", "admin")),
+    ("GET", "/api/v1/subjects/receipts", {}, ("dpo", "auditor")),
     ("POST", "/api/v1/subjects/by-reference/access", {"json": {"subject": "R-404"}}, ("dpo",)),
     (
         "POST",

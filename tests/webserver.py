@@ -12,14 +12,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from facewarden.core.actors import ROLES
+from facewarden.core.actors import ROLES, Actor
 from facewarden.services.app import Facewarden
 
 from conftest import GALLERY, PG_ADMIN_URL, _pg_database, add_source, make_settings, open_case
@@ -59,7 +59,14 @@ def facewarden_command() -> list[str]:
 
 
 @contextmanager
-def running_server(root: Path, pipeline, **env: str) -> Iterator[Server]:
+def running_server(
+    root: Path,
+    pipeline,
+    prepare: Callable[[Facewarden, Actor], None] | None = None,
+    **env: str,
+) -> Iterator[Server]:
+    """``prepare(fw, admin)`` adds what a test module needs to the gallery before the
+    server starts (more sources, images with a manifest, cases)."""
     db = _pg_database() if PG_ADMIN_URL else None
     database_url = next(db) if db else None
     data_dir = root / "data"
@@ -78,6 +85,8 @@ def running_server(root: Path, pipeline, **env: str) -> Iterator[Server]:
     summary = fw.ingest.run(admin, [GALLERY], "press")
     assert summary.faces == 5, summary
     open_case(fw, admin, investigators=["ines", "rita", ROLE_USERS["investigator"]])
+    if prepare is not None:
+        prepare(fw, admin)
     fw.close()
 
     port = free_port()

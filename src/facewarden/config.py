@@ -53,18 +53,18 @@ class Settings(BaseSettings):
     target_fpir: float = Field(0.01, gt=0, lt=1)
     """Target false positive identification rate of the ``fpir`` policy."""
     top_k: int = Field(10, ge=1, le=1000)
-    detector: Literal["hog", "cnn", "hybrid"] = "hog"
+    detector: Literal["hog", "cnn", "hybrid"] = "cnn"
     """Face detector: ``cnn`` (dlib's MMOD CNN on ONNX Runtime: also turned, dark and partly
-    hidden faces), ``hog`` (dlib's frontal HOG) or ``hybrid`` (HOG, then the CNN on images
-    where HOG found nothing). docs/detection.md has the measurements: ``cnn`` at upsampling 0
-    with the retry wins on them, and becomes the default once the probe quality bar and the
-    false-match calibration, derived with HOG's boxes, are re-derived for it."""
-    upsample: int = Field(1, ge=0, le=4)
+    hidden faces), ``hog`` (dlib's frontal HOG, about ±30 degrees) or ``hybrid`` (HOG, then
+    the CNN on images where HOG found nothing). docs/detection.md has the measurements behind
+    the default (``cnn`` at upsampling 0 with the retry)."""
+    upsample: int = Field(0, ge=0, le=4)
     """Times the image is doubled before detection: each finds faces half as small (HOG's
     smallest is about 80 pixels at 0, the CNN's about 40) at about four times the cost."""
-    detector_retry: bool = False
-    """Where the detector finds no face, look once more at one more upsampling (small faces:
-    a distant or low-resolution probe) - the cost only on images without a face."""
+    detector_retry: bool = True
+    """Where the detector finds no face, look once more with the CNN at one more upsampling
+    (small faces: a distant or low-resolution probe) - the cost only on images without a
+    face."""
     descriptor_flip: bool = False
     """Average each face's descriptor with its mirror image's (a different template space:
     a gallery holds templates of one recipe only)."""
@@ -129,16 +129,19 @@ class Settings(BaseSettings):
 
     case_search_quota: int = Field(100, ge=1)
     """Default number of searches a case allows (``case open --quota`` overrides it)."""
-    probe_min_face_px: int = Field(40, ge=0)
-    """Probe quality gate: a probe face narrower or shorter than this (pixels) is
-    ``too_small``. Faces that fail the gate are not searched unless the investigator
+    probe_min_face_px: int = Field(36, ge=0)
+    """Probe quality gate: a probe face whose box is narrower or shorter than this (pixels)
+    is ``too_small``. Box sizes depend on the detector: 36 for the CNN's boxes is the bar of
+    40 set on HOG's boxes, scaled by the CNN/HOG box size ratio (0.89, bench/quality_bar.py).
+    Faces that fail the gate are not searched unless the investigator
     overrides it (``--allow-low-quality``, logged). 0 disables this check."""
     probe_min_blur: float = Field(30.0, ge=0)
     """Probe quality gate: focus (variance of the Laplacian of the aligned chip) below this
-    is ``blurred``. 0 disables this check."""
-    probe_max_yaw: float = Field(0.35, gt=0)
+    is ``blurred``. 0 disables this check. (Re-derived on the CNN's boxes: unchanged.)"""
+    probe_max_yaw: float = Field(0.34, gt=0)
     """Probe quality gate: a head turn (nose offset over eye distance) beyond this is
-    ``profile``. A large value disables this check."""
+    ``profile``. A large value disables this check. (0.35 on HOG's boxes; 0.34 flags the
+    same faces on the CNN's, bench/quality_bar.py.)"""
     subject_threshold: float = Field(0.5, gt=0, le=2)
     """Distance for subject access and erasure candidates, and for the suppression list.
     Stricter than the search threshold: a wrong match would disclose or delete someone else."""

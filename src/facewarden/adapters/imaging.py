@@ -100,7 +100,7 @@ def decode(data: bytes, *, max_pixels: int, max_side: int | None = None) -> Deco
         with warnings.catch_warnings():
             # Our own limit below is the one that counts; Pillow's global is left alone.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             if img.format not in ALLOWED_FORMATS:
                 raise MediaError(
                     f"unsupported image format {img.format}", code="unsupported_format"

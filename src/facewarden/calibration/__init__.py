@@ -51,6 +51,17 @@ class Calibration:
         """Expected number of unrelated gallery faces within ``distance`` of a probe."""
         return gallery_size * self.fmr(distance)
 
+    def predicted_fpir(self, distance: float, gallery_size: int) -> float:
+        """FPIR of a search for someone not in a gallery of ``gallery_size`` at threshold
+        ``distance``, if the probe's comparisons were independent: ``1 - (1 - FMR) ** N``
+        (``expected_strangers`` is its union bound)."""
+        return 1.0 - (1.0 - self.fmr(distance)) ** max(gallery_size, 0)
+
+    def policy_threshold(self, target: float, gallery_size: int, ceiling: float) -> float:
+        """The fpir threshold policy's distance: ``threshold_for_fpir``, never looser than
+        ``ceiling`` (the configured fixed threshold). Search and ``eval identify`` use it."""
+        return min(self.threshold_for_fpir(target, gallery_size), ceiling)
+
     def threshold_for_fpir(self, target: float, gallery_size: int) -> float:
         """The largest tabulated distance whose ``gallery_size x FMR`` is at most ``target``.
 

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -15,6 +15,7 @@ from rich.table import Table
 from facewarden.cli import output
 
 if TYPE_CHECKING:
+    from facewarden.calibration import Calibration
     from facewarden.config import Settings
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on labelled data.")
@@ -38,7 +39,7 @@ def _settings(**overrides: object) -> Settings:
     from facewarden.config import Settings
     from facewarden.core.errors import InvalidInput
 
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
@@ -159,15 +160,29 @@ def eval_identify(
         ),
     ] = None,
     cache: Annotated[
-        Path | None, typer.Option(help="Templates cache file (npz) to reuse embeddings.")
+        Path | None,
+        typer.Option(
+            help="Templates cache file (npz) to reuse embeddings (default: "
+            "$XDG_CACHE_HOME/facewarden/eval/<folder>-templates.npz; kept per recipe)."
+        ),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed every image anew.")] = False,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(help="Calibration table (JSON) to predict from (default: the committed one)."),
     ] = None,
 ) -> None:
-    """1:N identification: rank-1/rank-10 rates, FNIR at FPIR 1% and 0.1%, predicted vs
-    observed FPIR by gallery size."""
+    """1:N identification: rank-1/rank-10 rates, FNIR at FPIR 1% and 0.1%, and with
+    --gallery-size the FPIR the calibration predicts against the FPIR observed."""
     from facewarden.config import Settings
     from facewarden.evaluation.identify import evaluate_identification
 
     settings = Settings()
+    cal = _calibration(calibration) if calibration else None
+    if no_cache:
+        cache = None
+    elif cache is None:
+        cache = eval_cache(data)
     with _progress("embedding images", as_json) as bar:
         task = bar.add_task("", total=None)
         result = evaluate_identification(
@@ -178,6 +193,7 @@ def eval_identify(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             gallery_sizes=gallery_size,
             cache=cache,
+            calibration=cal,
         )
     result["command"] = "facewarden " + " ".join(sys.argv[1:])
     if out:
@@ -212,23 +228,61 @@ def eval_identify(
         table.add_row(k, v)
     output.out.print(table)
     if "fpir_predicted_vs_observed" in result:
-        pvo = result["fpir_predicted_vs_observed"]
-        t = Table(title="FPIR predicted (calibration) vs observed", show_edge=False)
-        for col in ("gallery", "synthetic", "policy", "threshold", "predicted", "observed",
-                    "95% CI", "holds", "held-out pred.", "model w/ measured FMR"):  # fmt: skip
-            t.add_column(col, no_wrap=True)
-        for r in pvo.get("rows", []):
-            t.add_row(
-                str(r["gallery_size"]),
-                f"{r['synthetic_distractors']} {r['distractor_method'] or ''}".strip(),
-                r["policy"],
-                f"{r['threshold']:.3f}",
-                f"{r['predicted_fpir']:.4f}" + (" (bound)" if r["fmr_at_floor"] else ""),
-                f"{r['observed_fpir']:.4f}",
-                f"{r['observed_95ci'][0]:.3f}-{r['observed_95ci'][1]:.3f}",
-                "yes" if r["within_tolerance"] else "NO",
-                f"{r['predicted_fpir_held_out']:.4f}",
-                f"{r['fpir_from_measured_fmr']:.4f}",
-            )
-        output.out.print(t)
-        output.out.print(f"tolerance: {pvo.get('tolerance')}")
+        print_fpir(result["fpir_predicted_vs_observed"])
+
+
+def eval_cache(data: Path) -> Path:
+    """Default templates cache of a research folder: ``$XDG_CACHE_HOME/facewarden/eval``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "facewarden" / "eval" / f"{data.resolve().name}-templates.npz"
+
+
+def _calibration(path: Path) -> Calibration:
+    from facewarden.calibration import from_dict
+    from facewarden.core.errors import InvalidInput
+
+    try:
+        return from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"--calibration {path}: not a calibration table ({exc})") from None
+
+
+def print_fpir(pvo: dict[str, Any]) -> None:
+    if "error" in pvo:
+        output.out.print(f"FPIR by gallery size: {pvo['error']}")
+        return
+    t = Table(title="FPIR predicted (calibration) vs observed (non-mated probes)", show_edge=False)
+    for col in ("gallery", "distractors", "policy", "t", "predicted", "observed (95% CI)",
+                "holds", "synth. FMR / real"):  # fmt: skip
+        t.add_column(col, no_wrap=True)
+    for r in pvo.get("rows", []):
+        ratio = r["synthetic_fmr_ratio_at_threshold"]
+        synth = "-"
+        if r["synthetic_distractors"]:
+            realistic = r["synthetic_realistic_at_threshold"]
+            synth = "n/a: too few real pairs" if ratio is None else f"{ratio:.3g}"
+            synth += " (unlike real)" if realistic is False else ""
+        t.add_row(
+            f"{r['gallery_size']:,}",
+            f"{r['synthetic_distractors']:,} {r['distractor_method']}"
+            if r["synthetic_distractors"]
+            else "none (real)",
+            r["policy"],
+            f"{r['threshold']:.3f}",
+            f"{r['predicted_fpir']:.4f}" + (" (bound)" if r["fmr_at_floor"] else ""),
+            f"{r['observed_fpir']:.4f} ({r['observed_95ci'][0]:.4f}-{r['observed_95ci'][1]:.4f})",
+            "yes" if r["within_tolerance"] else "NO",
+            synth,
+        )
+    output.out.print(t)
+    output.out.print(f"tolerance: {pvo.get('tolerance')}")
+    for name, fid in (pvo.get("synthetic_fidelity") or {}).items():
+        output.out.print(
+            f"{name} distractors: KS D {fid['ks_probe_distances']} against real strangers "
+            f"(distances from the probes), {fid['ks_among_themselves']} among themselves"
+        )
+    if not pvo.get("calibration_recipe_matches_settings", True):
+        output.out.print(
+            "warning: the calibration was made with other detection settings "
+            f"({pvo['calibration']['recipe']}) than these ({pvo['settings_detection']})"
+        )

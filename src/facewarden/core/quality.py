@@ -7,7 +7,10 @@ import numpy as np
 from facewarden.core.schemas import Detection, Quality
 
 BLUR_FLAG_BELOW = 30.0
-YAW_FLAG_ABOVE = 0.35
+YAW_FLAG_ABOVE = 0.34
+"""The flags' limits, as the probe quality bar's defaults (``Settings.probe_min_blur`` and
+``probe_max_yaw``): derived on the default detector's (the CNN's) boxes by
+bench/quality_bar.py (bench/results/quality_bar.json)."""
 
 
 def laplacian_variance(gray: np.ndarray) -> float:

@@ -66,6 +66,16 @@ def embed_one(pipeline: FacePipeline, data: bytes, max_pixels: int) -> ImageTemp
     return ImageTemplate(descriptor, len(detections), hashlib.sha256(data).hexdigest())
 
 
+def cache_recipe(settings: Settings) -> str:
+    """What makes an evaluation template: the settings that change a descriptor (detector
+    and its upsampling and retry, runtime, flip) and the fallback rule. A cache made under
+    another recipe (e.g. before the default detector changed) is not reused."""
+    return (
+        f"{settings.detector_setting};runtime={settings.runtime};"
+        f"flip={settings.descriptor_flip};fallback={FALLBACK_SIDE}"
+    )
+
+
 def _worker_embed(path: str) -> ImageTemplate:
     return embed_one(WORKER["pipeline"], Path(path).read_bytes(), WORKER["max_pixels"])
 
@@ -82,13 +92,18 @@ def embed_cached(
     """``embed_paths`` with an optional cache file (npz) keyed by each file's path under
     ``root`` and its content hash: only images not in it (or changed) are embedded, and the
     cache is rewritten with them. The cache holds templates of a labelled research set, never
-    of a gallery; it is a file the operator names."""
+    of a gallery; it is a file the operator names. It records ``cache_recipe``: a cache of
+    another recipe (or of none) is ignored and rewritten."""
     known: dict[str, ImageTemplate] = {}
+    recipe = cache_recipe(settings)
     if cache is not None and cache.exists():
         with np.load(cache, allow_pickle=False) as z:
+            same = "recipe" in z.files and str(z["recipe"]) == recipe
             for name, sha, found, vec in zip(
                 z["names"], z["sha256"], z["found"], z["vecs"], strict=True
             ):
+                if not same:
+                    break
                 known[str(name)] = ImageTemplate(vec.astype(np.float32), int(found), str(sha))
     names = [str(Path(p).relative_to(root)) for p in paths]
     hashes = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
@@ -106,6 +121,7 @@ def embed_cached(
         with cache.open("wb") as f:
             np.savez(
                 f,
+                recipe=np.array(recipe),
                 names=np.array(keys),
                 sha256=np.array([known[k].sha256 for k in keys]),
                 found=np.array([known[k].faces_found for k in keys]),

@@ -293,7 +293,8 @@ class Facewarden:
                     "init",
                     details={"user": admin_name, "roles": list(SINGLE_OPERATOR_ROLES)},
                 )
-        if start_anchors or app.audit.anchors.path.exists():
+        anchors = app.audit.anchors
+        if anchors is not None and (start_anchors or anchors.path.exists()):
             app.audit.anchor_now(create=start_anchors)
         return app, token
 
@@ -422,7 +423,7 @@ class Facewarden:
                 "index_size": index_size,
                 "index_backend": self._index.name,
                 "model": self.model_id,
-                "detector": self.settings.detector,
+                "detector": self.settings.detector_setting,
                 "database": self.engine.dialect.name,
             }
 

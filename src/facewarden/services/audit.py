@@ -320,10 +320,11 @@ class AuditLog:
         """Walk the chain: any edited, deleted, inserted or reordered record breaks it, and
         each anchor's record must still be there with the same hash."""
         auto = self.anchors.read() if self.anchors is not None else []
+        path = self.anchors.path if self.anchors is not None else None  # set when ``auto`` is
         for a in auto:
             if a.get("bad") or not isinstance(a.get("seq"), int) or "hash" not in a:
                 return ChainReport(
-                    False, 0, None, f"anchor file {self.anchors.path} line {a['line']} is damaged"
+                    False, 0, None, f"anchor file {path} line {a['line']} is damaged"
                 )
             if self.key is not None and not hmac.compare_digest(
                 str(a.get("mac", "")), anchor_mac(self.key, a)
@@ -332,7 +333,7 @@ class AuditLog:
                     False,
                     0,
                     int(a["seq"]),
-                    f"anchor file {self.anchors.path} line {a['line']} does not verify under "
+                    f"anchor file {path} line {a['line']} does not verify under "
                     "the audit key (forged, or the audit key was replaced)",
                 )
         try:
@@ -438,9 +439,11 @@ class AuditLog:
         outcome: str | None = None,
         before_seq: int | None = None,
         newest_first: bool = False,
+        until: datetime | None = None,
     ) -> list[dict[str, Any]]:
         """Records matching every given filter (``action`` matches a prefix: ``case`` finds
-        ``case.open`` and ``case.close``), oldest first unless ``newest_first``."""
+        ``case.open`` and ``case.close``; ``since`` and ``until`` bound the time, both
+        inclusive), oldest first unless ``newest_first``."""
         with self.sessions() as session:
             order = AuditEvent.seq.desc() if newest_first else AuditEvent.seq
             q = select(AuditEvent).order_by(order)
@@ -448,6 +451,9 @@ class AuditLog:
                 q = q.where(AuditEvent.case_ref == case_ref)
             if since:
                 q = q.where(AuditEvent.ts >= since.astimezone(UTC).isoformat())
+            if until:
+                end = until.astimezone(UTC).isoformat(timespec="microseconds")
+                q = q.where(AuditEvent.ts <= end)
             if action:
                 q = q.where(
                     (AuditEvent.action == action) | AuditEvent.action.startswith(action + ".")

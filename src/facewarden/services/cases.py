@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal, NoReturn
@@ -373,7 +374,7 @@ class CaseService:
             )
         return info, via
 
-    def all(self) -> list[CaseInfo]:
+    def all(self) -> builtins.list[CaseInfo]:  # ``list`` here is the method above
         """Every case (internal: callers have authorised already)."""
         with self.sessions() as session:
             counts = dict(

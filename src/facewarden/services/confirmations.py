@@ -119,6 +119,8 @@ class ConfirmationService:
             if problem is None:
                 problem, code = self._rule(actor, decisions, status, face_id)
             if problem is None:
+                if info is None:  # problem() returns the case whenever it allows
+                    raise NotFound(f"no case {case.ref!r}")
                 event = self.audit.append(
                     session,
                     actor,

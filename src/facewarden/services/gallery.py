@@ -8,7 +8,7 @@ import re
 from sqlalchemy import Engine, delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from facewarden.adapters.storage.db import erasure_lock, transaction
+from facewarden.adapters.storage.db import erasure_lock, rowcount, transaction
 from facewarden.adapters.storage.tables import (
     Case,
     CaseSearch,
@@ -203,9 +203,9 @@ class GalleryService:
         action = "media.restrict" if restricted else "media.unrestrict"
         self.guard.authorize(actor, action, "dpo", details={"media": media_id})
         with transaction(self.writes) as session:
-            done = session.execute(
-                update(Media).where(Media.id == media_id).values(restricted=restricted)
-            ).rowcount
+            done = rowcount(
+                session, update(Media).where(Media.id == media_id).values(restricted=restricted)
+            )
             if not done:
                 raise NotFound(f"no media with id {media_id}")
             self.audit.append(session, actor, action, details={"media": media_id})

@@ -14,13 +14,14 @@ import secrets
 import threading
 import time
 from functools import cached_property
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.index.base import FaceLabel, VectorIndex
+from facewarden.adapters.index.protection import TransformedIndex
 from facewarden.adapters.index.registry import BACKENDS, build_index
 from facewarden.adapters.storage.db import purge_deleted_rows
 from facewarden.adapters.storage.faults import storage_failure
@@ -45,6 +46,20 @@ INDEX_GAP_LIMIT = 10_000  # most such ids watched (beyond, the maintenance round
 ERASING_ACTIONS = ("delete", "purge", "retention.run", "subject.erase")
 # The audit records of completed physical purges.
 PURGE_DONE = (AuditEvent.action == "index.purge", AuditEvent.outcome == "ok")
+
+
+@runtime_checkable
+class _VerifiesFiles(Protocol):
+    """A backend that verifies its files when it opens (FAISS)."""
+
+    load_problem: str | None
+    """Why the files were discarded (None: loaded, none there, or already reported)."""
+
+
+def _verifying_backend(index: VectorIndex) -> _VerifiesFiles | None:
+    """The backend behind the keyed rotation, if it verifies its files."""
+    backend = index.inner if isinstance(index, TransformedIndex) else index
+    return backend if isinstance(backend, _VerifiesFiles) else None
 
 
 class IndexService:
@@ -206,8 +221,8 @@ class IndexService:
             )
         except Exception as exc:  # the rebuild stands; the log line above says what happened
             log.warning("could not audit the index rebuild: %s", exc)
-        damaged: Any = self._index  # backends that load files report a load_problem
-        damaged.load_problem = None
+        if (backend := _verifying_backend(self._index)) is not None:
+            backend.load_problem = None  # reported: on the backend, not on the rotation
 
     def catch_up(self) -> int:
         """Index the faces other processes committed since this one last looked (a CLI
@@ -265,9 +280,8 @@ class IndexService:
             self._index.close()
             del self.__dict__["_index"]
         self._template_key = template_key
-        index = self._index
-        backend: Any = getattr(index, "inner", index)
-        if getattr(backend, "load_problem", None):
+        backend = _verifying_backend(self._index)
+        if backend is not None and backend.load_problem:
             log.info("index files under the previous key discarded (%s)", backend.load_problem)
             backend.load_problem = None  # expected after a rotation: not damage
         return self.refill()

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,11 @@ def len_of(pool: object, default: int) -> int:
 # -- worker processes ----------------------------------------------------------------------
 def _worker_process(data: bytes) -> Processed:
     return process_image(WORKER["pipeline"], data, WORKER["max_pixels"])
+
+
+def _submit_to(pool: ProcessPoolExecutor, data: bytes) -> Future[Processed]:
+    # A function, not ``partial(pool.submit, ...)``: mypy cannot type the latter.
+    return pool.submit(_worker_process, data)
 
 
 class _OnlySuppressed(Exception):
@@ -363,12 +368,14 @@ class IngestService:
         """Process ``jobs`` in worker processes, or in Ray actors when ``ray`` is an address
         (``ray_actors`` of them; default one per CPU of the cluster); store each result here,
         in the order they finish."""
+        pool: RayPool | ProcessPoolExecutor
+        submit: Callable[[bytes], Future[Any]]
         if ray is not None:
             pool = RayPool(ray, self.settings, ray_actors)
             submit = pool.submit
         else:
             pool = pipeline_pool(n_workers, self.settings)
-            submit = functools.partial(pool.submit, _worker_process)
+            submit = functools.partial(_submit_to, pool)
         in_flight: dict[Future, tuple[str, str]] = {}
         with pool:
             try:

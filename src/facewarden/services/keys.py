@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, or_, select, update
+from sqlalchemy import Engine, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -166,7 +166,7 @@ def prepare_init(settings: Settings, engine: Engine) -> None:
                 f"template key file {settings.resolved_key_file} not found; "
                 + _missing_message(settings, sorted(needed))
             )
-        session.execute(EncryptionKey.__table__.delete())
+        session.execute(delete(EncryptionKey))
 
 
 class KeyService:

@@ -44,12 +44,18 @@ class OversightService:
         before_seq: int | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        until: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """Audit records matching the filters; the read itself is logged (``audit.read``)."""
+        """Audit records matching the filters (``since`` and ``until`` inclusive); the read
+        itself is logged (``audit.read``)."""
         since = bounded_instant(since, "since") if since is not None else None
+        until = bounded_instant(until, "until") if until is not None else None
+        if since and until and until < since:
+            raise InvalidInput("the time range ends before it starts (until < since)")
         filters = {
             "case_ref": case_ref,
             "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
             "action": action,
             "user": user,
             "outcome": outcome,
@@ -67,6 +73,7 @@ class OversightService:
             outcome=outcome,
             before_seq=before_seq,
             newest_first=newest_first,
+            until=until,
         )
         self.audit.record(actor, "audit.read", details=filters | {"records": len(rows)})
         return rows

@@ -52,7 +52,11 @@ class RayPool:
             self._started = True
         count = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor_class = ray.remote(num_cpus=1)(_PipelineActor)
-        self.actors = [actor_class.remote(settings.model_dump_json()) for _ in range(count)]
+        # Ray types an actor's methods only when decorated with ``@ray.method``, which would
+        # import ray with this module (an optional extra): the handles are used untyped.
+        self.actors: list[Any] = [
+            actor_class.remote(settings.model_dump_json()) for _ in range(count)
+        ]
         self._next = 0
 
     def __len__(self) -> int:

@@ -92,7 +92,7 @@ class RecordsService:
                 .group_by(Source.id)
                 .order_by(Source.name)
             ).all()
-        sources = [
+        sources: list[dict[str, Any]] = [
             {
                 "source": name,
                 "jurisdiction": cc,
@@ -108,7 +108,7 @@ class RecordsService:
             j = jurisdictions.setdefault(row["jurisdiction"], {"media": 0, "faces": 0})
             j["media"] += row["media"]
             j["faces"] += row["faces"]
-        cases = []
+        cases: list[dict[str, Any]] = []
         for info in self.cases.all():
             states = self.confirmations.states(info.ref)
             cases.append(
@@ -123,7 +123,7 @@ class RecordsService:
                     "rejected": sum(s.status == "rejected" for s in states),
                 }
             )
-        report = {
+        report: dict[str, Any] = {
             "sources": sources,
             "jurisdictions": jurisdictions,
             "cases": cases,

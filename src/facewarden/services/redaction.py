@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -261,7 +261,9 @@ class RedactionService:
             info = reader.info
             width, height = info.width - info.width % 2, info.height - info.height % 2
             with av.open(str(tmp), mode="w") as container:
-                codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+                codec: Literal["libx264", "mpeg4"] = (
+                    "libx264" if "libx264" in av.codecs_available else "mpeg4"
+                )
                 rate = Fraction(info.frame_rate or 25).limit_denominator(1001)
                 stream = container.add_stream(codec, rate=rate)
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -318,7 +320,8 @@ class RedactionService:
     ) -> list[Box]:
         """Boxes to blur in one frame: the interpolated boxes of blurred tracks, and every
         detection in this frame that is not where a kept track is."""
-        regions, kept_boxes = [], []
+        regions: list[Box] = []
+        kept_boxes: list[Box] = []
         for track in tracks:
             box = _box_at(track, t, reach)
             if box is None:

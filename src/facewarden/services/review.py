@@ -172,6 +172,8 @@ class ReviewService:
         )
         with self.sessions() as session:
             case = session.scalar(select(Case).where(Case.ref == ref))
+            if case is None:  # read_access() refuses a missing case
+                raise NotFound(f"no case {ref!r}")
             members = set(investigators_of(case))
             rows = session.execute(
                 select(SearchHit, CaseSearch)

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import math
 from datetime import UTC
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, Row, Select, bindparam, func, select
@@ -28,7 +29,7 @@ from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.binding import probe_aad, probe_face_aad, template_aad
 from facewarden.core.clock import as_utc, utcnow
-from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, Refused
+from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, NotFound, Refused
 from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.quality import probe_problems
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
@@ -94,12 +95,12 @@ def annotate(
     the expected number of false candidates for someone not in the gallery."""
     if calibration is None:
         return
-    expected = sig(gallery_size * calibration.fmr(threshold))
+    expected = sig(calibration.expected_strangers(threshold, gallery_size))
     for m in matches:
         m.expected_false_candidates = expected
         for c in m.candidates:
             c.fmr = sig(calibration.fmr(c.distance))
-            c.expected_strangers = sig(gallery_size * calibration.fmr(c.distance))
+            c.expected_strangers = sig(calibration.expected_strangers(c.distance, gallery_size))
 
 
 class SearchService:
@@ -158,7 +159,11 @@ class SearchService:
         if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
         probe_hash = hashlib.sha256(probe).hexdigest()
-        audit = {"probe_hash": probe_hash, "threshold": threshold, "model_id": self.models.model_id}
+        audit: dict[str, Any] = {
+            "probe_hash": probe_hash,
+            "threshold": threshold,
+            "model_id": self.models.model_id,
+        }
         self.guard.authorize(actor, "search", "investigator", case_ref=case, **audit)
         info = self.cases.require_usable(
             actor,
@@ -216,10 +221,8 @@ class SearchService:
         if any(problems):
             extra["quality_problems"] = problems
             extra["allow_low_quality"] = allow_low_quality
-        crops = [
-            crop if m.searched else None
-            for crop, m in zip(analysed.crops or [None] * len(matches), matches, strict=True)
-        ]
+        probe_crops: list[bytes | None] = [*analysed.crops] or [None] * len(matches)
+        crops = [crop if m.searched else None for crop, m in zip(probe_crops, matches, strict=True)]
         search_id, size, seq = self.record(
             actor,
             info.ref,
@@ -275,7 +278,7 @@ class SearchService:
         target = info.target_fpir or settings.target_fpir
         with self.sessions() as session:
             size = searchable_faces(session)
-        chosen = min(calibration.threshold_for_fpir(target, size), settings.threshold)
+        chosen = calibration.policy_threshold(target, size, settings.threshold)
         if requested is not None:
             # A case's FPIR policy binds its searches: a stricter distance may be asked
             # for, a looser one is refused.
@@ -344,6 +347,8 @@ class SearchService:
                 session, actor, ref, "search", assigned=True, case=case
             )
             if problem is None:
+                if case is None:  # problem() refuses a missing case
+                    raise NotFound(f"no case {ref!r}")
                 size = searchable_faces(session)
                 event = self.audit.append(
                     session,
@@ -516,7 +521,7 @@ class SearchService:
 
         statement = recheck_statement(searchable_only, where, len(face_ids))
         with self.single_reads.connect() as conn:
-            params = {f"id{n}": face_id for n, face_id in enumerate(face_ids)}
+            params: dict[str, object] = {f"id{n}": face_id for n, face_id in enumerate(face_ids)}
             params |= {"model_id": self.models.model_id, "now": utcnow()}
             rows = conn.execute(statement, params).all()
             if not rows:

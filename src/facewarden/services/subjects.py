@@ -438,7 +438,10 @@ class SubjectService:
         receipt["residue"] = {"search_threshold": radius, "face_ids": residue}
         receipt["receipt_sha256"] = hashlib.sha256(canonical(receipt).encode()).hexdigest()
         with transaction(self.writes) as session:
-            session.get(SubjectRequest, receipt["request_id"]).receipt = receipt
+            stored = session.get(SubjectRequest, receipt["request_id"])
+            if stored is None:
+                raise NotFound(f"no erasure request {receipt['request_id']}")
+            stored.receipt = receipt
         return receipt
 
     def review(
@@ -551,6 +554,68 @@ class SubjectService:
         self.guard.authorize(actor, "subject.list", "dpo", "auditor", "admin")
         return self.request_records()
 
+    def receipts(self, actor: Actor) -> list[dict[str, Any]]:
+        """Every receipt the rights services produced, newest first (dpo, auditor): access
+        and erasure receipts as stored with their request (an erasure review decision is an
+        erasure receipt naming its ``parent_request_id``), and restrictions (recorded in the
+        audit log only) with their audit record's hash. Each entry carries the counts a DPO
+        checks (faces erased, collateral, residue) beside the full receipt."""
+        self.guard.authorize(actor, "subject.receipts", "dpo", "auditor")
+        out: list[dict[str, Any]] = []
+        with self.sessions() as session:
+            for r in session.scalars(select(SubjectRequest).order_by(SubjectRequest.id)):
+                receipt = dict(r.receipt or {})
+                completed = as_utc(r.completed_at) if r.completed_at else None
+                out.append(
+                    {
+                        "id": f"request-{r.id}",
+                        "request_id": r.id,
+                        "kind": receipt_kind(r.kind, receipt),
+                        "reference": r.reference,
+                        "subject": receipt.get("subject"),
+                        "at": (completed or as_utc(r.received_at)).isoformat(),
+                        "by": r.handled_by,
+                        "audit_seq": r.audit_seq,
+                        "counts": receipt_counts(r.kind, receipt),
+                        "receipt_sha256": receipt.get("receipt_sha256"),
+                        # The stored receipt, with the request's own fields where it
+                        # lacks them (an access receipt is a summary).
+                        "receipt": {"request_id": r.id, "kind": r.kind, "by": r.handled_by}
+                        | receipt,
+                    }
+                )
+        for action in ("subject.restrict", "subject.unrestrict"):
+            for ev in self.audit.events(action=action, outcome="ok"):
+                details = ev["details"] or {}
+                media = details.get("media") or []
+                out.append(
+                    {
+                        "id": f"audit-{ev['seq']}",
+                        "request_id": None,
+                        "kind": "restriction" if action == "subject.restrict" else "lifted",
+                        "reference": details.get("subject"),
+                        "subject": details.get("subject"),
+                        "at": ev["ts"],
+                        "by": ev["actor"],
+                        "audit_seq": ev["seq"],
+                        "counts": {"media": len(media)},
+                        "receipt_sha256": None,
+                        "receipt": {
+                            "action": action,
+                            "subject": details.get("subject"),
+                            "source": details.get("source"),
+                            "media": media,
+                            "restricted": action == "subject.restrict",
+                            "by": ev["actor"],
+                            "at": ev["ts"],
+                            "audit_seq": ev["seq"],
+                            "audit_hash": ev["hash"],
+                        },
+                    }
+                )
+        out.sort(key=lambda e: str(e["at"]), reverse=True)
+        return out
+
     def request_records(self) -> list[dict[str, Any]]:
 
         with self.sessions() as session:
@@ -584,6 +649,43 @@ class SubjectService:
                     )
                 )
             return out
+
+
+def receipt_kind(kind: str, receipt: dict[str, Any]) -> str:
+    """access, erasure, or erasure-review (the DPO's decision on an erasure's candidates)."""
+    if kind == "erasure" and receipt.get("parent_request_id") is not None:
+        return "erasure-review"
+    return kind
+
+
+def receipt_counts(kind: str, receipt: dict[str, Any]) -> dict[str, int]:
+    """The numbers a DPO checks on a receipt: faces found (access); for an erasure, faces
+    erased, the collateral the receipt reports (faces erased beyond the strict threshold,
+    faces withheld from search for review: either may be someone else) and the residue
+    (faces a search of the selfie still returned afterwards); for a review decision, faces
+    released and still pending. A key is absent when the receipt does not report it (an
+    erasure by subject reference has no distance, hence no collateral or residue)."""
+    if kind == "access":
+        return {
+            "matches": int(receipt.get("matches", 0)),
+            "searches": int(receipt.get("searches", 0)),
+        }
+    counts = {"faces_erased": int(receipt.get("faces", 0))}
+    if receipt.get("parent_request_id") is not None:
+        return counts | {
+            "released": len(receipt.get("released", [])),
+            "still_pending": len(receipt.get("still_pending", [])),
+        }
+    collateral = receipt.get("collateral")
+    if collateral is not None:
+        counts["collateral_beyond_strict"] = int(
+            collateral.get("erased_beyond_strict_threshold", 0)
+        )
+        counts["collateral_withheld"] = int(collateral.get("withheld_pending_review", 0))
+    residue = receipt.get("residue")
+    if residue is not None:
+        counts["residue"] = len(residue.get("face_ids", []))
+    return counts
 
 
 def render_report_html(report: dict[str, Any]) -> str:

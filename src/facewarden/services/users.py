@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.db import rowcount, transaction
 from facewarden.adapters.storage.faults import storage_failure
 from facewarden.adapters.storage.tables import ConsoleSession, User
 from facewarden.config import Settings
@@ -153,9 +153,9 @@ class UserService:
         except Unauthenticated:
             actor = None
         with transaction(self.writes) as session:
-            gone = session.execute(
-                delete(ConsoleSession).where(ConsoleSession.id_hash == hash_secret(sid))
-            ).rowcount
+            gone = rowcount(
+                session, delete(ConsoleSession).where(ConsoleSession.id_hash == hash_secret(sid))
+            )
             if actor is not None:
                 self.audit.append(session, actor, "logout")
         return bool(gone)
@@ -259,9 +259,7 @@ class UserService:
 
     @staticmethod
     def _end_sessions(session: Session, user_id: int) -> int:
-        return session.execute(
-            delete(ConsoleSession).where(ConsoleSession.user_id == user_id)
-        ).rowcount
+        return rowcount(session, delete(ConsoleSession).where(ConsoleSession.user_id == user_id))
 
     @staticmethod
     def _get(session: Session, name: str) -> User:

@@ -191,7 +191,11 @@ class VideoSearchService:
         except OSError as exc:
             raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
         probe_name = probe_name or str(path)
-        audit = {"probe_hash": probe_hash, "threshold": threshold, "model_id": self.models.model_id}
+        audit: dict[str, Any] = {
+            "probe_hash": probe_hash,
+            "threshold": threshold,
+            "model_id": self.models.model_id,
+        }
         self.guard.authorize(actor, "search", "investigator", case_ref=case, **audit)
         info = self.cases.require_usable(actor, case, "search", **audit)
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
@@ -248,12 +252,18 @@ class VideoSearchService:
             self.audit.record(actor, "search", outcome="error", error="cancelled", **audit)
             raise
         matches = [
-            FaceMatches(t.box, t.quality, t.candidates, t.quality_problems, t.searched)
+            FaceMatches(
+                t.box,
+                t.quality,
+                t.candidates,
+                quality_problems=t.quality_problems,
+                searched=t.searched,
+            )
             for t in tracks
         ]
         templates = [max(t.observations, key=lambda o: o.score).face for t in scan.tracks]
         summary = scan.summary()
-        extra = {
+        extra: dict[str, Any] = {
             "threshold_policy": policy,
             "detector": self.settings.detector_setting,
             "video": summary,

@@ -118,6 +118,7 @@ def page(slug: str):
         if actor is None:
             return RedirectResponse("/login", 303)
         allowed = PAGE_ROLES.get(slug)
+        settings = get_fw(request).settings
         return templates.TemplateResponse(
             request,
             f"{slug}.html",
@@ -128,7 +129,10 @@ def page(slug: str):
                 "pages": pages_for(actor),
                 "csrf": request.session.get("csrf", ""),
                 "allowed": allowed is None or actor.has(*allowed),
-                "threshold": get_fw(request).settings.threshold,
+                "threshold": settings.threshold,
+                "top_k": settings.top_k,
+                "threshold_policy": settings.threshold_policy,
+                "target_fpir": settings.target_fpir,
             },
         )
 

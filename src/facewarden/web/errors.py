@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from facewarden.adapters.crypto import DecryptionFailed
@@ -46,6 +49,50 @@ STATUS = [
 ]
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. not_found, rate_limited.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+ERRORS = {
+    400: "Refused by the core (an error without a more specific status).",
+    401: "No valid credential: send a bearer API token or log in to the console.",
+    403: "Refused: the caller's roles, case assignment or a rule forbid it (or, for a "
+    "console session, the CSRF header is missing).",
+    404: "Not found, or not visible to the caller.",
+    409: "Conflict: the gallery holds templates of another recipe than the server makes.",
+    413: "Request body over FACEWARDEN_MAX_UPLOAD_BYTES.",
+    422: "Invalid input: a parameter fails validation, or a file is unreadable or has no face.",
+    429: "Rate limited (searches and look-ups, or failed authentications); see Retry-After.",
+    503: "Unavailable: not initialised, key missing, audit log or storage failing, or busy; "
+    "see Retry-After.",
+}
+
+
+def error_responses(*statuses: int, not_json: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` declaring these error statuses with the error body.
+
+    ``not_json``: for a route whose success body is not JSON (``response_class`` text):
+    FastAPI would list the error body under the route's media type, so it is given as
+    JSON explicitly (``ErrorOut`` is in the components through the other routes)."""
+    if not_json:
+        ref = {"$ref": f"#/components/schemas/{ErrorOut.__name__}"}
+        return {
+            status: {
+                "description": ERRORS[status],
+                "content": {"application/json": {"schema": ref}},
+            }
+            for status in statuses
+        }
+    return {status: {"model": ErrorOut, "description": ERRORS[status]} for status in statuses}
+
+
 class ApiError(FacewardenError):
     """An error of the HTTP layer itself (authentication, CSRF, rate and size limits)."""
 
@@ -64,7 +111,7 @@ def status_of(exc: FacewardenError) -> int:
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers

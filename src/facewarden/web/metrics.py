@@ -55,7 +55,9 @@ class GalleryCollector(Collector):
             ("index_size", "Vectors in the derived index."),
             ("media", "Media records held."),
         ):
-            yield GaugeMetricFamily(f"facewarden_{key}", help_text, value=stats[key])
+            count = stats[key]
+            value = float(count) if isinstance(count, int | float) else None
+            yield GaugeMetricFamily(f"facewarden_{key}", help_text, value=value)
 
 
 class MetricsMiddleware:

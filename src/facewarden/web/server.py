@@ -13,10 +13,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from starlette.middleware.sessions import SessionMiddleware
 
 from facewarden import __version__
@@ -171,18 +169,6 @@ def create_app(settings: Settings | None = None, fw: Facewarden | None = None) -
     app.mount("/static", StaticFiles(directory=static), name="static")
     docs_assets = Path(str(files("fastapi_offline") / "static"))
     app.mount("/static-docs", StaticFiles(directory=docs_assets), name="static-docs")
-
-    @app.get("/healthz", tags=["public"])
-    def healthz() -> dict[str, object]:
-        """Liveness and readiness: the database answers and the index is loaded."""
-        with fw.sessions() as session:
-            session.execute(text("SELECT 1"))
-        return {"status": "ok", "database": fw.engine.dialect.name, "index_size": len(fw.index)}
-
-    @app.get("/metrics", tags=["public"], response_class=Response)
-    def metrics() -> Response:
-        """Prometheus metrics (no personal data)."""
-        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:

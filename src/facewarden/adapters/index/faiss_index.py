@@ -35,9 +35,10 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import faiss
 import numpy as np
@@ -74,13 +75,16 @@ BROAD_SHARE = 0.1  # filters admitting at least this share of faces post-filter 
 FILTER_COPY_BYTES = 32 * 2**20  # an exactly scanned filter's vectors kept contiguous up to this
 
 
-def _locked(method):
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _locked(method: _Method) -> _Method:
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: FaissIndex, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return method(self, *args, **kwargs)
 
-    return wrapper
+    return cast(_Method, wrapper)
 
 
 def nlist_for(n: int) -> int:
@@ -195,13 +199,19 @@ class FaissIndex:
         self._chunk_gens = np.zeros(0, np.uint64)  # every chunk is written at the next save
         self._chunk_tags = np.zeros((0, 16), np.uint8)
 
-    @property
-    def _chunk_dir(self) -> Path | None:
-        return self.directory / "chunks" if self.directory else None
+    def _files(self) -> tuple[Path, bytes]:
+        """The directory and the sealing key of an index kept on disk."""
+        if self.directory is None or self._key is None:
+            raise RuntimeError("this FAISS index is kept in memory only: it has no files")
+        return self.directory, self._key
 
     @property
-    def _state_path(self) -> Path | None:
-        return self.directory / "state.sealed" if self.directory else None
+    def _chunk_dir(self) -> Path:
+        return self._files()[0] / "chunks"
+
+    @property
+    def _state_path(self) -> Path:
+        return self._files()[0] / "state.sealed"
 
     def _chunk_path(self, chunk: int) -> Path:
         return self._chunk_dir / f"{chunk:06d}.sealed"
@@ -264,7 +274,8 @@ class FaissIndex:
 
     def _read(self) -> None:
         """Unseal and check the state and every chunk; raises if anything does not verify."""
-        header, plaintext = unseal(self._key, self._state_path.read_bytes(), STATE_MAGIC)
+        key = self._files()[1]
+        header, plaintext = unseal(key, self._state_path.read_bytes(), STATE_MAGIC)
         with np.load(io.BytesIO(plaintext), allow_pickle=False) as state:
             meta = json.loads(bytes(state["meta"]).decode())
             if meta["version"] != STATE_VERSION or meta["dimension"] != self.dimension:
@@ -284,7 +295,7 @@ class FaissIndex:
         raw = np.zeros((chunks * self.chunk_rows, self.dimension), np.float32)
         for chunk in range(chunks):
             blob = self._chunk_path(chunk).read_bytes()
-            head, data = unseal(self._key, blob, CHUNK_MAGIC)
+            head, data = unseal(key, blob, CHUNK_MAGIC)
             rows = min(self.chunk_rows, len(slots) - chunk * self.chunk_rows)
             if (
                 head.chunk != chunk
@@ -363,10 +374,17 @@ class FaissIndex:
         self._trained_on = len(live)
 
     @property
+    def _nlist(self) -> int:
+        """Inverted lists of the trained (IVF) index."""
+        if not isinstance(self._index, faiss.IndexIVF):
+            raise RuntimeError(f"the index is {type(self._index).__name__}, not IVF-PQ")
+        return self._index.nlist
+
+    @property
     def nprobe(self) -> int:
         if not self._trained_on:
             return 0
-        nlist = self._index.nlist
+        nlist = self._nlist
         return min(nlist, self.nprobe_setting or max(16, round(nlist * NPROBE_SHARE)))
 
     @property
@@ -378,7 +396,7 @@ class FaissIndex:
         where the IVF scan with an ID selector loses the admitted faces of unprobed lists."""
         if not self._trained_on:
             return self._live
-        codes = self._live * self.nprobe // self._index.nlist
+        codes = self._live * self.nprobe // self._nlist
         return max(self.exact_subset, codes // RAW_COST)
 
     @_locked
@@ -396,7 +414,8 @@ class FaissIndex:
         slots = np.flatnonzero(np.isin(self._slots, np.asarray(ids, np.int64)))
         if len(slots) == 0:
             return 0
-        self._index.remove_ids(slots.astype(np.int64))
+        # faiss's stub lists only remove_ids(IDSelector); its wrapper takes int64 ids too.
+        self._index.remove_ids(slots.astype(np.int64))  # type: ignore[arg-type]
         self._raw[slots] = 0.0  # the bytes go with the face, not at some later compaction
         self._mark(slots)
         self._slots[slots] = -1
@@ -434,7 +453,7 @@ class FaissIndex:
                 # drop the others (faster than an ID selector inside the IVF scan).
                 fetch = int(np.ceil(max(self.rerank, k) / share))
                 _, slots = self._index.search(queries, fetch, params=self._params(None))
-                admitted_slots = (slots >= 0) & mask[np.maximum(slots, 0)]
+                admitted_slots = (slots >= 0) & admitted.mask[np.maximum(slots, 0)]
                 return self._rerank(queries, np.where(admitted_slots, slots, -1), k)
         if not self._trained_on:
             sq, slots = self._index.search(queries, k, params=self._params(admitted))
@@ -479,11 +498,20 @@ class FaissIndex:
     def _params(self, admitted: _Admitted | None) -> faiss.SearchParameters | None:
         selector = None
         if admitted is not None:
+            if admitted.bitmap is None:  # the planner scans such a filter's slots exactly
+                raise RuntimeError("a filter planned for an exact scan reached the index")
             self._bitmap = admitted.bitmap  # kept alive for the call
             selector = faiss.IDSelectorBitmap(len(admitted.mask), faiss.swig_ptr(self._bitmap))
+        params: faiss.SearchParameters
         if self._trained_on:
-            return faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
-        return faiss.SearchParameters(sel=selector) if selector is not None else None
+            params = ivf = faiss.SearchParametersIVF()
+            ivf.nprobe = self.nprobe
+        elif selector is not None:
+            params = faiss.SearchParameters()
+        else:
+            return None
+        params.sel = selector
+        return params
 
     def _exact_subset(
         self,
@@ -559,7 +587,8 @@ class FaissIndex:
     def _persist(self) -> None:
         """Seal the changed chunks and then the state under a new generation, each written
         atomically and fsynced; drop chunk files beyond the last."""
-        private_dir(self.directory)
+        directory, key = self._files()
+        private_dir(directory)
         private_dir(self._chunk_dir)
         generation = self._generation + 1
         chunks = self._chunks()
@@ -571,7 +600,7 @@ class FaissIndex:
             start = chunk * self.chunk_rows
             rows = min(self.chunk_rows, len(self._slots) - start)
             header = Header(CHUNK_MAGIC, generation, chunk, rows)
-            blob = seal(self._key, header, self._raw[start : start + rows].tobytes())
+            blob = seal(key, header, self._raw[start : start + rows].tobytes())
             write_durably(self._chunk_path(chunk), blob)
             gens[chunk] = generation
             tags[chunk] = np.frombuffer(tag_of(blob), np.uint8)
@@ -597,7 +626,7 @@ class FaissIndex:
             index=faiss.serialize_index(self._index),
         )
         header = Header(STATE_MAGIC, generation, 0, len(self._slots))
-        write_durably(self._state_path, seal(self._key, header, buffer.getbuffer()))
+        write_durably(self._state_path, seal(key, header, buffer.getbuffer()))
         del buffer
         for path in self._chunk_dir.iterdir():
             if not path.name.endswith(".sealed") or int(path.name.split(".")[0]) >= chunks:
@@ -646,7 +675,7 @@ class FaissIndex:
             "backend": self.name,
             "mode": self.mode,
             "faces": self._live,
-            "nlist": int(self._index.nlist) if self._trained_on else None,
+            "nlist": self._nlist if self._trained_on else None,
             "codes": f"PQ{PQ_M}x{PQ_BITS} fast-scan" if self._trained_on else None,
             "nprobe": self.nprobe or None,
             "rerank": self.rerank if self._trained_on else None,

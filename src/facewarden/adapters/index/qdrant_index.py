@@ -107,7 +107,7 @@ class QdrantIndex:
     def remove(self, ids: np.ndarray) -> int:
         if len(ids) == 0:
             return 0
-        wanted = [int(i) for i in ids]
+        wanted: list[models.ExtendedPointId] = [int(i) for i in ids]
         present = len(self.client.retrieve(self.collection, wanted, with_payload=False))
         if present:
             self.client.delete(self.collection, models.PointIdsList(points=wanted), wait=True)
@@ -125,7 +125,7 @@ class QdrantIndex:
         queries = np.asarray(queries, np.float32).reshape(-1, self.dimension)
         if where is not None and where.empty:
             return empty_result(len(queries), k)
-        conditions = [
+        conditions: list[models.Condition] = [
             models.FieldCondition(key=name, match=models.MatchAny(any=values))
             for name, values in (where.constraints() if where is not None else [])
         ]

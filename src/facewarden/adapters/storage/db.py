@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -106,6 +106,15 @@ def erasure_lock(session: Session, *, shared: bool = False) -> None:
         session.execute(text(f"SELECT {fn}(:k)"), {"k": _ERASURE_LOCK_KEY})
     else:
         session.execute(text("SELECT 1"))
+
+
+def rowcount(session: Session, statement: Executable) -> int:
+    """Rows an UPDATE or DELETE matched. ``Session.execute`` is typed as returning a plain
+    ``Result``; such a statement's result is a ``CursorResult``, which has the count."""
+    result = session.execute(statement)
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"{type(result).__name__} of a statement that returns rows has no count")
+    return result.rowcount
 
 
 def purge_deleted_rows(engine: Engine) -> list[str]:

@@ -59,10 +59,28 @@ function download(name, text, type) {
 
 // -- search --------------------------------------------------------------------------------
 async function initSearch() {
+  const form = $("#search-form");
   const cases = await quiet(api("GET", "/api/v1/cases")) || [];
+  const open = cases.filter((c) => c.status === "open");
   const select = $("#case");
-  select.replaceChildren(...cases.filter((c) => c.status === "open")
-    .map((c) => el("option", { value: c.ref }, `${c.ref}: ${c.purpose}`)));
+  select.replaceChildren(...open.map((c) => el("option", { value: c.ref }, `${c.ref}: ${c.purpose}`)));
+  const mode = $("#threshold-mode");
+  const distance = $("#threshold");
+  const policyHint = () => {
+    const c = open.find((x) => x.ref === select.value);
+    if (!c) { $("#case-policy").textContent = ""; return; }
+    const policy = c.threshold_policy || form.dataset.policy;
+    const setBy = c.threshold_policy ? "the case's policy" : "the deployment's policy";
+    const fpir = c.target_fpir || Number(form.dataset.targetFpir);
+    $("#case-policy").textContent = policy === "fpir"
+      ? `Case ${c.ref} searches by target FPIR ${fpir} (${setBy}): the distance follows the ` +
+        "gallery size. A fixed distance may only be stricter (a looser one is refused)."
+      : `Case ${c.ref} searches at the fixed distance ${form.dataset.threshold} (${setBy}). ` +
+        "A fixed distance for this search is logged with it.";
+  };
+  select.addEventListener("change", policyHint);
+  mode.addEventListener("change", () => { distance.disabled = mode.value !== "fixed"; });
+  policyHint();
   const input = $("#probe");
   const drop = $("#drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -72,20 +90,23 @@ async function initSearch() {
     drop.classList.remove("over");
     input.files = e.dataTransfer.files;
   });
-  $("#search-form").addEventListener("submit", async (e) => {
+  const pager = candidatePager();
+  form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const file = input.files[0];
     if (!file) return;
     const video = file.type.startsWith("video/") || VIDEO_NAME.test(file.name);
-    const form = new FormData();
-    form.append(video ? "video" : "image", file);
-    form.append("case", select.value);
-    if ($("#allow-low-quality").checked) form.append("allow_low_quality", "true");
+    const body = new FormData();
+    body.append(video ? "video" : "image", file);
+    body.append("case", select.value);
+    body.append("top_k", $("#top-k").value);
+    if (mode.value === "fixed") body.append("threshold", distance.value);
+    if ($("#allow-low-quality").checked) body.append("allow_low_quality", "true");
     $("#search-btn").disabled = true;
     if (video) flash("Scanning the video: this takes about as long as the video itself.");
     try {
-      if (video) showVideoResult(await api("POST", "/api/v1/search/video", form));
-      else showResult(await api("POST", "/api/v1/search", form), file);
+      if (video) showVideoResult(await api("POST", "/api/v1/search/video", body));
+      else showResult(await api("POST", "/api/v1/search", body), file, pager);
     } catch { /* flashed */ } finally {
       $("#search-btn").disabled = false;
     }
@@ -99,6 +120,13 @@ function clock(seconds) {
   return `${m}:${(seconds - 60 * m).toFixed(1).padStart(4, "0")}`;
 }
 
+function policyText(result) {
+  const p = result.threshold_policy || {};
+  if (p.policy === "fpir") return ` (by target FPIR ${p.target_fpir} at this gallery size)`;
+  if (p.set_by === "request") return " (fixed for this search)";
+  return " (fixed)";
+}
+
 function showVideoResult(result) {
   $("#result").hidden = true;
   $("#video-result").hidden = false;
@@ -107,7 +135,8 @@ function showVideoResult(result) {
   $("#video-meta").textContent = `Search ${result.search_id} under case ${result.case}: ` +
     `${v.width}x${v.height}, ${(v.duration_s || 0).toFixed(1)} s; ${v.frames_sampled} frames ` +
     `sampled, ${v.detections} detections in ${v.tracks} tracks; gallery of ` +
-    `${result.gallery_size}, threshold ${result.threshold}. Logged as audit record ${result.audit_seq}.`;
+    `${result.gallery_size}, threshold ${result.threshold}${policyText(result)}. ` +
+    `Logged as audit record ${result.audit_seq}.`;
   $("#video-partial").hidden = !result.partial;
   $("#video-partial").textContent = result.partial ? `Partial result: ${result.partial_reason}` : "";
   $("#video-none").hidden = result.timeline.length > 0;
@@ -121,22 +150,48 @@ function showVideoResult(result) {
     el("div", { class: "grid" },
       el("figure", { class: "card" },
         t.thumbnail_jpeg ? el("img", { src: `data:image/jpeg;base64,${t.thumbnail_jpeg}`, alt: `track ${t.track_id}`, width: 150, height: 150 }) : "",
-        el("figcaption", {}, `best frame at ${clock(t.best_frame_s)}`)),
+        el("figcaption", {}, `probe at ${clock(t.best_frame_s)} in the clip (best frame)`)),
       t.candidates.length ? t.candidates.map((c) => candidateCard(result.search_id, c))
         : el("p", { class: "notice" }, "No candidate within threshold.")))));
 }
 
-function showResult(result, file) {
+function candidatePager() {
+  // Pages through one probe face's candidates (the search returned at most top-k of them).
+  const state = { result: null, face: 0, page: 1 };
+  const render = () => {
+    const face = state.result.faces[state.face];
+    const per = Number($("#cand-per-page").value);
+    const total = face.candidates.length;
+    const pages = Math.max(1, Math.ceil(total / per));
+    state.page = Math.min(Math.max(1, state.page), pages);
+    const from = (state.page - 1) * per;
+    const shown = face.candidates.slice(from, from + per);
+    $("#cand-pager").hidden = total === 0;
+    $("#cand-page").textContent = `page ${state.page} of ${pages} · candidates ` +
+      `${total ? from + 1 : 0}–${from + shown.length} of ${total}`;
+    $("#cand-prev").disabled = state.page <= 1;
+    $("#cand-next").disabled = state.page >= pages;
+    $("#candidates").replaceChildren(...shown.map((c) => candidateCard(state.result.search_id, c)));
+  };
+  $("#cand-prev").addEventListener("click", () => { state.page -= 1; render(); });
+  $("#cand-next").addEventListener("click", () => { state.page += 1; render(); });
+  $("#cand-per-page").addEventListener("change", () => { state.page = 1; render(); });
+  return {
+    show(result, face) { Object.assign(state, { result, face, page: 1 }); render(); },
+  };
+}
+
+function showResult(result, file, pager) {
   $("#video-result").hidden = true;
   $("#result").hidden = false;
   $("#flash").replaceChildren();
   const img = $("#probe-img");
   img.src = URL.createObjectURL(file);
+  const found = result.faces.reduce((n, f) => n + f.candidates.length, 0);
   $("#search-meta").textContent = `Search ${result.search_id} under case ${result.case}: ` +
-    `${result.faces.length} face(s) in the probe, gallery of ${result.gallery_size}, ` +
-    `threshold ${result.threshold}` + (result.threshold_policy?.policy === "fpir"
-      ? ` (by target FPIR ${result.threshold_policy.target_fpir})` : "") +
-    `. Logged as audit record ${result.audit_seq}.`;
+    `${result.faces.length} face(s) in the probe, ${found} candidate(s); gallery of ` +
+    `${result.gallery_size}, top-k ${result.top_k ?? $("#top-k").value}, ` +
+    `threshold ${result.threshold}${policyText(result)}. Logged as audit record ${result.audit_seq}.`;
   const draw = () => {
     const scale = img.clientWidth / img.naturalWidth;
     $("#boxes").replaceChildren(...result.faces.map((face, i) => {
@@ -147,32 +202,44 @@ function showResult(result, file) {
           left: `${left * scale}px`, top: `${top * scale}px`,
           width: `${(right - left) * scale}px`, height: `${(bottom - top) * scale}px`,
         },
-        on: { click: () => showFace(result, i) },
+        on: { click: () => showFace(result, i, pager) },
       }, String(i + 1));
     }));
   };
   img.onload = draw;
-  if (result.faces.length) showFace(result, 0);
+  if (result.faces.length) showFace(result, 0, pager);
   else {
     $("#face-title").textContent = "No face found in the probe.";
     $("#candidates").replaceChildren();
+    $("#cand-pager").hidden = true;
     $("#no-candidate").hidden = true;
   }
 }
 
-function showFace(result, i) {
+function showFace(result, i, pager) {
   const face = result.faces[i];
   document.querySelectorAll(".box").forEach((b) => b.classList.toggle("chosen", b.dataset.face == i));
-  $("#face-title").textContent = `Face ${i + 1}: ${face.candidates.length} candidate(s)` +
-    (face.expected_false_candidates == null ? "" : ` (est. false candidates if the person ` +
-      `is not in the gallery: ${face.expected_false_candidates.toPrecision(3)})`);
+  const crop = $("#face-crop");
+  crop.hidden = !face.probe_crop_url;
+  if (face.probe_crop_url) crop.src = face.probe_crop_url;
+  $("#face-title").textContent = `Face ${i + 1} of ${result.faces.length}: ` +
+    `${face.candidates.length} candidate(s)`;
+  $("#face-estimate").textContent = face.expected_false_candidates == null ? ""
+    : `est. false candidates if the person is not in the gallery: ` +
+      `${sci(face.expected_false_candidates)} (strangers expected within distance ` +
+      `${result.threshold} in a gallery of ${result.gallery_size}; calibrated estimate)`;
   const problems = face.quality_problems || [];
   $("#face-quality").textContent = `Probe quality: ${qualityText(face.quality, problems)}` +
     (!problems.length ? "" : face.searched === false ? " — below the quality bar: not searched."
       : " — below the quality bar: searched by override (logged).");
   $("#face-quality").className = problems.length ? "notice error" : "meta";
   $("#no-candidate").hidden = face.candidates.length > 0 || face.searched === false;
-  $("#candidates").replaceChildren(...face.candidates.map((c) => candidateCard(result.search_id, c)));
+  pager.show(result, i);
+}
+
+function sci(x) {
+  // Small probabilities as 6.3e-7, larger ones as 0.17.
+  return x !== 0 && Math.abs(x) < 0.001 ? x.toExponential(1) : x.toPrecision(2);
 }
 
 function candidateCard(searchId, c) {
@@ -185,24 +252,28 @@ function candidateCard(searchId, c) {
       flash(`Face ${c.face_id}: ${decision}ed; state is now ${state.status}.`);
     } catch { /* flashed */ }
   };
-  return el("figure", { class: "card candidate", dataset: { faceId: c.face_id } },
+  const grouped = c.subject || c.faces_matched > 1;
+  return el("figure", { class: "card candidate", dataset: { faceId: c.face_id, distance: c.distance } },
     el("img", { src: c.crop_url, alt: `candidate ${c.rank}`, width: 150, height: 150 }),
     el("figcaption", {},
-      el("strong", {}, `#${c.rank}`), ` distance ${c.distance.toFixed(3)} · score ${c.score.toFixed(2)}`,
-      c.fmr == null ? "" : el("span", { class: "estimate", title: "Calibrated estimate " +
+      el("div", {}, el("strong", {}, `#${c.rank}`),
+        el("span", { class: "distance" }, ` distance ${c.distance.toFixed(3)}`),
+        el("span", { class: "meta" }, ` · score ${c.score.toFixed(2)}`)),
+      c.fmr == null ? "" : el("div", { class: "estimate", title: "Calibrated estimate " +
         "(LFW impostor pairs): false match rate per comparison at this distance, and the " +
         "expected number of unrelated people this close in a gallery of this size." },
-        el("br"), `FMR ≈ ${c.fmr.toPrecision(2)} · est. strangers this close: ` +
-        `${c.expected_strangers.toPrecision(3)}`),
-      el("br"), el("span", { class: "path" }, c.media_path),
-      c.subject || c.faces_matched > 1 ? el("span", { class: "subject" }, el("br"),
+        `FMR ≈ ${sci(c.fmr)} · est. strangers this close ≈ ${sci(c.expected_strangers)}`),
+      grouped ? el("div", { class: "subject" },
         (c.subject ? `subject ${c.subject} · ` : "") + `${c.faces_matched} face(s) matched` +
         (c.duplicates_collapsed ? ` (${c.duplicates_collapsed} duplicate photo(s))` : "")) : "",
-      el("br"), `${c.source} (${c.jurisdiction}) · ${date(c.ingested_at)}`,
-      el("br"), `face ${c.face_id} `, status),
+      c.time_s != null ? el("div", { class: "time" }, `at ${clock(c.time_s)} in its video` +
+        (c.track != null ? ` (track ${c.track})` : "")) : "",
+      el("div", { class: "prov" }, `${c.source} (${c.jurisdiction}) · ingested ${date(c.ingested_at).slice(0, 10)}`),
+      el("div", { class: "path", title: `${c.media_path} (face ${c.face_id})` }, baseName(c.media_path))),
     el("div", { class: "actions" },
       el("button", { type: "button", class: "confirm", on: { click: decide("confirm") } }, "Confirm"),
-      el("button", { type: "button", class: "reject", on: { click: decide("reject") } }, "Reject")));
+      el("button", { type: "button", class: "reject", on: { click: decide("reject") } }, "Reject"),
+      status));
 }
 
 // -- cases ---------------------------------------------------------------------------------
@@ -443,7 +514,7 @@ async function initDpo() {
           el("a", { href: "#", on: { click: (ev) => { ev.preventDefault(); download("subject-access.json", JSON.stringify(report, null, 2), "application/json"); } } }, "Download JSON")),
         el("p", { class: "hint" }, report.review_note),
         el("div", { class: "grid" }, faceTable(report.matches, false)));
-      loadRequests();
+      reloadDpo();
     } catch { /* flashed */ }
   });
   let selfieForm = null;
@@ -476,7 +547,7 @@ async function initDpo() {
       pre.hidden = false;
       pre.textContent = JSON.stringify(receipt, null, 2);
       flash(`Erased ${receipt.faces} face(s); receipt ${receipt.receipt_sha256 || ""}`);
-      loadRequests();
+      reloadDpo();
     } catch { /* flashed */ }
   });
   const showReceipt = (r) => { const pre = $("#purge-receipt"); pre.hidden = false; pre.textContent = JSON.stringify(r, null, 2); };
@@ -507,7 +578,7 @@ async function initDpo() {
       try {
         await api("POST", `/api/v1/subjects/erasures/${requestId}/review`, { [what]: [faceId] });
         flash(`Face ${faceId}: ${what === "erase" ? "erased" : "released to search"}.`);
-        loadRequests();
+        reloadDpo();
       } catch { /* flashed */ }
     };
     return el("figure", { class: "card", dataset: { faceId } },
@@ -517,40 +588,175 @@ async function initDpo() {
         el("button", { type: "button", class: "reject", on: { click: decide("erase") } }, "Erase"),
         el("button", { type: "button", on: { click: decide("release") } }, "Not this person")));
   };
-  await loadRequests();
+  const receipts = receiptList();
+  const loadAll = async () => { await loadRequests(); await receipts.load(); };
+  reloadDpo = loadAll;
+  await loadAll();
+}
+
+let reloadDpo = async () => undefined;
+
+const KIND_TEXT = {
+  erasure: "erasure", "erasure-review": "erasure review", access: "access",
+  restriction: "restriction", lifted: "restriction lifted",
+};
+
+function receiptList() {
+  let all = [];
+  let shown = null;
+  const dash = (v) => (v == null ? "—" : String(v));
+  const collateral = (c) => (c.collateral_beyond_strict == null ? "—"
+    : `${c.collateral_beyond_strict} erased beyond strict · ${c.collateral_withheld} withheld for review`);
+  const faces = (r) => {
+    const c = r.counts;
+    if (r.kind === "access") return `${c.matches} found`;
+    if (r.kind === "erasure-review") return `${c.faces_erased} erased · ${c.released} released · ${c.still_pending} pending`;
+    if (r.kind === "restriction" || r.kind === "lifted") return `${c.media} media`;
+    return `${c.faces_erased} erased`;
+  };
+  const fileName = (r) => `facewarden-receipt-${r.id}.json`;
+  const save = (r) => download(fileName(r), JSON.stringify(r.receipt, null, 2), "application/json");
+  const view = (r) => {
+    shown = r;
+    const kind = KIND_TEXT[r.kind] || r.kind;
+    $("#receipt-title").textContent = `${kind[0].toUpperCase()}${kind.slice(1)} receipt · ` +
+      (r.request_id ? `request ${r.request_id}` : `audit record ${r.audit_seq}`) +
+      (r.reference ? ` · ${r.reference}` : "");
+    const facts = [
+      ["Date (UTC)", date(r.at)], ["Handled by", r.by], ["Audit record", dash(r.audit_seq)],
+      ["Faces", faces(r)], ["Collateral", collateral(r.counts)], ["Residue", dash(r.counts.residue)],
+      ["Receipt SHA-256", r.receipt_sha256 || "—"],
+    ];
+    $("#receipt-summary").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    $("#receipt-json").textContent = JSON.stringify(r.receipt, null, 2);
+    $("#receipt-dialog").showModal();
+  };
+  $("#receipt-download").addEventListener("click", () => { if (shown) save(shown); });
+  $("#receipt-close").addEventListener("click", () => $("#receipt-dialog").close());
+  const render = () => {
+    const f = Object.fromEntries(new FormData($("#receipts-filter")));
+    const ref = (f.reference || "").trim().toLowerCase();
+    const list = all.filter((r) => (!f.kind || r.kind === f.kind) &&
+      (!ref || `${r.reference || ""} ${r.subject || ""}`.toLowerCase().includes(ref)));
+    $("#receipts-none").hidden = list.length > 0;
+    rows("#receipts-table tbody", list.map((r) => el("tr", { dataset: { receipt: r.id, kind: r.kind } },
+      el("td", {}, date(r.at)), el("td", {}, KIND_TEXT[r.kind] || r.kind),
+      el("td", {}, r.reference || "—"), el("td", {}, r.by),
+      el("td", { class: "faces" }, faces(r)),
+      el("td", { class: "collateral", title: r.counts.collateral_beyond_strict == null
+        ? "not reported: no distance involved (access, restriction, or an erasure by subject reference)" : null },
+      collateral(r.counts)),
+      el("td", { class: `residue${r.counts.residue ? " warn" : ""}` }, dash(r.counts.residue)),
+      el("td", {},
+        el("button", { type: "button", class: "view", on: { click: () => view(r) } }, "View"), " ",
+        el("button", { type: "button", class: "download", on: { click: () => save(r) } }, "Download")))));
+  };
+  $("#receipts-filter").addEventListener("input", render);
+  $("#receipts-filter").addEventListener("submit", (e) => e.preventDefault());
+  return {
+    async load() {
+      const list = await quiet(api("GET", "/api/v1/subjects/receipts"));
+      if (list) { all = list; render(); }
+    },
+  };
 }
 
 // -- audit ---------------------------------------------------------------------------------
+function detailSummary(ev) {
+  // One line a person can read: the error first, then each detail (lists as counts).
+  const d = ev.details || {};
+  const parts = [];
+  if (ev.error) parts.push(ev.error);
+  if (ev.threshold != null && d.threshold == null) parts.push(`threshold ${ev.threshold}`);
+  if (ev.probe_hash) parts.push(`probe ${ev.probe_hash.slice(0, 10)}…`);
+  for (const [k, v] of Object.entries(d)) {
+    if (v === null || v === undefined || v === "") continue;
+    const key = k.replace(/_/g, " ");
+    if (Array.isArray(v)) parts.push(`${key}: ${v.length}`);
+    else if (typeof v === "object") {
+      const inner = Object.entries(v).filter(([, x]) => x !== null && x !== undefined);
+      parts.push(`${key}: ${inner.slice(0, 3).map(([a, x]) => `${a.replace(/_/g, " ")} ${
+        Array.isArray(x) ? x.length : typeof x === "object" ? "…" : x}`).join(", ")}${inner.length > 3 ? ", …" : ""}`);
+    }
+    else {
+      const text = String(v);
+      parts.push(`${key} ${text.length > 40 ? `${text.slice(0, 40)}…` : text}`);
+    }
+  }
+  const line = parts.join(" · ");
+  return line.length > 220 ? `${line.slice(0, 220)}…` : line;
+}
+
 async function initAudit() {
-  let oldest = null;
+  const form = $("#audit-filter");
   let filters = {};
-  const load = async (more) => {
-    const q = new URLSearchParams({ limit: "50", ...filters });
-    if (more && oldest) q.set("before_seq", oldest);
-    const events = await quiet(api("GET", `/api/v1/audit/events?${q}`)) || [];
-    const trs = events.map((ev) => el("tr", { class: `outcome-${ev.outcome}` },
-      el("td", {}, ev.seq), el("td", {}, date(ev.ts)), el("td", {}, ev.actor), el("td", {}, ev.role),
-      el("td", {}, ev.action), el("td", {}, ev.case_ref || ""), el("td", {}, ev.outcome),
-      el("td", { class: "details" }, ev.error || JSON.stringify(ev.details))));
-    if (more) $("#audit-table tbody").append(...trs); else rows("#audit-table tbody", trs);
-    if (events.length) oldest = events[events.length - 1].seq;
-    $("#older").hidden = events.length < 50;
+  let cursors = [null];  // before_seq of each page seen; the last is the current page
+  let hasOlder = false;
+  const seen = new Set();  // user names seen, offered in the user filter
+  const utc = (local) => (local.length === 16 ? `${local}:00Z` : `${local}Z`);
+  const load = async () => {
+    const per = Number($("#audit-per-page").value);
+    const q = new URLSearchParams({ ...filters, limit: String(per + 1) });
+    const before = cursors[cursors.length - 1];
+    if (before) q.set("before_seq", before);
+    const events = await quiet(api("GET", `/api/v1/audit/events?${q}`));
+    if (!events) return;
+    hasOlder = events.length > per;
+    const page = events.slice(0, per);
+    page.forEach((ev) => seen.add(ev.actor));
+    $("#audit-users").replaceChildren(...[...seen].sort().map((u) => el("option", { value: u })));
+    rows("#audit-table tbody", page.map((ev) => el("tr", { class: `outcome-${ev.outcome}`, dataset: { seq: ev.seq } },
+      el("td", {}, ev.seq), el("td", { class: "nowrap" }, date(ev.ts)), el("td", { class: "nowrap" }, ev.actor),
+      el("td", { class: "role" }, String(ev.role || "").replace(/,/g, ", ")), el("td", { class: "nowrap" }, ev.action),
+      el("td", { class: "nowrap" }, ev.case_ref || ""),
+      el("td", { class: `outcome state-${ev.outcome === "ok" ? "identified" : "rejected"}` }, ev.outcome),
+      el("td", { class: "details" },
+        el("a", { href: "#", title: "the whole record", on: { click: (e) => {
+          e.preventDefault();
+          $("#event-title").textContent = `Audit record ${ev.seq}: ${ev.action} by ${ev.actor}`;
+          $("#event-json").textContent = JSON.stringify(ev, null, 2);
+          $("#event-dialog").showModal();
+        } } }, detailSummary(ev) || "(no details)")))));
+    $("#audit-none").hidden = page.length > 0;
+    const table = $("#audit-table");
+    table.dataset.loads = String(Number(table.dataset.loads || 0) + 1);
+    const n = cursors.length;
+    $("#audit-page").textContent = page.length
+      ? `page ${n} · records ${page[0].seq}–${page[page.length - 1].seq}` : `page ${n}`;
+    $("#newer").disabled = n <= 1;
+    $("#older").disabled = !hasOlder;
+    const exp = new URLSearchParams();
+    if (filters.case) exp.set("case", filters.case);
+    if (filters.since) exp.set("since", filters.since);
+    $("#export-jsonl").href = `/api/v1/audit/export?${new URLSearchParams({ format: "jsonl", ...Object.fromEntries(exp) })}`;
+    $("#export-csv").href = `/api/v1/audit/export?${new URLSearchParams({ format: "csv", ...Object.fromEntries(exp) })}`;
   };
-  $("#audit-filter").addEventListener("submit", (e) => {
-    e.preventDefault();
-    filters = Object.fromEntries([...new FormData(e.target)].filter(([, v]) => v));
-    load(false);
+  const apply = () => {
+    const f = Object.fromEntries([...new FormData(form)].filter(([k, v]) => v && k !== "per_page"));
+    if (f.since) f.since = utc(f.since);
+    if (f.until) f.until = utc(f.until);
+    filters = f;
+    cursors = [null];
+    return load();
+  };
+  form.addEventListener("submit", (e) => { e.preventDefault(); apply(); });
+  form.addEventListener("reset", () => setTimeout(apply, 0));
+  $("#audit-per-page").addEventListener("change", apply);
+  $("#older").addEventListener("click", () => {
+    const last = $("#audit-table tbody tr:last-child");
+    if (hasOlder && last) { cursors.push(Number(last.dataset.seq)); load(); }
   });
-  $("#older").addEventListener("click", () => load(true));
+  $("#newer").addEventListener("click", () => { if (cursors.length > 1) { cursors.pop(); load(); } });
+  $("#event-close").addEventListener("click", () => $("#event-dialog").close());
   const chain = await quiet(api("POST", "/api/v1/audit/verify", {}));
   if (chain) {
     const box = $("#chain");
     box.classList.add(chain.ok ? "ok" : "error");
     box.textContent = chain.ok
-      ? `Hash chain intact: ${chain.records} records.`
+      ? `Hash chain intact: ${chain.records} records verified.`
       : `Hash chain BROKEN at record ${chain.first_bad_seq}: ${chain.reason}`;
   }
-  await load(false);
+  await load();
 }
 
 // -- users (admin) ---------------------------------------------------------------------------

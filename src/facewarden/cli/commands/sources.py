@@ -1,0 +1,111 @@
+"""Sources and ingest: ``source add|list`` and ``ingest``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facewarden.cli import output
+from facewarden.cli.context import JsonOpt, open_app, progress_bar
+
+source_app = typer.Typer(no_args_is_help=True, help="Register and list media sources.")
+
+
+@source_app.command("add")
+def source_add(
+    name: str,
+    lawful_basis: Annotated[str, typer.Option(help="Legal basis for processing these media.")] = "",
+    purpose: Annotated[str, typer.Option(help="Why these media are held.")] = "",
+    jurisdiction: Annotated[str, typer.Option(help="ISO 3166 two-letter country code.")] = "",
+    retention: Annotated[str, typer.Option(help="How long media are kept, e.g. 365d.")] = "",
+    note: Annotated[str | None, typer.Option(help="Free-text provenance note.")] = None,
+    subject_field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--subject-field",
+            help="A metadata field an ingest manifest may record about this source's "
+            "subjects (repeatable; only fields the source may lawfully hold).",
+        ),
+    ] = None,
+) -> None:
+    """Register a source. Lawful basis, purpose, jurisdiction and retention are mandatory."""
+    with open_app() as (fw, actor):
+        info = fw.sources.add(
+            actor,
+            name,
+            lawful_basis=lawful_basis,
+            purpose=purpose,
+            jurisdiction=jurisdiction,
+            retention=retention,
+            note=note,
+            subject_fields=subject_field,
+        )
+    output.out.print(
+        f"source [bold]{info.name}[/] registered ({info.jurisdiction}, "
+        f"retention {info.retention_days:g} days)"
+    )
+
+
+@source_app.command("list")
+def source_list(as_json: JsonOpt = False) -> None:
+    """List sources with their media counts."""
+    with open_app() as (fw, _):
+        rows = [vars(s) for s in fw.sources.list()]
+    if as_json:
+        output.emit_json(rows)
+        return
+    for r in rows:
+        output.out.print(
+            f"{r['name']}: {r['jurisdiction']}, {r['retention_days']:g}d, "
+            f"{r['media']} media; basis: {r['lawful_basis']}; purpose: {r['purpose']}"
+        )
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders and .zip archives.")],
+    source: Annotated[str, typer.Option(help="Registered source name.")],
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: all cores).")
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Process images in Ray actors: a cluster address, 'auto', or 'local' "
+            "(--workers actors; default one per CPU of the cluster)."
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV or JSON file mapping files to the source system's subject reference "
+            "(and allowed metadata): faces of one subject are one gallery identity."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Detect, align, embed and store every face of the given local media."""
+    with open_app() as (fw, actor), progress_bar(as_json) as bar:
+        task = bar.add_task("ingesting", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(
+                task, completed=done, total=total, description=f"ingesting {Path(label).name[:30]}"
+            )
+
+        summary = fw.ingest.run(
+            actor,
+            paths,
+            source,
+            workers=workers,
+            progress=progress,
+            ray=ray,
+            manifest=manifest,
+        )
+    if as_json:
+        output.emit_json(summary.as_dict())
+    else:
+        output.show_ingest(summary)
+    if summary.interrupted:
+        raise typer.Exit(130)

@@ -1,0 +1,16 @@
+"""``session``: who is calling."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from facewarden.web.auth import CurrentActor
+from facewarden.web.routes.common import AS_USER, PREFIX, Json
+
+router = APIRouter(prefix=PREFIX, tags=["session"], responses=AS_USER)
+
+
+@router.get("/me")
+def me(actor: CurrentActor) -> Json:
+    """The calling user and roles."""
+    return {"name": actor.name, "roles": sorted(actor.roles)}

@@ -1,0 +1,171 @@
+"""``subjects``: data subjects' rights (access, erasure and its review, restriction) and
+any held face's crop for the data-protection officer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from facewarden.core.errors import InvalidInput
+from facewarden.services.subjects import render_report_html
+from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
+from facewarden.web.errors import error_responses
+from facewarden.web.routes.common import (
+    AS_USER,
+    MAX_ID,
+    PREFIX,
+    IdPath,
+    Json,
+    Text,
+    read_upload,
+)
+
+router = APIRouter(prefix=PREFIX, tags=["subjects"], responses=AS_USER)
+
+
+class ReviewDecision(BaseModel):
+    erase: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+    release: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+
+
+class SubjectRefIn(BaseModel):
+    subject: Text = Field(min_length=1, max_length=200)
+    source: Text | None = Field(None, max_length=200)
+
+
+class SubjectEraseIn(SubjectRefIn):
+    confirm: bool = Field(description="Must be true: erasure cannot be undone.")
+
+
+class SubjectRestrictIn(SubjectRefIn):
+    restricted: bool = True
+
+
+@router.get(
+    "/faces/{face_id}/crop",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **error_responses(404, 422)},
+)
+def face_crop(face_id: IdPath, request: Request, actor: CurrentActor) -> Response:
+    """Any held face's crop (data-protection officer: access and erasure review)."""
+    data = get_fw(request).gallery.crop(actor, face_id)
+    return Response(data, media_type="image/jpeg")
+
+
+@router.post(
+    "/subjects/access",
+    responses={
+        200: {"content": {"application/json": {}, "text/html": {}}},
+        **error_responses(409, 413, 422),
+    },
+)
+def subject_access(
+    request: Request,
+    actor: LimitedActor,
+    selfie: Annotated[UploadFile, File()],
+    reference: Annotated[Text | None, Form()] = None,
+    threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+    format: Annotated[Literal["json", "html"], Form()] = "json",
+) -> Any:
+    """Everything held about the person in the selfie (JSON, or the HTML report to send)."""
+    report = get_fw(request).subjects.access(
+        actor, read_upload(selfie, request, "selfie"), reference=reference, threshold=threshold
+    )
+    if format == "html":
+        return HTMLResponse(render_report_html(report))
+    return report
+
+
+@router.post("/subjects/erase/preview", responses=error_responses(409, 413, 422))
+def erase_preview(
+    request: Request,
+    actor: LimitedActor,
+    selfie: Annotated[UploadFile, File()],
+    threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+) -> list[Json]:
+    """The faces an erasure would delete (nothing changes; the look-up is logged)."""
+    return get_fw(request).subjects.erase_preview(
+        actor, read_upload(selfie, request, "selfie"), threshold=threshold
+    )
+
+
+@router.post("/subjects/erase", responses=error_responses(409, 413, 422))
+def erase(
+    request: Request,
+    actor: LimitedActor,
+    selfie: Annotated[UploadFile, File()],
+    confirm: Annotated[bool, Form(description="Must be true: erasure cannot be undone.")],
+    reference: Annotated[Text | None, Form()] = None,
+    threshold: Annotated[float | None, Form(gt=0, le=2)] = None,
+    face_ids: Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
+        Form(description="Only these reviewed faces."),
+    ] = None,
+) -> Json:
+    """Erase the person's faces and put them on the suppression list; returns the receipt."""
+    if not confirm:
+        raise InvalidInput("erasure cannot be undone: preview it, then send confirm=true")
+    return get_fw(request).subjects.erase(
+        actor,
+        read_upload(selfie, request, "selfie"),
+        reference=reference,
+        threshold=threshold,
+        face_ids=face_ids or None,
+    )
+
+
+@router.post("/subjects/erasures/{request_id}/review", responses=error_responses(404, 413, 422))
+def erasure_review(
+    request: Request,
+    actor: LimitedActor,
+    request_id: IdPath,
+    decision: ReviewDecision,
+) -> Json:
+    """The DPO's decision on an erasure's review candidates (erase or release each)."""
+    return get_fw(request).subjects.review(
+        actor, request_id, erase=decision.erase, release=decision.release
+    )
+
+
+@router.get("/subjects/requests")
+def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
+    """Access and erasure requests with their receipts and time to completion."""
+    return get_fw(request).subjects.requests(actor)
+
+
+@router.get("/subjects/receipts")
+def subject_receipts(request: Request, actor: CurrentActor) -> list[Json]:
+    """Access, erasure and restriction receipts, newest first, each with its counts (faces
+    erased, collateral, residue) and the full receipt."""
+    return get_fw(request).subjects.receipts(actor)
+
+
+@router.post("/subjects/by-reference/access", responses=error_responses(404, 413, 422))
+def subject_access_by_reference(body: SubjectRefIn, request: Request, actor: LimitedActor) -> Json:
+    """Everything held about a subject of the source system (ingest manifest reference)."""
+    return get_fw(request).subject_records.access(actor, body.subject, source=body.source)
+
+
+@router.post("/subjects/by-reference/erase", responses=error_responses(404, 413, 422))
+def subject_erase_by_reference(body: SubjectEraseIn, request: Request, actor: LimitedActor) -> Json:
+    """Erase every face linked to the subject and the subject record; returns the receipt."""
+    if not body.confirm:
+        raise InvalidInput("erasure cannot be undone: send confirm=true")
+    return get_fw(request).subject_records.erase(actor, body.subject, source=body.source)
+
+
+@router.post("/subjects/by-reference/restrict", responses=error_responses(404, 413, 422))
+def subject_restrict_by_reference(
+    body: SubjectRestrictIn, request: Request, actor: LimitedActor
+) -> Json:
+    """Exclude every media of the subject from search (or lift that)."""
+    return get_fw(request).subject_records.restrict(
+        actor, body.subject, source=body.source, restricted=body.restricted
+    )
