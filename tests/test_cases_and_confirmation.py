@@ -8,9 +8,9 @@ from sqlalchemy import select, update
 
 from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.storage.tables import Case, CaseSearch, SearchHit
+from facewarden.core.binding import probe_aad
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, NotFound, PermissionDenied, Refused
-from facewarden.services.search import probe_aad
 
 from conftest import add_user, identity_of, last_event, open_case, probe
 

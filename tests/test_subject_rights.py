@@ -115,7 +115,7 @@ def test_erasure_deletes_suppresses_and_gives_a_receipt(gallery_fw, admin, copy_
     with gallery_fw.sessions() as s:
         stored = s.get(SubjectRequest, receipt["request_id"]).suppression_template
     assert stored is not None
-    plain = gallery_fw.subjects.suppression_list()[0]
+    plain = gallery_fw.suppression.templates()[0]
     assert plain.shape == (128,) and plain.astype("<f4").tobytes() not in stored
 
     # Ingesting the same photos again (e.g. from a new source) skips the erased person.
@@ -157,9 +157,7 @@ def test_erasure_keeps_other_people_in_the_same_photo(fw, admin):
     assert receipt["faces"] == 1 and receipt["media_records_deleted"] == 0
     assert count(fw, Face) == 2 and count(fw, Media) == 1
     ids, vecs = fw.load_templates(list(fw.index.ids().tolist()))
-    assert len(ids) == 2 and np.all(
-        np.linalg.norm(vecs - fw.subjects.suppression_list(), axis=1) > 0.5
-    )
+    assert len(ids) == 2 and np.all(np.linalg.norm(vecs - fw.suppression.templates(), axis=1) > 0.5)
 
 
 def test_an_erasure_during_an_ingest_run_applies_to_the_rest_of_the_run(gallery_fw, admin):

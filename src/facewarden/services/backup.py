@@ -24,18 +24,22 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from sqlalchemy import Engine, select
 
 from facewarden import __version__
 from facewarden.adapters.crypto import KeyMissing, WrongKey
+from facewarden.adapters.storage.tables import Face, Media
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.binding import template_aad
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, Refused
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.keyring import Keyring
+from facewarden.services.stores import Stores, open_stores
 
 MANIFEST = "manifest.json"
 DATABASE = "facewarden.db"
@@ -77,25 +81,38 @@ def _snapshot_facts(path: Path) -> dict[str, Any]:
 
 
 class BackupService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        keyring: Keyring,
+        audit: AuditLog,
+        guard: RoleGuard,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.keyring = keyring
+        self.audit = audit
+        self.guard = guard
 
     def backup(self, actor: Actor, dest: Path, *, with_key: bool = False) -> dict[str, Any]:
         """Write a consistent snapshot into the new or empty folder ``dest``."""
-        app = self.app
-        app.authorize(actor, "backup", "admin", details={"dest": str(dest), "with_key": with_key})
-        if app.engine.dialect.name != "sqlite":
+        self.guard.authorize(
+            actor, "backup", "admin", details={"dest": str(dest), "with_key": with_key}
+        )
+        if self.engine.dialect.name != "sqlite":
             raise InvalidInput(PG_HINT)
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise InvalidInput(f"{dest} exists and is not an empty folder")
-        source = Path(str(app.engine.url.database))
+        source = Path(str(self.engine.url.database))
         created = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
         dest.chmod(0o700)
         part = dest / (DATABASE + ".part")
         try:
             # The anchors first: every anchor copied names a record the snapshot holds.
-            anchors = app.settings.resolved_anchor_file
+            anchors = self.settings.resolved_anchor_file
             if anchors.is_file():
                 shutil.copyfile(anchors, dest / ANCHORS)
                 os.chmod(dest / ANCHORS, 0o600)
@@ -114,11 +131,11 @@ class BackupService:
                 "facewarden": __version__,
                 "created_at": utcnow().isoformat(),
                 "database_sha256": _sha256(dest / DATABASE),
-                "key_id": app.cipher.key_id,
+                "key_id": self.keyring.cipher.key_id,
                 "key_included": with_key,
             } | facts
             if with_key:  # the template key and the audit MAC key
-                settings = app.settings
+                settings = self.settings
                 for name, secret, path in (
                     (KEY, settings.template_key, settings.resolved_key_file),
                     (AUDIT_KEY, settings.audit_key, settings.resolved_audit_key_file),
@@ -143,7 +160,7 @@ class BackupService:
             if created:
                 shutil.rmtree(dest, ignore_errors=True)
             raise
-        app.audit.record(
+        self.audit.record(
             actor,
             "backup",
             details={
@@ -161,8 +178,6 @@ def restore(settings: Settings, src: Path, *, force: bool = False) -> dict[str, 
 
     Refused (nothing changed) when the manifest, checksum, audit chain, counts or key do not
     match, or when the data directory already holds a database (``force`` replaces it)."""
-    from facewarden.services.app import Facewarden
-
     if settings.database_url and not settings.database_url.startswith("sqlite"):
         raise InvalidInput(PG_HINT)
     try:
@@ -212,7 +227,7 @@ def restore(settings: Settings, src: Path, *, force: bool = False) -> dict[str, 
         staged.chmod(0o600)
         check = settings.model_copy(update={"database_url": f"sqlite:///{staged}"})
         try:
-            fw = Facewarden(check)
+            fw = open_stores(check)
         except (KeyMissing, WrongKey) as exc:
             raise Refused(
                 f"backup refused: the key at hand is not the key of the backup ({exc.message})",
@@ -241,7 +256,7 @@ def restore(settings: Settings, src: Path, *, force: bool = False) -> dict[str, 
             done.unlink(missing_ok=True)
         raise
     shutil.rmtree(data_dir / "index", ignore_errors=True)  # derived: rebuilt on first use
-    fw = Facewarden(settings)
+    fw = open_stores(settings)
     try:
         fw.audit.record(
             "facewarden restore",
@@ -256,12 +271,8 @@ def restore(settings: Settings, src: Path, *, force: bool = False) -> dict[str, 
     }
 
 
-def _check(fw: Facewarden, manifest: dict[str, Any], template_aad) -> str | None:
+def _check(fw: Stores, manifest: dict[str, Any], template_aad) -> str | None:
     """Why the staged copy must not be used, or None."""
-    from sqlalchemy import select
-
-    from facewarden.adapters.storage.tables import Face, Media
-
     head = manifest["audit_head"]
     anchors = [head] if head["seq"] else None
     report = fw.audit.verify(anchors)

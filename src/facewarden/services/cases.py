@@ -5,23 +5,29 @@ from __future__ import annotations
 import builtins
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.db import transaction
-from facewarden.adapters.storage.tables import AuditEvent, Case, CaseMember, CaseSearch, User
+from facewarden.adapters.storage.tables import (
+    AuditEvent,
+    Case,
+    CaseMember,
+    CaseSearch,
+    ProbeFace,
+    User,
+)
+from facewarden.config import Settings
 from facewarden.core.actors import MEMBER_ROLES, OVERSIGHT, Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.durations import parse_duration
 from facewarden.core.errors import InvalidInput, NotFound, Refused
 from facewarden.core.limits import MAX_QUOTA, NAME_CHARS, check_text
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
-
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
 
 CASE_READERS = ("investigator", "reviewer", "dpo", "auditor", "admin")
 """Who may list and read cases (their references, bases, members and search counts):
@@ -90,9 +96,36 @@ class CaseInfo:
         return data
 
 
+def wipe_probe_templates(session, case_ids, now) -> int:
+    """Drop the kept probe templates of the given cases (their hashes stay)."""
+    return session.execute(
+        update(CaseSearch)
+        .where(CaseSearch.case_id.in_(case_ids), CaseSearch.probe_templates.is_not(None))
+        .values(probe_templates=None, templates_wiped_at=now)
+    ).rowcount
+
+
+def wipe_probe_faces(session, case_ids) -> int:
+    """Delete the kept probe face crops of the given cases' searches."""
+    searches = select(CaseSearch.id).where(CaseSearch.case_id.in_(case_ids))
+    return session.execute(delete(ProbeFace).where(ProbeFace.search_id.in_(searches))).rowcount
+
+
 class CaseService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        writes: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.writes = writes
+        self.audit = audit
+        self.guard = guard
 
     def open(
         self,
@@ -123,7 +156,7 @@ class CaseService:
         for name in investigators or []:
             check_text(name, "member name", NAME_CHARS)
         lifetime = parse_duration(expires)
-        self.app.authorize(actor, "case.open", "investigator", "admin", case_ref=ref)
+        self.guard.authorize(actor, "case.open", "investigator", "admin", case_ref=ref)
 
         for value, what in (
             (ref, "reference"),
@@ -133,7 +166,7 @@ class CaseService:
         ):
             if not (value or "").strip():
                 raise InvalidInput(f"a case needs a {what}: refused")
-        quota = self.app.settings.case_search_quota if quota is None else quota
+        quota = self.settings.case_search_quota if quota is None else quota
         if not 1 <= quota <= MAX_QUOTA:
             raise InvalidInput(f"a case's search quota must be between 1 and {MAX_QUOTA}")
         if target_fpir is not None:
@@ -151,7 +184,7 @@ class CaseService:
             raise InvalidInput("a case needs at least one investigator (--investigator NAME)")
         now = utcnow()
         try:
-            with transaction(self.app.writes) as session:
+            with transaction(self.writes) as session:
                 roles = self._check_members(session, members)
                 if "investigator" not in roles.values():
                     raise InvalidInput(
@@ -178,7 +211,7 @@ class CaseService:
                 )
                 session.add(case)
                 session.flush()
-                self.app.audit.append(
+                self.audit.append(
                     session,
                     actor,
                     "case.open",
@@ -205,12 +238,12 @@ class CaseService:
         admin may. Only assigned people read the case's records."""
         action = "case.unassign" if remove else "case.assign"
 
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             case = self._get(session, ref)
             allowed = actor.has("admin") or case.opened_by == actor.name
         if not allowed:
-            self.app.authorize(actor, action, "admin", case_ref=ref, details={"user": user})
-        with transaction(self.app.writes) as session:
+            self.guard.authorize(actor, action, "admin", case_ref=ref, details={"user": user})
+        with transaction(self.writes) as session:
             case = self._get(session, ref)
             current = {m.user_name for m in case.members}
             if remove:
@@ -225,7 +258,7 @@ class CaseService:
                     CaseMember(user_name=user, added_by=actor.name, added_at=utcnow(), role=role)
                 )
             session.flush()
-            self.app.audit.append(
+            self.audit.append(
                 session,
                 actor,
                 action,
@@ -256,18 +289,16 @@ class CaseService:
         return roles
 
     def close(self, actor: Actor, ref: str) -> CaseInfo:
-        self.app.authorize(actor, "case.close", "investigator", "admin", case_ref=ref)
+        self.guard.authorize(actor, "case.close", "investigator", "admin", case_ref=ref)
 
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             case = self._get(session, ref)
             info = CaseInfo.of(case)
             if actor.has("admin") or actor.name in info.investigators:
-                from facewarden.services.gallery import wipe_probe_faces, wipe_probe_templates
-
                 case.status, case.closed_at = "closed", utcnow()
                 wiped = wipe_probe_templates(session, [case.id], case.closed_at)
                 probe_faces = wipe_probe_faces(session, [case.id])
-                self.app.audit.append(
+                self.audit.append(
                     session,
                     actor,
                     "case.close",
@@ -283,8 +314,8 @@ class CaseService:
     def show(self, actor: Actor, ref: str) -> CaseInfo:
         """A case's description: admins, the DPO and auditors see any; investigators and
         reviewers the cases they are assigned to."""
-        self.app.authorize(actor, "case.show", *CASE_READERS, case_ref=ref)
-        with self.app.sessions() as session:
+        self.guard.authorize(actor, "case.show", *CASE_READERS, case_ref=ref)
+        with self.sessions() as session:
             case = self._get(session, ref)
             info = CaseInfo.of(case, self._searches(session, case))
         if not actor.has("admin", *OVERSIGHT) and actor.name not in info.members:
@@ -295,7 +326,7 @@ class CaseService:
     def list(self, actor: Actor) -> list[CaseInfo]:
         """Every case for admins, the DPO and auditors; an investigator's or a reviewer's
         own cases otherwise."""
-        self.app.authorize(actor, "case.list", *CASE_READERS)
+        self.guard.authorize(actor, "case.list", *CASE_READERS)
         cases = self.all()
         if actor.has("admin", *OVERSIGHT):
             return cases
@@ -308,13 +339,13 @@ class CaseService:
         decisions, exports)? Its assigned investigators and reviewers while it is open and
         unexpired; the DPO and auditors always. Returns the case and how access was granted
         (``member``, ``dpo``, ``auditor``); the read is logged (``record``), a refusal too."""
-        self.app.authorize(actor, action, *MEMBER_ROLES, *OVERSIGHT, case_ref=ref, **audit)
-        with self.app.sessions() as session:
+        self.guard.authorize(actor, action, *MEMBER_ROLES, *OVERSIGHT, case_ref=ref, **audit)
+        with self.sessions() as session:
             case = session.scalar(select(Case).where(Case.ref == ref))
             info = CaseInfo.of(case, self._searches(session, case)) if case else None
         if info is None:
             problem = f"{action} refused: no case {ref!r}"
-            self.app.audit.record(actor, action, outcome="refused", case_ref=ref, error=problem)
+            self.audit.record(actor, action, outcome="refused", case_ref=ref, error=problem)
             raise NotFound(f"no case {ref!r}")
         if actor.has(*MEMBER_ROLES) and actor.name in info.members and info.usable:
             via = "member"
@@ -332,7 +363,7 @@ class CaseService:
             self.refuse(actor, action, ref, info, problem, f"case_{state}", **audit)
         if record:
             details = audit.pop("details", {}) | {"access": via}
-            self.app.audit.record(
+            self.audit.record(
                 actor,
                 action,
                 case_ref=ref,
@@ -345,7 +376,7 @@ class CaseService:
 
     def all(self) -> builtins.list[CaseInfo]:  # ``list`` here is the method above
         """Every case (internal: callers have authorised already)."""
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             counts = dict(
                 session.execute(
                     select(CaseSearch.case_id, func.count()).group_by(CaseSearch.case_id)
@@ -436,7 +467,7 @@ class CaseService:
     ) -> CaseInfo:
         """The case must exist, be open and unexpired, have the actor assigned (unless
         ``assigned`` is false) and, for searches, quota left. Refusals are logged."""
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             problem, code, info = self.problem(session, actor, ref, action, assigned=assigned)
         if problem:
             self.refuse(actor, action, ref, info, problem, code, **audit)
@@ -455,7 +486,7 @@ class CaseService:
     ) -> NoReturn:
         """Log a refusal under the case, then raise it."""
         basis = {"legal_basis": info.legal_basis, "purpose": info.purpose} if info else {}
-        self.app.audit.record(
+        self.audit.record(
             actor, action, outcome="refused", case_ref=ref, error=problem, **basis, **audit
         )
         raise Refused(problem, code=code)

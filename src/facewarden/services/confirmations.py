@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import (
@@ -24,9 +24,9 @@ from facewarden.core.actors import Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import InvalidInput, NotFound
 from facewarden.core.limits import check_id, check_text
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.cases import CaseService
 
 DECISIONS = ("confirm", "reject")
 
@@ -64,8 +64,20 @@ def status_of(decisions: list[Confirmation], investigators: set[str]) -> str:
 
 
 class ConfirmationService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        writes: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+        cases: CaseService,
+    ) -> None:
+        self.sessions = sessions
+        self.writes = writes
+        self.audit = audit
+        self.guard = guard
+        self.cases = cases
 
     def decide(
         self,
@@ -84,11 +96,11 @@ class ConfirmationService:
             raise InvalidInput(f"decision must be one of {', '.join(DECISIONS)}")
         action = f"candidate.{decision}"
         target = {"search_id": search_id, "face_id": face_id}
-        self.app.authorize(actor, action, "investigator", "reviewer", details=target)
-        cases = self.app.cases
+        self.guard.authorize(actor, action, "investigator", "reviewer", details=target)
+        cases = self.cases
         info = None
         problem = code = None
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             search, case = self._search(session, search_id)
             # Assignment first: someone else's case says nothing about its candidates.
             problem, code, info = cases.problem(session, actor, case.ref, action, assigned="member")
@@ -109,7 +121,7 @@ class ConfirmationService:
             if problem is None:
                 if info is None:  # problem() returns the case whenever it allows
                     raise NotFound(f"no case {case.ref!r}")
-                event = self.app.audit.append(
+                event = self.audit.append(
                     session,
                     actor,
                     action,
@@ -152,7 +164,7 @@ class ConfirmationService:
 
     def state(self, search_id: int, face_id: int) -> CandidateState:
         """A candidate's state (internal: callers have authorised already)."""
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             _, case = self._search(session, search_id)
             return self._state(session, search_id, face_id, investigators_of(case))
 
@@ -202,16 +214,16 @@ class ConfirmationService:
     def candidates(self, actor: Actor, ref: str) -> list[CandidateState]:
         """Every candidate of a case that someone has decided on, with its state (for the
         case's assigned people while it is open; the DPO and auditors always; logged)."""
-        self.app.cases.read_access(actor, ref, "case.candidates")
+        self.cases.read_access(actor, ref, "case.candidates")
         return self.states(ref)
 
     def searches(self, actor: Actor, ref: str) -> list[dict[str, Any]]:
         """The searches of a case, newest first, each with its candidates and their state
         (for the case's assigned people while it is open; the DPO and auditors always;
         logged)."""
-        self.app.cases.read_access(actor, ref, "case.searches")
-        with self.app.sessions() as session:
-            case = self.app.cases._get(session, ref)
+        self.cases.read_access(actor, ref, "case.searches")
+        with self.sessions() as session:
+            case = self.cases._get(session, ref)
             members = set(investigators_of(case))
             searches = list(
                 session.scalars(
@@ -260,8 +272,8 @@ class ConfirmationService:
 
     def states(self, ref: str) -> list[CandidateState]:
         """Decided candidates of a case (internal: callers have authorised already)."""
-        with self.app.sessions() as session:
-            case = self.app.cases._get(session, ref)
+        with self.sessions() as session:
+            case = self.cases._get(session, ref)
             members = investigators_of(case)
             pairs = session.execute(
                 select(Confirmation.search_id, Confirmation.face_id)
@@ -280,9 +292,7 @@ class ConfirmationService:
         assigned investigators and reviewers export while it is open; once it is closed or
         expired, only the DPO or an auditor can (e.g. evidence for court), logged."""
         target = {"search_id": search_id, "face_id": face_id}
-        info, via = self.app.cases.read_access(
-            actor, ref, "case.export", record=False, details=target
-        )
+        info, via = self.cases.read_access(actor, ref, "case.export", record=False, details=target)
         states = [s for s in self.states(ref) if s.status == "identified"]
         if face_id is not None:
             states = [
@@ -291,7 +301,7 @@ class ConfirmationService:
                 if s.face_id == face_id and (search_id is None or s.search_id == search_id)
             ]
             if not states:
-                self.app.cases.refuse(
+                self.cases.refuse(
                     actor,
                     "case.export",
                     ref,
@@ -302,7 +312,7 @@ class ConfirmationService:
                     details=target,
                 )
         rows = self._provenance(states)
-        self.app.audit.record(
+        self.audit.record(
             actor,
             "case.export",
             case_ref=ref,
@@ -319,7 +329,7 @@ class ConfirmationService:
     def _provenance(self, states: list[CandidateState]) -> list[dict[str, Any]]:
 
         rows = []
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             for st in states:
                 row = session.execute(
                     select(SearchHit, CaseSearch, Media, Source)

@@ -11,62 +11,46 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
-from facewarden.adapters.imaging import decode_image
 from facewarden.adapters.index.base import FaceLabel
 from facewarden.adapters.inputs import InputItem, InputLimits, iter_inputs
 from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media, Subject, SubjectRequest
 from facewarden.adapters.video import file_sha256
+from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.binding import crop_aad, template_aad
 from facewarden.core.clock import utcnow
 from facewarden.core.durations import MAX_DURATION_DAYS
 from facewarden.core.errors import InvalidInput, MediaError
 from facewarden.core.limits import INGEST_INFLIGHT_BYTES, MAX_WORKERS
-from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import IngestSummary, Skipped
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.index import IndexService
+from facewarden.services.keys import KeyService
 from facewarden.services.manifest import ManifestEntry, load_manifest
+from facewarden.services.models import Models
+from facewarden.services.processing import Processed, process_image
+from facewarden.services.ray_workers import RayPool
+from facewarden.services.sources import SourceService
+from facewarden.services.suppression import SuppressionList
 from facewarden.services.video import VideoScan, scan_video
 from facewarden.services.workers import WORKER, pipeline_pool
-
-if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
-
-    from facewarden.services.app import Facewarden
-    from facewarden.services.ray_workers import RayPool
 
 ProgressFn = Callable[[int, int, str], None]
 SAVE_INDEX_EVERY = 500
 DEDUP_DISTANCE = 0.15
 """Faces of one video track closer than this to a kept face add nothing: not stored."""
-
-
-@dataclass
-class Processed:
-    """What a worker returns for one image (plain data, cheap to pickle)."""
-
-    width: int = 0
-    height: int = 0
-    faces: list[dict[str, Any]] = field(default_factory=list)
-    rejected: int = 0
-    error_code: str | None = None
-    error: str | None = None
-    kind: str = "image"
-    capped: int = 0
-    """Faces detected beyond the per-image cap (``max_image_faces``): not stored."""
-    detected_at: tuple[int, int] | None = None
-    """The reduced size faces were detected at, when the image exceeded the detection
-    budget (``detect_max_pixels``)."""
 
 
 def video_processed(scan: VideoScan, per_track: int) -> Processed:
@@ -86,31 +70,6 @@ def video_processed(scan: VideoScan, per_track: int) -> Processed:
         )
     ]
     return Processed(scan.info.width, scan.info.height, faces, scan.rejected, kind="video")
-
-
-def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Processed:
-    try:
-        image = decode_image(data, max_pixels=max_pixels)
-    except MediaError as exc:
-        return Processed(error_code=exc.code, error=exc.message)
-    out = pipeline.process(image, enrol=True)
-    faces = [
-        {
-            "box": f.detection.box.as_list(),
-            "quality": f.quality.as_dict(),
-            "descriptor": f.descriptor.astype("<f4").tobytes(),
-            "chip": f.chip_jpeg,
-        }
-        for f in out.faces
-    ]
-    return Processed(
-        image.shape[1],
-        image.shape[0],
-        faces,
-        out.rejected,
-        capped=out.capped,
-        detected_at=out.detected_at,
-    )
 
 
 MAX_NOTES = 20
@@ -160,8 +119,30 @@ class _OnlySuppressed(Exception):
 
 
 class IngestService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        writes: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+        models: Models,
+        index: IndexService,
+        keys: KeyService,
+        sources: SourceService,
+        suppression: SuppressionList,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.writes = writes
+        self.audit = audit
+        self.guard = guard
+        self.models = models
+        self.index = index
+        self.keys = keys
+        self.sources = sources
+        self.suppression = suppression
         self._suppressed = np.zeros((0, 128), np.float32)
         self._suppression_mark: int | None = None
 
@@ -190,19 +171,18 @@ class IngestService:
         ``manifest``: a CSV or JSON file mapping files to subject references of the source
         system (``services.manifest``); the one face of each listed file is linked to its
         subject (a file with several faces or none is reported, not linked)."""
-        app = self.app
         label = relabel or str
         if workers is not None and not 1 <= workers <= MAX_WORKERS:
             raise InvalidInput(f"workers must be between 1 and {MAX_WORKERS}")
-        app.authorize(actor, "ingest", "operator", details={"source": source})
-        app.check_template_space()
-        with app.sessions() as session:
-            src = app.sources.get(session, source)
+        self.guard.authorize(actor, "ingest", "operator", details={"source": source})
+        self.index.check_template_space()
+        with self.sessions() as session:
+            src = self.sources.get(session, source)
             retention = timedelta(days=min(max(src.retention_days, 0.0), MAX_DURATION_DAYS))
             source_id, basis, purpose = src.id, src.lawful_basis, src.purpose
             index_label = FaceLabel(src.name, src.jurisdiction)
             allowed = list(src.subject_fields or [])
-        settings = app.settings
+        settings = self.settings
         limits = InputLimits(
             settings.max_file_bytes,
             settings.max_archive_ratio,
@@ -230,12 +210,12 @@ class IngestService:
                 return None
             return entries.get(Path(path).resolve())
 
-        app.audit.record(
+        self.audit.record(
             actor,
             "ingest.start",
             legal_basis=basis,
             purpose=purpose,
-            model_id=app.model_id,
+            model_id=self.models.model_id,
             details={
                 "source": source,
                 "paths": [label(str(p)) for p in paths],
@@ -298,7 +278,7 @@ class IngestService:
             tick(path)
             if summary.images % SAVE_INDEX_EVERY == 0:
                 started = time.perf_counter()
-                app.save_index()
+                self.index.save()
                 summary.seconds["index"] += time.perf_counter() - started
 
         def ingest_video(item: InputItem) -> None:
@@ -321,7 +301,7 @@ class IngestService:
             try:
                 scan = scan_video(
                     item.video,
-                    app.pipeline,
+                    self.models.pipeline,
                     settings,
                     workers=n_workers,
                     enrol=True,
@@ -343,7 +323,11 @@ class IngestService:
         try:
             if n_workers <= 1 and ray is None:
                 for path, sha, data in pending():
-                    store(path, sha, process_image(app.pipeline, data, settings.max_image_pixels))
+                    store(
+                        path,
+                        sha,
+                        process_image(self.models.pipeline, data, settings.max_image_pixels),
+                    )
             else:
                 self._run_pool(n_workers, pending(), store, ray, ray_actors=workers)
             for item in items:
@@ -370,18 +354,18 @@ class IngestService:
                         )
                     )
             summary.elapsed_s = time.perf_counter() - run_started
-            app.save_index()
+            self.index.save()
             outcome = "failed" if failure else "interrupted" if summary.interrupted else "ok"
             try:
-                app.audit.record(
+                self.audit.record(
                     actor,
                     "ingest.finish",
                     outcome=outcome,
                     error=f"{type(failure).__name__}: {failure}" if failure else None,
                     legal_basis=basis,
                     purpose=purpose,
-                    model_id=app.model_id,
-                    gallery_size=len(app.index),
+                    model_id=self.models.model_id,
+                    gallery_size=len(self.index.vectors),
                     details={
                         k: v
                         for k, v in summary.as_dict().items()
@@ -419,12 +403,10 @@ class IngestService:
         pool: RayPool | ProcessPoolExecutor
         submit: Callable[[bytes], Future[Any]]
         if ray is not None:
-            from facewarden.services.ray_workers import RayPool
-
-            pool = RayPool(ray, self.app.settings, ray_actors)
+            pool = RayPool(ray, self.settings, ray_actors)
             submit = pool.submit
         else:
-            pool = pipeline_pool(n_workers, self.app.settings)
+            pool = pipeline_pool(n_workers, self.settings)
             submit = functools.partial(_submit_to, pool)
         in_flight: dict[Future, tuple[str, str, int]] = {}
         held = 0  # encoded bytes handed to the workers and not yet back
@@ -477,7 +459,7 @@ class IngestService:
         if sha in seen:
             return False
         seen.add(sha)
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             return session.scalar(select(Media.id).where(Media.sha256 == sha)) is None
 
     def _subject(
@@ -517,7 +499,7 @@ class IngestService:
             )
         )
         if mark != self._suppression_mark:
-            self._suppressed = self.app.subjects.suppression_list()
+            self._suppressed = self.suppression.templates()
             self._suppression_mark = mark
 
     def _not_suppressed(self, faces: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
@@ -525,7 +507,7 @@ class IngestService:
         sup = self._suppressed
         if not len(sup):
             return list(enumerate(faces))
-        limit = self.app.settings.subject_threshold
+        limit = self.settings.subject_threshold
         kept = []
         for i, face in enumerate(faces):
             vec = np.frombuffer(face["descriptor"], dtype="<f4")
@@ -545,15 +527,14 @@ class IngestService:
         entry: ManifestEntry | None = None,
     ) -> None:
 
-        app = self.app
         now = utcnow()
         started = time.perf_counter()
         try:
-            with transaction(app.writes) as session:
+            with transaction(self.writes) as session:
                 # Under the erasure lock, an erasure committed before this write (during
                 # this run too) is on the suppression list, and none is half done.
                 erasure_lock(session, shared=True)
-                cipher = app.keys.writing(session)
+                cipher = self.keys.writing(session)
                 self._refresh_suppression(session)
                 kept = self._not_suppressed(result.faces)
                 if result.faces and not kept:
@@ -586,7 +567,7 @@ class IngestService:
                         bottom=bottom,
                         left=left,
                         quality=face["quality"],
-                        model_id=app.model_id,
+                        model_id=self.models.model_id,
                         key_id=cipher.key_id,
                         template=cipher.encrypt_template(vec, template_aad(sha, i)),
                         time_s=face.get("time_s"),
@@ -637,7 +618,7 @@ class IngestService:
         summary.faces_suppressed += len(result.faces) - len(kept)
         summary.faces_rejected += result.rejected
         if new_faces:
-            app.index.add(
+            self.index.vectors.add(
                 np.array([r.id for r, _ in new_faces], dtype=np.int64),
                 np.stack([v for _, v in new_faces]),
                 [index_label] * len(new_faces),

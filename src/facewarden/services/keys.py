@@ -17,11 +17,11 @@ import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.crypto import (
     KeyMissing,
@@ -37,6 +37,7 @@ from facewarden.adapters.crypto import (
 )
 from facewarden.adapters.storage.db import erasure_lock, session_factory, transaction
 from facewarden.adapters.storage.tables import (
+    Case,
     CaseSearch,
     EncryptionKey,
     Face,
@@ -47,12 +48,19 @@ from facewarden.adapters.storage.tables import (
 )
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
-from facewarden.core.binding import crop_aad, template_aad
+from facewarden.core.binding import (
+    crop_aad,
+    probe_aad,
+    probe_face_aad,
+    suppression_aad,
+    template_aad,
+)
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import FacewardenError, NotInitialised, Refused
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.index import IndexService
+from facewarden.services.keyring import Keyring
 
 Progress = Callable[[str], None]
 
@@ -162,20 +170,36 @@ def prepare_init(settings: Settings, engine: Engine) -> None:
 
 
 class KeyService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        writes: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+        keyring: Keyring,
+        index: IndexService,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.writes = writes
+        self.audit = audit
+        self.guard = guard
+        self.keyring = keyring
+        self.index = index
 
     def writing(self, session: Session) -> TemplateCipher:
         """The cipher to encrypt with inside ``session``'s write transaction: refused when the
         data is now written under another key (a rotation ran since this process started)."""
-        cipher = self.app.cipher
+        cipher = self.keyring.cipher
         current = session.scalar(
             select(EncryptionKey.key_id).where(EncryptionKey.state == "current")
         )
         if current != cipher.key_id:
-            fresh = load_cipher(self.app.settings)  # the rotation's new key, once it is in place
+            fresh = load_cipher(self.settings)  # the rotation's new key, once it is in place
             if fresh is not None and fresh.key_id == current:
-                self.app.cipher = fresh
+                self.keyring.cipher = fresh
                 return fresh
             raise WrongKey(
                 f"new data is written under key {current}, but this process holds key "
@@ -185,9 +209,8 @@ class KeyService:
         return cipher
 
     def status(self, actor: Actor) -> dict[str, Any]:
-        app = self.app
-        app.authorize(actor, "key.status", "admin", "dpo", "auditor")
-        with app.sessions() as session:
+        self.guard.authorize(actor, "key.status", "admin", "dpo", "auditor")
+        with self.sessions() as session:
             keys = session.execute(
                 select(EncryptionKey.key_id, EncryptionKey.state, EncryptionKey.retired_at)
             ).all()
@@ -197,8 +220,8 @@ class KeyService:
                 ),
             }
         return {
-            "configured_key": app.cipher.key_id,
-            "key_source": key_source(app.settings),
+            "configured_key": self.keyring.cipher.key_id,
+            "key_source": key_source(self.settings),
             "keys": [
                 {"key_id": k, "state": s, "retired_at": r.isoformat() if r else None}
                 for k, s, r in keys
@@ -210,9 +233,8 @@ class KeyService:
     def rotate(self, actor: Actor, progress: Progress | None = None) -> dict[str, Any]:
         """Re-encrypt every template, crop, kept probe and suppression entry under a new key;
         resumable: run it again after a crash and it goes on where it stopped."""
-        app = self.app
-        settings = app.settings
-        app.authorize(actor, "key.rotate", "admin")
+        settings = self.settings
+        self.guard.authorize(actor, "key.rotate", "admin")
         say = progress or (lambda _: None)
         if settings.template_key:
             raise Refused(
@@ -221,7 +243,7 @@ class KeyService:
             )
         path = settings.resolved_key_file
         new_path, old_path = pending_key_path(path), retiring_key_path(path)
-        with app.sessions() as session:
+        with self.sessions() as session:
             needed = needed_keys(session)
         retiring = [k for k, s in needed.items() if s == "retiring"]
         if not retiring and old_path.is_file():
@@ -236,7 +258,7 @@ class KeyService:
                 new_key = read_key_file(new_path)
             old_id, new_id = key_id_of(old_key), key_id_of(new_key)
             write_key_file(old_path, old_key, replace=True)
-            with transaction(app.writes) as session:
+            with transaction(self.writes) as session:
                 erasure_lock(session)  # one rotation switches; a concurrent one resumes
                 if not any(s == "retiring" for s in needed_keys(session).values()):
                     session.execute(
@@ -245,7 +267,7 @@ class KeyService:
                         .values(state="retiring")
                     )
                     session.add(EncryptionKey(key_id=new_id, state="current", created_at=utcnow()))
-                    app.audit.append(
+                    self.audit.append(
                         session,
                         actor,
                         "key.rotate",
@@ -268,7 +290,7 @@ class KeyService:
         new_key = read_key_file(path)
         olds = {key_id_of(read_key_file(old_path))} if old_path.is_file() else set()
         cipher = TemplateCipher(new_key, [read_key_file(old_path)] if olds else [])
-        app.cipher = cipher
+        self.keyring.cipher = cipher
         counts = {"faces": 0, "crops": 0, "probes": 0, "probe_faces": 0, "suppression": 0}
         legacy = retiring[0]  # values stored without a key id were sealed under the old key
         batch = settings.key_rotate_batch
@@ -288,7 +310,7 @@ class KeyService:
                         break
                     counts[kind] += done
                     say(f"re-encrypted {counts[kind]} {kind}")
-            with transaction(app.writes) as session:
+            with transaction(self.writes) as session:
                 erasure_lock(session)  # no ingest under the old key is in flight
                 remaining = self._remaining(session, new_id)
                 if remaining and sum(counts.values()) == before:
@@ -303,7 +325,7 @@ class KeyService:
                     .where(EncryptionKey.key_id.in_(retiring))
                     .values(state="retired", retired_at=utcnow())
                 )
-                app.audit.append(
+                self.audit.append(
                     session,
                     actor,
                     "key.rotate",
@@ -313,7 +335,7 @@ class KeyService:
         old_path.unlink(missing_ok=True)
         _fsync_dir(path)
         say(f"old key {', '.join(retiring)} retired; its file {old_path} removed")
-        indexed = app.gallery.rebuild_index(actor)
+        indexed = self.index.rebuild(actor)
         say(f"index rebuilt: {indexed}")
         return {"old_key": ",".join(retiring), "new_key": new_id, **counts}
 
@@ -322,9 +344,8 @@ class KeyService:
     ) -> dict[str, Any] | None:
         """A rotation that committed but stopped before removing the old key file and
         rebuilding the index: do those two steps (and start no new rotation)."""
-        app = self.app
         old_id = key_id_of(read_key_file(old_path))
-        with app.sessions() as session:
+        with self.sessions() as session:
             state = session.scalar(
                 select(EncryptionKey.state).where(EncryptionKey.key_id == old_id)
             )
@@ -333,10 +354,10 @@ class KeyService:
         old_path.unlink(missing_ok=True)
         _fsync_dir(old_path)
         say(f"finishing the previous rotation: old key {old_id} retired; its file removed")
-        indexed = app.gallery.rebuild_index(actor)
+        indexed = self.index.rebuild(actor)
         say(f"index rebuilt: {indexed}")
         zero = {"faces": 0, "crops": 0, "probes": 0, "probe_faces": 0, "suppression": 0}
-        return {"old_key": old_id, "new_key": app.cipher.key_id, **zero}
+        return {"old_key": old_id, "new_key": self.keyring.cipher.key_id, **zero}
 
     @staticmethod
     def _stale(column, new_id: str):
@@ -366,7 +387,7 @@ class KeyService:
         self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
     ) -> tuple[int, int]:
 
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             rows = session.execute(
                 select(Face.id, Face.template, Face.key_id, Face.face_index, Media.sha256)
                 .join(Media, Media.id == Face.media_id)
@@ -389,7 +410,7 @@ class KeyService:
         self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
     ) -> tuple[int, int]:
 
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             rows = session.execute(
                 select(
                     FaceCrop.face_id, FaceCrop.data, FaceCrop.key_id, Face.face_index, Media.sha256
@@ -414,10 +435,8 @@ class KeyService:
     def _probes(
         self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
     ) -> tuple[int, int]:
-        from facewarden.adapters.storage.tables import Case
-        from facewarden.services.search import probe_aad
 
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             rows = session.execute(
                 select(
                     CaseSearch.id,
@@ -449,9 +468,8 @@ class KeyService:
         self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
     ) -> tuple[int, int]:
         """The probe face crops kept with cases for review."""
-        from facewarden.services.search import probe_face_aad
 
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             rows = session.execute(
                 select(ProbeFace.id, ProbeFace.search_id, ProbeFace.face_index, ProbeFace.data)
                 .add_columns(ProbeFace.key_id)
@@ -471,9 +489,8 @@ class KeyService:
     def _suppression(
         self, cipher: TemplateCipher, new_id: str, legacy: str, batch: int, after: int
     ) -> tuple[int, int]:
-        from facewarden.services.subjects import suppression_aad
 
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             rows = session.execute(
                 select(
                     SubjectRequest.id, SubjectRequest.suppression_template, SubjectRequest.key_id

@@ -10,22 +10,27 @@ import csv
 import io
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from facewarden.core.actors import Actor
 from facewarden.core.durations import bounded_instant
 from facewarden.core.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
 
 AUDIT_READERS = ("auditor", "admin", "dpo")
 EXPORT_FORMATS = ("jsonl", "csv")
 
 
 class OversightService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        audit: AuditLog,
+        guard: RoleGuard,
+    ) -> None:
+        self.audit = audit
+        self.guard = guard
 
     def events(
         self,
@@ -58,8 +63,8 @@ class OversightService:
             "limit": limit,
         }
         filters = {k: v for k, v in filters.items() if v is not None}
-        self.app.authorize(actor, "audit.read", *AUDIT_READERS, details=filters)
-        rows = self.app.audit.events(
+        self.guard.authorize(actor, "audit.read", *AUDIT_READERS, details=filters)
+        rows = self.audit.events(
             case_ref,
             since,
             limit,
@@ -70,7 +75,7 @@ class OversightService:
             newest_first=newest_first,
             until=until,
         )
-        self.app.audit.record(actor, "audit.read", details=filters | {"records": len(rows)})
+        self.audit.record(actor, "audit.read", details=filters | {"records": len(rows)})
         return rows
 
     def export(
@@ -97,8 +102,8 @@ class OversightService:
 
     def verify(self, actor: Actor, anchors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Walk the hash chain (and check anchors); the result is logged."""
-        self.app.authorize(actor, "audit.verify", *AUDIT_READERS)
-        report = self.app.audit.verify(anchors)
+        self.guard.authorize(actor, "audit.verify", *AUDIT_READERS)
+        report = self.audit.verify(anchors)
         result = {
             "ok": report.ok,
             "records": report.records,
@@ -106,7 +111,7 @@ class OversightService:
             "reason": report.reason,
             "anchors": len(anchors or []),
         }
-        self.app.audit.record(
+        self.audit.record(
             actor, "audit.verify", outcome="ok" if report.ok else "broken", details=result
         )
         return result
@@ -115,23 +120,22 @@ class OversightService:
         """Start a new anchor file when the old one is lost for good (a destroyed volume).
         Recorded in the log first, so the restart is itself anchored and MAC'd; what the lost
         file anchored can no longer be checked, which the record says."""
-        app = self.app
-        app.authorize(actor, "audit.anchor_restart", "auditor", "admin")
-        anchors = app.audit.anchors
+        self.guard.authorize(actor, "audit.anchor_restart", "auditor", "admin")
+        anchors = self.audit.anchors
         if anchors is None or anchors.path.exists():
             raise InvalidInput(
                 f"the anchor file {anchors.path if anchors else '(none)'} exists: a restart "
                 "is only for a lost anchor file"
             )
-        app.audit.record(
+        self.audit.record(
             actor,
             "audit.anchor_restart",
-            details={"anchor_file": str(anchors.path), "previous_head": app.audit.head()},
+            details={"anchor_file": str(anchors.path), "previous_head": self.audit.head()},
         )
-        head = app.audit.head()
+        head = self.audit.head()
         return anchors.write(head["seq"], head["hash"], create=True)
 
     def head(self, actor: Actor) -> dict[str, Any]:
         """The newest record's sequence number and hash, to keep as an anchor elsewhere."""
-        self.app.authorize(actor, "audit.anchor", *AUDIT_READERS)
-        return self.app.audit.head()
+        self.guard.authorize(actor, "audit.anchor", *AUDIT_READERS)
+        return self.audit.head()

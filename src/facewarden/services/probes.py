@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from facewarden.adapters.imaging import decode, probe_crop_jpeg, truncated
+from facewarden.adapters.models.registry import build_pipeline
 from facewarden.config import Settings
 from facewarden.core.errors import Busy, MediaError
 from facewarden.core.pipeline import FacePipeline
@@ -202,8 +203,6 @@ class ProbePool:
             )
         started = time.monotonic()
         try:
-            from facewarden.services.app import build_pipeline
-
             with self._lock:
                 if self._pipeline is None:
                     self._pipeline = build_pipeline(self.settings)

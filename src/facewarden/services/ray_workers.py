@@ -12,20 +12,19 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
+from facewarden.adapters.models.registry import build_pipeline
 from facewarden.config import Settings
+from facewarden.core.errors import ConfigurationError
+from facewarden.services.processing import process_image
 
 
 class _PipelineActor:
     def __init__(self, settings_json: str) -> None:
-        from facewarden.services.app import build_pipeline
-
         settings = Settings.model_validate_json(settings_json)
         self.pipeline = build_pipeline(settings, settings.model_threads or 1)
         self.max_pixels = settings.max_image_pixels
 
     def process(self, data: bytes) -> Any:
-        from facewarden.services.ingest import process_image
-
         return process_image(self.pipeline, data, self.max_pixels)
 
 
@@ -36,8 +35,6 @@ class RayPool:
         try:
             import ray
         except ImportError as exc:  # an optional extra
-            from facewarden.core.errors import ConfigurationError
-
             raise ConfigurationError("Ray is not installed: pip install 'facewarden[ray]'") from exc
         self.ray = ray
         self._started = False

@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.tables import Face, Media, Source
+from facewarden.config import Settings
 from facewarden.core.actors import Actor
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.cases import CaseService
+from facewarden.services.confirmations import ConfirmationService
+from facewarden.services.models import Models
+from facewarden.services.sources import SourceService
+from facewarden.services.subjects import SubjectService
 
 
 class RecordsService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+        models: Models,
+        sources: SourceService,
+        cases: CaseService,
+        confirmations: ConfirmationService,
+        subjects: SubjectService,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.audit = audit
+        self.guard = guard
+        self.models = models
+        self.sources = sources
+        self.cases = cases
+        self.confirmations = confirmations
+        self.subjects = subjects
 
     def notice_data(self) -> dict[str, Any]:
-        s = self.app.settings
-        sources = self.app.sources.list()
+        s = self.settings
+        sources = self.sources.list()
         return {
             "controller_name": s.controller_name or "(not configured: FACEWARDEN_CONTROLLER_NAME)",
             "controller_contact": s.controller_contact
@@ -37,7 +63,7 @@ class RecordsService:
                 for src in sources
             ],
             "threshold": s.threshold,
-            "model": self.app.model_id,
+            "model": self.models.model_id,
         }
 
     def notice(self) -> str:
@@ -50,9 +76,8 @@ class RecordsService:
     def report(self, actor: Actor) -> dict[str, Any]:
         """Records of processing: holdings per source and jurisdiction, searches and
         identifications per case, rights requests with their time to completion."""
-        app = self.app
-        app.authorize(actor, "report", "dpo", "auditor", "admin")
-        with app.sessions() as session:
+        self.guard.authorize(actor, "report", "dpo", "auditor", "admin")
+        with self.sessions() as session:
             per_source = session.execute(
                 select(
                     Source.name,
@@ -84,8 +109,8 @@ class RecordsService:
             j["media"] += row["media"]
             j["faces"] += row["faces"]
         cases: list[dict[str, Any]] = []
-        for info in app.cases.all():
-            states = app.confirmations.states(info.ref)
+        for info in self.cases.all():
+            states = self.confirmations.states(info.ref)
             cases.append(
                 {
                     "case": info.ref,
@@ -103,10 +128,10 @@ class RecordsService:
             "jurisdictions": jurisdictions,
             "cases": cases,
             "identifications": sum(c["identifications"] for c in cases),
-            "rights_requests": app.subjects.request_records(),
-            "audit_head": app.audit.head(),
+            "rights_requests": self.subjects.request_records(),
+            "audit_head": self.audit.head(),
         }
-        app.audit.record(
+        self.audit.record(
             actor,
             "report",
             details={

@@ -15,25 +15,29 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
 from PIL import Image, ImageFilter
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.imaging import IMAGE_SUFFIXES, decode_image
 from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit
 from facewarden.adapters.video import VideoReader, file_sha256, is_video_path
+from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.binding import template_aad
 from facewarden.core.errors import FacewardenError, InvalidInput, Refused
 from facewarden.core.schemas import Box
 from facewarden.core.tracking import Track, iou
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.cases import CaseService
+from facewarden.services.keyring import Keyring
+from facewarden.services.models import Models
 from facewarden.services.video import VideoProgress, scan_video
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
 
 REDACTORS = ("investigator", "dpo")
 MARGIN = 0.25
@@ -95,8 +99,24 @@ class RedactionReport:
 
 
 class RedactionService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+        keyring: Keyring,
+        models: Models,
+        cases: CaseService,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.audit = audit
+        self.guard = guard
+        self.keyring = keyring
+        self.models = models
+        self.cases = cases
 
     def redact(
         self,
@@ -110,9 +130,8 @@ class RedactionService:
     ) -> RedactionReport:
         """Write ``out``: ``source`` with every face blurred except those matching the
         gallery faces ``keep`` (within the search threshold)."""
-        app = self.app
         fields = {"case_ref": case, "details": {"input": str(source), "keep": keep}}
-        app.authorize(actor, "redact", *REDACTORS, **fields)
+        self.guard.authorize(actor, "redact", *REDACTORS, **fields)
         video = is_video_path(source)
         if video != is_video_path(out) or (not video and out.suffix.lower() not in IMAGE_SUFFIXES):
             raise InvalidInput("the output must be of the same kind (image or video) as the input")
@@ -122,7 +141,7 @@ class RedactionService:
             # Comparing faces with gallery faces is a search: an open case the investigator
             # is assigned to, and only faces that case's searches returned (restricted
             # media never), so a redaction cannot be used as an unlogged 1:N membership test.
-            info = app.cases.require_usable(actor, case, "redact", details=fields["details"])
+            info = self.cases.require_usable(actor, case, "redact", details=fields["details"])
             self._check_keep(actor, info.ref, keep, fields)
         kept = self._kept_templates(keep)
         try:
@@ -131,10 +150,10 @@ class RedactionService:
             else:
                 report = self._image(source, kept, out)
         except FacewardenError as exc:
-            app.audit.record(actor, "redact", outcome="error", error=exc.message, **fields)
+            self.audit.record(actor, "redact", outcome="error", error=exc.message, **fields)
             raise
         report.kept_face_ids = keep
-        app.audit.record(
+        self.audit.record(
             actor,
             "redact",
             case_ref=case,
@@ -145,8 +164,7 @@ class RedactionService:
 
     def _check_keep(self, actor: Actor, ref: str, keep: list[int], fields: dict[str, Any]) -> None:
         """Refuse (logged) kept faces that are not candidates of the case, or restricted."""
-        app = self.app
-        with app.sessions() as session:
+        with self.sessions() as session:
             candidates = set(
                 session.scalars(
                     select(SearchHit.face_id)
@@ -168,15 +186,14 @@ class RedactionService:
                 f"redact refused: faces {', '.join(map(str, wrong))} are not candidates of "
                 f"case {ref} (or belong to restricted media)"
             )
-            app.audit.record(
+            self.audit.record(
                 actor, "redact", outcome="refused", error=problem, **(fields | {"case_ref": ref})
             )
             raise Refused(problem, code="not_a_case_candidate")
 
     def _kept_templates(self, keep: list[int]) -> np.ndarray:
 
-        app = self.app
-        with app.sessions() as session:
+        with self.sessions() as session:
             rows = session.execute(
                 select(Face, Media.sha256)
                 .join(Media, Media.id == Face.media_id)
@@ -186,7 +203,9 @@ class RedactionService:
         if missing:
             raise InvalidInput(f"no such gallery face: {', '.join(map(str, missing))}")
         vecs = [
-            app.cipher.decrypt_template(f.template, template_aad(sha, f.face_index), f.key_id)
+            self.keyring.cipher.decrypt_template(
+                f.template, template_aad(sha, f.face_index), f.key_id
+            )
             for f, sha in rows
         ]
         return np.stack(vecs) if vecs else np.zeros((0, 128), np.float32)
@@ -195,16 +214,15 @@ class RedactionService:
         if not len(kept) or not descriptors:
             return False
         d = np.linalg.norm(kept[None, :, :] - np.stack(descriptors)[:, None, :], axis=2)
-        return bool(d.min() <= self.app.settings.threshold)
+        return bool(d.min() <= self.settings.threshold)
 
     def _image(self, source: Path, kept: np.ndarray, out: Path) -> RedactionReport:
-        app = self.app
         try:
             data = source.read_bytes()
         except OSError as exc:
             raise InvalidInput(f"cannot read {source}: {exc.strerror}") from exc
-        array = decode_image(data, max_pixels=app.settings.max_image_pixels)
-        faces = app.pipeline.process(array, enrol=False).faces
+        array = decode_image(data, max_pixels=self.settings.max_image_pixels)
+        faces = self.models.pipeline.process(array, enrol=False).faces
         image = Image.fromarray(array)
         blurred = 0
         for face in faces:
@@ -230,9 +248,8 @@ class RedactionService:
     def _video(
         self, source: Path, kept: np.ndarray, out: Path, progress: VideoProgress | None
     ) -> RedactionReport:
-        app = self.app
-        settings = app.settings
-        scan = scan_video(source, app.pipeline, settings, progress=progress)
+        settings = self.settings
+        scan = scan_video(source, self.models.pipeline, settings, progress=progress)
         keep_track = {
             t.track_id: self._matches(kept, [o.face.descriptor for o in t.observations])
             for t in scan.tracks
@@ -310,7 +327,7 @@ class RedactionService:
             if box is None:
                 continue
             (kept_boxes if keep_track[track.track_id] else regions).append(box)
-        for det in self.app.pipeline.detect(image):
+        for det in self.models.pipeline.detect(image):
             if not any(iou(det.box, k) >= 0.3 for k in kept_boxes):
                 regions.append(det.box)
         return regions

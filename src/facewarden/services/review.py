@@ -9,9 +9,10 @@ import hashlib
 import io
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.tables import (
     Case,
@@ -24,23 +25,36 @@ from facewarden.adapters.storage.tables import (
     Source,
 )
 from facewarden.core.actors import Actor
+from facewarden.core.binding import probe_face_aad
 from facewarden.core.clock import as_utc
 from facewarden.core.errors import InvalidInput, NotFound, Refused
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.cases import CaseService
 from facewarden.services.confirmations import investigators_of, status_of
-from facewarden.services.search import probe_face_aad
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
+from facewarden.services.keyring import Keyring
 
 MAX_PER_PAGE = 100
 
 
 class ReviewService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+        keyring: Keyring,
+        cases: CaseService,
+    ) -> None:
+        self.sessions = sessions
+        self.audit = audit
+        self.guard = guard
+        self.keyring = keyring
+        self.cases = cases
 
     def _case_of_search(self, search_id: int) -> str:
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             ref = session.scalar(
                 select(Case.ref)
                 .join(CaseSearch, CaseSearch.case_id == Case.id)
@@ -59,14 +73,12 @@ class ReviewService:
         """The kept crop of probe face ``face_index`` of a search (JPEG): for the case's
         assigned people while it is open, the DPO and auditors; every view is logged."""
         target = {"search_id": search_id, "probe_face": face_index}
-        self.app.authorize(
+        self.guard.authorize(
             actor, "probe.view", "investigator", "reviewer", "dpo", "auditor", details=target
         )
         ref = self._case_of_search(search_id)
-        info, via = self.app.cases.read_access(
-            actor, ref, "probe.view", record=False, details=target
-        )
-        with self.app.sessions() as session:
+        info, via = self.cases.read_access(actor, ref, "probe.view", record=False, details=target)
+        with self.sessions() as session:
             row = session.execute(
                 select(ProbeFace.data, ProbeFace.key_id).where(
                     ProbeFace.search_id == search_id, ProbeFace.face_index == face_index
@@ -77,8 +89,10 @@ class ReviewService:
                 f"no probe face {face_index} kept for search {search_id} (not searched, "
                 "or wiped with its case)"
             )
-        data = self.app.cipher.decrypt(row.data, probe_face_aad(search_id, face_index), row.key_id)
-        self.app.audit.record(
+        data = self.keyring.cipher.decrypt(
+            row.data, probe_face_aad(search_id, face_index), row.key_id
+        )
+        self.audit.record(
             actor, "probe.view", details=target | {"access": via}, **self._case_fields(info)
         )
         return data
@@ -90,15 +104,14 @@ class ReviewService:
         access as the candidate's crop (restricted media: DPO only); logged."""
         from PIL import Image, ImageDraw, ImageOps
 
-        app = self.app
         target = {"search_id": search_id, "face_id": face_id}
-        app.authorize(
+        self.guard.authorize(
             actor, "source.view", "investigator", "reviewer", "dpo", "auditor", details=target
         )
         ref = self._case_of_search(search_id)
-        info, via = app.cases.read_access(actor, ref, "source.view", record=False, details=target)
+        info, via = self.cases.read_access(actor, ref, "source.view", record=False, details=target)
         fields = self._case_fields(info)
-        with app.sessions() as session:
+        with self.sessions() as session:
             hit = session.scalar(
                 select(SearchHit.id).where(
                     SearchHit.search_id == search_id, SearchHit.face_id == face_id
@@ -116,7 +129,7 @@ class ReviewService:
         face, path, sha, restricted = row
         if restricted and not actor.has("dpo"):
             problem = f"source.view refused: face {face_id} belongs to restricted media (DPO only)"
-            app.audit.record(
+            self.audit.record(
                 actor, "source.view", outcome="refused", error=problem, details=target, **fields
             )
             raise Refused(problem, code="restricted")
@@ -144,7 +157,7 @@ class ReviewService:
         )
         buf = io.BytesIO()
         picture.save(buf, format="JPEG", quality=88)
-        app.audit.record(actor, "source.view", details=target | {"access": via}, **fields)
+        self.audit.record(actor, "source.view", details=target | {"access": via}, **fields)
         return buf.getvalue()
 
     # -- the review sheet ------------------------------------------------------------------
@@ -154,10 +167,10 @@ class ReviewService:
         quality, provenance, time in a gallery video, or ``erased``), and the decisions."""
         if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
             raise InvalidInput(f"page must be at least 1 and per_page in 1..{MAX_PER_PAGE}")
-        info, via = self.app.cases.read_access(
+        info, via = self.cases.read_access(
             actor, ref, "case.review", details={"page": page, "per_page": per_page}
         )
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             case = session.scalar(select(Case).where(Case.ref == ref))
             if case is None:  # read_access() refuses a missing case
                 raise NotFound(f"no case {ref!r}")

@@ -6,10 +6,11 @@ import functools
 import hashlib
 import math
 from datetime import UTC
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Row, Select, bindparam, select
+from sqlalchemy import Engine, Row, Select, bindparam, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.storage.db import erasure_lock, transaction
@@ -24,17 +25,22 @@ from facewarden.adapters.storage.tables import (
     Subject,
 )
 from facewarden.calibration import Calibration, for_model
+from facewarden.config import Settings
 from facewarden.core.actors import Actor
-from facewarden.core.binding import template_aad
+from facewarden.core.binding import probe_aad, probe_face_aad, template_aad
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, NotFound, Refused
 from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.quality import probe_problems
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
-    from facewarden.services.cases import CaseInfo
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.cases import CaseInfo, CaseService
+from facewarden.services.index import IndexService
+from facewarden.services.keyring import Keyring
+from facewarden.services.keys import KeyService
+from facewarden.services.models import Models
+from facewarden.services.suppression import SuppressionList
 
 MODEL_THRESHOLD = 0.6
 SCORE_SCALE = 0.06
@@ -56,13 +62,16 @@ draws boxes of a few fixed scales, so one face measured 23% and 29% of the width
 photo at 560 and 910 pixels."""
 
 
-def probe_aad(case_ref: str, probe_sha256: str) -> bytes:
-    return f"probe:{case_ref}:{probe_sha256}".encode()
-
-
-def probe_face_aad(search_id: int, face_index: int) -> bytes:
-    """Binds a kept probe face crop to its search and position (swaps fail to decrypt)."""
-    return f"probe-face:{search_id}:{face_index}".encode()
+def searchable_faces(session: Session) -> int:
+    """The faces a search compares against: of media not expired and not restricted."""
+    return (
+        session.scalar(
+            select(func.count(Face.id))
+            .join(Media)
+            .where(Media.expires_at > utcnow(), Media.restricted.is_(False))
+        )
+        or 0
+    )
 
 
 def match_score(distance: float) -> float:
@@ -95,8 +104,34 @@ def annotate(
 
 
 class SearchService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        writes: sessionmaker[Session],
+        single_reads: Engine,
+        audit: AuditLog,
+        guard: RoleGuard,
+        keyring: Keyring,
+        models: Models,
+        index: IndexService,
+        keys: KeyService,
+        cases: CaseService,
+        suppression: SuppressionList,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.writes = writes
+        self.single_reads = single_reads
+        self.audit = audit
+        self.guard = guard
+        self.keyring = keyring
+        self.models = models
+        self.index = index
+        self.keys = keys
+        self.cases = cases
+        self.suppression = suppression
 
     def search(
         self,
@@ -118,20 +153,19 @@ class SearchService:
         with no usable face is refused (``low_quality_probe``) unless ``allow_low_quality``
         (the override is logged with the problems it overrode). A probe with no face at all
         is logged and refused (``no_face``). Neither uses the case's quota."""
-        app = self.app
-        top_k = app.settings.top_k if top_k is None else top_k
+        top_k = self.settings.top_k if top_k is None else top_k
         requested = threshold
-        threshold = app.settings.threshold if threshold is None else threshold
+        threshold = self.settings.threshold if threshold is None else threshold
         if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
         probe_hash = hashlib.sha256(probe).hexdigest()
         audit: dict[str, Any] = {
             "probe_hash": probe_hash,
             "threshold": threshold,
-            "model_id": app.model_id,
+            "model_id": self.models.model_id,
         }
-        app.authorize(actor, "search", "investigator", case_ref=case, **audit)
-        info = app.cases.require_usable(
+        self.guard.authorize(actor, "search", "investigator", case_ref=case, **audit)
+        info = self.cases.require_usable(
             actor,
             case,
             "search",
@@ -142,18 +176,18 @@ class SearchService:
             threshold, policy = self.threshold_policy(info, requested)
         except FacewardenError as exc:
             outcome = "refused" if isinstance(exc, Refused) else "error"
-            app.audit.record(actor, "search", outcome=outcome, error=exc.message, **audit)
+            self.audit.record(actor, "search", outcome=outcome, error=exc.message, **audit)
             raise
         audit["threshold"] = threshold
         try:
-            analysed = app.analyse_probe(probe)
+            analysed = self.models.analyse_probe(probe)
             faces = analysed.faces
             if not faces:
                 raise NoFaceFound("no face found in the probe")
             problems = [self.quality_problems(f.quality) for f in faces]
             if all(problems) and not allow_low_quality:
                 why = "; ".join(f"face {n}: {', '.join(p)}" for n, p in enumerate(problems))
-                app.audit.record(
+                self.audit.record(
                     actor,
                     "search",
                     outcome="refused",
@@ -177,9 +211,9 @@ class SearchService:
                 m.searched = allow_low_quality or not p
         except FacewardenError as exc:
             if exc.code != "low_quality_probe":
-                app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
+                self.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
-        extra: dict = {"threshold_policy": policy, "detector": app.settings.detector_setting}
+        extra: dict = {"threshold_policy": policy, "detector": self.settings.detector_setting}
         if where is not None:
             extra["filter"] = filter_dict(where)
         if analysed.notes:
@@ -201,7 +235,7 @@ class SearchService:
             extra=extra,
             probe_crops=crops,
         )
-        calibration = for_model(app.model_id)
+        calibration = for_model(self.models.model_id)
         annotate(calibration, matches, threshold, size)
         return SearchResult(
             probe_name,
@@ -209,13 +243,13 @@ class SearchService:
             info.ref,
             threshold,
             size,
-            app.model_id,
+            self.models.model_id,
             matches,
             seq,
             search_id,
             analysed.notes,
             threshold_policy=policy,
-            detector=app.settings.detector_setting,
+            detector=self.settings.detector_setting,
             calibration=calibration.summary() if calibration else None,
         )
 
@@ -228,23 +262,22 @@ class SearchService:
         whose calibrated gallery size x FMR is at most the target FPIR, never looser than
         the configured distance). Under a case's own fpir policy a request may name a
         stricter threshold, not a looser one (``Refused``)."""
-        app = self.app
-        settings = app.settings
+        settings = self.settings
         name = info.threshold_policy or settings.threshold_policy
         set_by = "case" if info.threshold_policy else "settings"
         if requested is not None and info.threshold_policy != "fpir":
             return requested, {"policy": "fixed", "set_by": "request"}
         if name != "fpir":
             return settings.threshold, {"policy": "fixed", "set_by": set_by}
-        calibration = for_model(app.model_id)
+        calibration = for_model(self.models.model_id)
         if calibration is None:
             raise InvalidInput(
-                f"no calibration for template space {app.model_id}: the fpir threshold "
+                f"no calibration for template space {self.models.model_id}: the fpir threshold "
                 "policy is unavailable; give a --threshold"
             )
         target = info.target_fpir or settings.target_fpir
-        with app.sessions() as session:
-            size = app.gallery_size(session)
+        with self.sessions() as session:
+            size = searchable_faces(session)
         chosen = calibration.policy_threshold(target, size, settings.threshold)
         if requested is not None:
             # A case's FPIR policy binds its searches: a stricter distance may be asked
@@ -275,7 +308,7 @@ class SearchService:
 
     def quality_problems(self, quality) -> list[str]:
         """Why a probe face is below the configured quality bar (empty: it is not)."""
-        settings = self.app.settings
+        settings = self.settings
         return probe_problems(
             quality,
             min_face_px=settings.probe_min_face_px,
@@ -301,9 +334,8 @@ class SearchService:
         each searched probe face (encrypted, for the review) and (if the case asks) the
         probe's templates. The quota is re-checked under the write lock."""
 
-        app = self.app
         problem = None
-        with transaction(app.writes) as session:
+        with transaction(self.writes) as session:
             # Held shared like ingest: a key rotation's final check (exclusive) cannot pass
             # between this transaction choosing the current key and committing under it.
             erasure_lock(session, shared=True)
@@ -311,14 +343,14 @@ class SearchService:
             if session.get_bind().dialect.name == "postgresql":
                 q = q.with_for_update()
             case = session.scalar(q)
-            problem, code, info = app.cases.problem(
+            problem, code, info = self.cases.problem(
                 session, actor, ref, "search", assigned=True, case=case
             )
             if problem is None:
                 if case is None:  # problem() refuses a missing case
                     raise NotFound(f"no case {ref!r}")
-                size = app.gallery_size(session)
-                event = app.audit.append(
+                size = searchable_faces(session)
+                event = self.audit.append(
                     session,
                     actor,
                     "search",
@@ -346,7 +378,7 @@ class SearchService:
                     **audit,
                 )
                 templates = None
-                cipher = app.keys.writing(session)
+                cipher = self.keys.writing(session)
                 if case.keep_probe_templates and faces:
                     vecs = np.stack([f.descriptor for f in faces]).astype("<f4")
                     templates = cipher.encrypt(vecs.tobytes(), probe_aad(ref, probe_hash))
@@ -398,7 +430,7 @@ class SearchService:
             fields = {
                 k: v for k, v in audit.items() if k not in ("case_ref", "legal_basis", "purpose")
             }
-            app.cases.refuse(actor, "search", ref, info, problem, code, **fields)
+            self.cases.refuse(actor, "search", ref, info, problem, code, **fields)
         return record.id, size, event.seq
 
     def match(
@@ -451,9 +483,8 @@ class SearchService:
         exact: bool,
     ) -> list[tuple[float, Row, np.ndarray]]:
         """The nearest ``top_k`` re-checked hits: (distance, row, template), nearest first."""
-        app = self.app
-        app.catch_up_index()
-        index = app.index
+        self.index.catch_up()
+        index = self.index.vectors
         # Not clamped to the index's size: every backend pads a short answer, and counting
         # the index is a COUNT(*) on pgvector. It is counted only when widening.
         fetch = top_k + FETCH_MARGIN
@@ -488,22 +519,21 @@ class SearchService:
         """(distance, row, template) of each proposed face the database still holds and
         admits, re-scored from its decrypted template, within ``threshold``."""
 
-        app = self.app
         statement = recheck_statement(searchable_only, where, len(face_ids))
-        with app.single_reads.connect() as conn:
+        with self.single_reads.connect() as conn:
             params: dict[str, object] = {f"id{n}": face_id for n, face_id in enumerate(face_ids)}
-            params |= {"model_id": app.model_id, "now": utcnow()}
+            params |= {"model_id": self.models.model_id, "now": utcnow()}
             rows = conn.execute(statement, params).all()
             if not rows:
                 return []
-            decrypt = app.cipher.decrypt_template
+            decrypt = self.keyring.cipher.decrypt_template
             vecs = np.stack(
                 [decrypt(r.template, template_aad(r.sha256, r.face_index), r.key_id) for r in rows]
             )
             # Erased people stay erased: faces near an erased person's templates (review
             # candidates, later ingest) are withheld from every search.
             withheld = (
-                app.subjects.withheld(conn, [r.id for r in rows], vecs)
+                self.suppression.withheld(conn, [r.id for r in rows], vecs)
                 if searchable_only
                 else np.zeros(len(rows), dtype=bool)
             )
@@ -526,26 +556,29 @@ class SearchService:
         """Same person or not, comparing the largest face of each image. Like a search, a
         verification needs an open case the actor is assigned to as an investigator, uses
         its quota, and is logged under it."""
-        app = self.app
-        threshold = app.settings.threshold if threshold is None else threshold
+        threshold = self.settings.threshold if threshold is None else threshold
         if not 0 < threshold <= 2:
             raise InvalidInput("threshold must be in (0, 2]")
         hashes = [hashlib.sha256(x).hexdigest() for x in (a, b)]
-        audit: dict = {"threshold": threshold, "model_id": app.model_id, "probe_hash": hashes[0]}
-        app.authorize(actor, "verify", "investigator", case_ref=case, **audit)
-        info = app.cases.require_usable(
+        audit: dict = {
+            "threshold": threshold,
+            "model_id": self.models.model_id,
+            "probe_hash": hashes[0],
+        }
+        self.guard.authorize(actor, "verify", "investigator", case_ref=case, **audit)
+        info = self.cases.require_usable(
             actor, case, "verify", details={"second_hash": hashes[1]}, **audit
         )
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
             faces = []
             for label, data in (("A", a), ("B", b)):
-                found = app.analyse_probe(data).faces
+                found = self.models.analyse_probe(data).faces
                 if not found:
                     raise NoFaceFound(f"no face found in image {label}")
                 faces.append(found)
         except FacewardenError as exc:
-            app.audit.record(
+            self.audit.record(
                 actor,
                 "verify",
                 outcome="error",
@@ -562,15 +595,15 @@ class SearchService:
             distance <= threshold, round(distance, 4), threshold, len(faces[0]), len(faces[1])
         )
         problem = None
-        with transaction(app.writes) as session:  # the quota, re-checked under the lock
+        with transaction(self.writes) as session:  # the quota, re-checked under the lock
             q = select(Case).where(Case.ref == info.ref)
             if session.get_bind().dialect.name == "postgresql":
                 q = q.with_for_update()
-            problem, code, checked = app.cases.problem(
+            problem, code, checked = self.cases.problem(
                 session, actor, info.ref, "verify", assigned=True, case=session.scalar(q)
             )
             if problem is None:
-                app.audit.append(
+                self.audit.append(
                     session,
                     actor,
                     "verify",
@@ -585,7 +618,7 @@ class SearchService:
             fields = {
                 k: v for k, v in audit.items() if k not in ("case_ref", "legal_basis", "purpose")
             }
-            app.cases.refuse(actor, "verify", info.ref, checked, problem, code, **fields)
+            self.cases.refuse(actor, "verify", info.ref, checked, problem, code, **fields)
         return result
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.db import transaction
 from facewarden.adapters.storage.tables import Media, Source
@@ -16,9 +16,9 @@ from facewarden.core.clock import utcnow
 from facewarden.core.durations import parse_duration
 from facewarden.core.errors import InvalidInput, NotFound
 from facewarden.core.limits import NAME_CHARS, check_text
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.manifest import valid_field_names
 
 _JURISDICTION = re.compile(r"^[A-Z]{2}$")
 
@@ -57,8 +57,18 @@ def _required(value: str | None, what: str) -> str:
 
 
 class SourceService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        writes: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+    ) -> None:
+        self.sessions = sessions
+        self.writes = writes
+        self.audit = audit
+        self.guard = guard
 
     def add(
         self,
@@ -72,9 +82,7 @@ class SourceService:
         note: str | None = None,
         subject_fields: list[str] | None = None,
     ) -> SourceInfo:
-        from facewarden.services.manifest import valid_field_names
-
-        self.app.authorize(actor, "source.add", "operator", "admin")
+        self.guard.authorize(actor, "source.add", "operator", "admin")
         check_text(name, "source name", NAME_CHARS)
         for value, what in ((lawful_basis, "lawful basis"), (purpose, "purpose"), (note, "note")):
             check_text(value, what)
@@ -91,7 +99,7 @@ class SourceService:
         )
 
         try:
-            with transaction(self.app.writes) as session:
+            with transaction(self.writes) as session:
                 src = Source(
                     name=name,
                     lawful_basis=lawful_basis,
@@ -105,7 +113,7 @@ class SourceService:
                 )
                 session.add(src)
                 session.flush()
-                self.app.audit.append(
+                self.audit.append(
                     session,
                     actor,
                     "source.add",
@@ -129,7 +137,7 @@ class SourceService:
         return src
 
     def list(self) -> list[SourceInfo]:
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             rows = session.execute(
                 select(Source, func.count(Media.id))
                 .outerjoin(Media)

@@ -8,27 +8,57 @@ faces the source system says are the subject's."""
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import Face, Media, Source, Subject, SubjectRequest
+from facewarden.config import Settings
 from facewarden.core.actors import Actor
-from facewarden.core.binding import template_aad
+from facewarden.core.binding import suppression_aad, template_aad
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import InvalidInput, NotFound
 from facewarden.core.schemas import Candidate
-from facewarden.services.audit import canonical
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog, canonical
+from facewarden.services.gallery import GalleryService
+from facewarden.services.index import IndexService
+from facewarden.services.keyring import Keyring
+from facewarden.services.keys import KeyService
+from facewarden.services.models import Models
+from facewarden.services.subjects import SubjectService
 
 
 class SubjectRecordService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        writes: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+        keyring: Keyring,
+        models: Models,
+        keys: KeyService,
+        index: IndexService,
+        gallery: GalleryService,
+        subjects: SubjectService,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.writes = writes
+        self.audit = audit
+        self.guard = guard
+        self.keyring = keyring
+        self.models = models
+        self.keys = keys
+        self.index = index
+        self.gallery = gallery
+        self.subjects = subjects
 
     def _subject(self, session, reference: str, source: str | None) -> tuple[Subject, str]:
         """The subject ``reference`` (of ``source`` when given) and its source's name."""
@@ -79,15 +109,14 @@ class SubjectRecordService:
     def access(self, actor: Actor, reference: str, *, source: str | None = None) -> dict[str, Any]:
         """Everything held about the subject: its metadata and each linked face with its
         provenance, retention and the searches that returned it (logged)."""
-        app = self.app
-        app.authorize(actor, "subject.access", "dpo", details={"subject": reference})
+        self.guard.authorize(actor, "subject.access", "dpo", details={"subject": reference})
         received = utcnow()
-        with app.sessions() as session:
+        with self.sessions() as session:
             subject, source_name = self._subject(session, reference, source)
             subject_id, fields = subject.id, dict(subject.fields)
             restricted = subject.restricted
             faces = self._faces(session, subject_id)
-        matches = app.subjects._details(self._as_candidates(faces))
+        matches = self.subjects._details(self._as_candidates(faces))
         for m in matches:
             m.pop("distance", None)
         report: dict[str, Any] = {
@@ -97,7 +126,7 @@ class SubjectRecordService:
             "fields": fields,
             "restricted": restricted,
             "reference": reference,
-            "model": app.model_id,
+            "model": self.models.model_id,
             "received_at": received.isoformat(),
             "handled_by": actor.name,
             "review_note": (
@@ -106,7 +135,7 @@ class SubjectRecordService:
             ),
             "matches": matches,
         }
-        with transaction(app.writes) as session:
+        with transaction(self.writes) as session:
             completed = utcnow()
             report["completed_at"] = completed.isoformat()
             summary = {
@@ -128,11 +157,11 @@ class SubjectRecordService:
             )
             session.add(request)
             session.flush()
-            event = app.audit.append(
+            event = self.audit.append(
                 session,
                 actor,
                 "subject.access",
-                model_id=app.model_id,
+                model_id=self.models.model_id,
                 details=summary | {"request_id": request.id},
             )
             request.audit_seq = event.seq
@@ -145,10 +174,9 @@ class SubjectRecordService:
         """Delete every face linked to the subject (templates, crops, index entries; media
         left without faces), the subject record and its metadata; put the centroid of its
         templates on the suppression list; return a receipt."""
-        app = self.app
-        app.authorize(actor, "subject.erase", "dpo", details={"subject": reference})
+        self.guard.authorize(actor, "subject.erase", "dpo", details={"subject": reference})
         received = utcnow()
-        with transaction(app.writes) as session:
+        with transaction(self.writes) as session:
             erasure_lock(session)
             subject, source_name = self._subject(session, reference, source)
             faces = self._faces(session, subject.id)
@@ -157,15 +185,13 @@ class SubjectRecordService:
                 kind="erasure",
                 reference=reference,
                 selfie_sha256=f"subject:{subject.id}",
-                threshold=app.settings.subject_threshold,
+                threshold=self.settings.subject_threshold,
                 handled_by=actor.name,
                 received_at=received,
             )
             session.add(request)
             session.flush()
             if faces:
-                from facewarden.services.subjects import suppression_aad
-
                 shas = dict(
                     session.execute(
                         select(Media.id, Media.sha256).where(
@@ -175,24 +201,24 @@ class SubjectRecordService:
                 )
                 vecs = np.stack(
                     [
-                        app.cipher.decrypt_template(
+                        self.keyring.cipher.decrypt_template(
                             f.template, template_aad(shas[f.media_id], f.face_index), f.key_id
                         )
                         for f in faces
                     ]
                 )
-                cipher = app.keys.writing(session)
+                cipher = self.keys.writing(session)
                 request.suppression_template = cipher.encrypt_template(
                     vecs.mean(axis=0).astype(np.float32), suppression_aad(request.id)
                 )
                 request.key_id = cipher.key_id
-            counts = app.gallery.delete_faces(session, face_ids) if face_ids else {"faces": 0}
+            counts = self.gallery.delete_faces(session, face_ids) if face_ids else {"faces": 0}
             session.delete(subject)
-            event = app.audit.append(
+            event = self.audit.append(
                 session,
                 actor,
                 "subject.erase",
-                model_id=app.model_id,
+                model_id=self.models.model_id,
                 details=counts
                 | {
                     "request_id": request.id,
@@ -220,7 +246,7 @@ class SubjectRecordService:
             request.receipt = receipt
             request.completed_at = utcnow()
             request.audit_seq = event.seq
-        app.gallery.drop_from_index(face_ids)
+        self.index.drop(face_ids)
         return receipt
 
     # -- restriction -----------------------------------------------------------------------
@@ -233,10 +259,9 @@ class SubjectRecordService:
         restricted: bool = True,
     ) -> dict[str, Any]:
         """Exclude every media with a face of the subject from search (or lift that)."""
-        app = self.app
         action = "subject.restrict" if restricted else "subject.unrestrict"
-        app.authorize(actor, action, "dpo", details={"subject": reference})
-        with transaction(app.writes) as session:
+        self.guard.authorize(actor, action, "dpo", details={"subject": reference})
+        with transaction(self.writes) as session:
             subject, source_name = self._subject(session, reference, source)
             media_ids = sorted({f.media_id for f in self._faces(session, subject.id)})
             if media_ids:
@@ -244,7 +269,7 @@ class SubjectRecordService:
                     update(Media).where(Media.id.in_(media_ids)).values(restricted=restricted)
                 )
             subject.restricted = restricted
-            app.audit.append(
+            self.audit.append(
                 session,
                 actor,
                 action,

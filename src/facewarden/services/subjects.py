@@ -16,13 +16,12 @@ photo of the erased person returns one of their faces, including faces ingested 
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import (
@@ -34,50 +33,59 @@ from facewarden.adapters.storage.tables import (
     Source,
     SubjectRequest,
 )
+from facewarden.config import Settings
 from facewarden.core.actors import Actor
-from facewarden.core.binding import template_aad
+from facewarden.core.binding import suppression_aad, template_aad
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, NotFound
 from facewarden.core.limits import REFERENCE_CHARS, check_id, check_text
 from facewarden.core.schemas import Candidate, FaceTemplate
-from facewarden.services.audit import canonical
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog, canonical
+from facewarden.services.gallery import GalleryService
+from facewarden.services.index import IndexService
+from facewarden.services.keyring import Keyring
+from facewarden.services.keys import KeyService
+from facewarden.services.models import Models
+from facewarden.services.search import SearchService
 
 SUBJECT_TOP_K = 1000
 
 
-def suppression_aad(request_id: int) -> bytes:
-    return f"suppress:{request_id}".encode()
-
-
-@dataclass(frozen=True)
-class Suppression:
-    """The erased people's templates and the faces the DPO released after review."""
-
-    mark: int | None = None
-    templates: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
-    released: frozenset[int] = frozenset()
-
-
-def erasure_mark_query():
-    """The newest erasure request: the suppression list changes only with a new one."""
-    return select(func.max(SubjectRequest.id)).where(SubjectRequest.kind == "erasure")
-
-
 class SubjectService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
-        self._suppression = Suppression()
-        self._suppression_lock = threading.Lock()
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        writes: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+        keyring: Keyring,
+        models: Models,
+        keys: KeyService,
+        index: IndexService,
+        gallery: GalleryService,
+        search: SearchService,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.writes = writes
+        self.audit = audit
+        self.guard = guard
+        self.keyring = keyring
+        self.models = models
+        self.keys = keys
+        self.index = index
+        self.gallery = gallery
+        self.search = search
 
     # -- matching ------------------------------------------------------------------------
     def _selfie(self, actor: Actor, action: str, selfie: bytes) -> tuple[str, FaceTemplate]:
         """The one face of the selfie; several faces or none is a clear error (logged)."""
         sha = hashlib.sha256(selfie).hexdigest()
         try:
-            faces = self.app.analyse_probe(selfie).faces
+            faces = self.models.analyse_probe(selfie).faces
             if not faces:
                 raise NoFaceFound("no face found in the selfie")
             if len(faces) > 1:
@@ -85,7 +93,7 @@ class SubjectService:
                     f"the selfie shows {len(faces)} faces: it must show only the requester"
                 )
         except FacewardenError as exc:
-            self.app.audit.record(actor, action, outcome="error", probe_hash=sha, error=exc.message)
+            self.audit.record(actor, action, outcome="error", probe_hash=sha, error=exc.message)
             raise
         return sha, faces[0]
 
@@ -93,8 +101,8 @@ class SubjectService:
         """Every face of the person the database holds: the index is first reconciled with
         the database (faces other processes, or an ingest thread, committed and not yet
         indexed here), then searched exactly, not approximately."""
-        self.app.sync_index()
-        return self.app.search.match(
+        self.index.sync()
+        return self.search.match(
             face, SUBJECT_TOP_K, threshold, searchable_only=False, exact=True
         ).candidates
 
@@ -119,12 +127,12 @@ class SubjectService:
             .join(Media, Media.id == Face.media_id)
             .where(Face.id.in_(face_ids))
         ).all()
-        decrypt = self.app.cipher.decrypt_template
+        decrypt = self.keyring.cipher.decrypt_template
         vecs = [decrypt(r.template, template_aad(r.sha256, r.face_index), r.key_id) for r in rows]
         return np.stack(vecs) if vecs else np.zeros((0, 128), np.float32)
 
     def _threshold(self, threshold: float | None) -> float:
-        threshold = self.app.settings.subject_threshold if threshold is None else threshold
+        threshold = self.settings.subject_threshold if threshold is None else threshold
         if not 0 < threshold <= 1.0:
             raise InvalidInput("the subject threshold must be in (0, 1]")
         return threshold
@@ -133,7 +141,7 @@ class SubjectService:
         """Each candidate with its provenance, retention and the searches that returned it."""
 
         rows = []
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             for c in candidates:
                 media, source = session.execute(
                     select(Media, Source)
@@ -192,10 +200,9 @@ class SubjectService:
     ) -> dict[str, Any]:
         """Everything held about the person in the selfie, for the DPO to review and send."""
 
-        app = self.app
         threshold = self._threshold(threshold)
         check_text(reference, "reference", REFERENCE_CHARS)
-        app.authorize(actor, "subject.access", "dpo", details={"reference": reference})
+        self.guard.authorize(actor, "subject.access", "dpo", details={"reference": reference})
         received = utcnow()
         sha, face = self._selfie(actor, "subject.access", selfie)
         matches = self._details(self._candidates(face, threshold))
@@ -204,7 +211,7 @@ class SubjectService:
             "reference": reference,
             "selfie_sha256": sha,
             "threshold": threshold,
-            "model": app.model_id,
+            "model": self.models.model_id,
             "received_at": received.isoformat(),
             "handled_by": actor.name,
             "review_note": (
@@ -214,7 +221,7 @@ class SubjectService:
             ),
             "matches": matches,
         }
-        with transaction(app.writes) as session:
+        with transaction(self.writes) as session:
             completed = utcnow()
             report["completed_at"] = completed.isoformat()
             summary = {
@@ -234,13 +241,13 @@ class SubjectService:
             )
             session.add(request)
             session.flush()
-            event = app.audit.append(
+            event = self.audit.append(
                 session,
                 actor,
                 "subject.access",
                 probe_hash=sha,
                 threshold=threshold,
-                model_id=app.model_id,
+                model_id=self.models.model_id,
                 details=summary | {"request_id": request.id, "reference": reference},
             )
             request.audit_seq = event.seq
@@ -251,7 +258,7 @@ class SubjectService:
     # -- erasure -------------------------------------------------------------------------
     def _review_radius(self, strict: float) -> float:
         """How far an erasure looks: as far as a search would (never less than strict)."""
-        return max(strict, self.app.settings.threshold)
+        return max(strict, self.settings.threshold)
 
     def _selfies(
         self, actor: Actor, action: str, selfie: bytes | Sequence[bytes]
@@ -274,7 +281,7 @@ class SubjectService:
         threshold: erased by default) or ``review`` (between the strict and the search
         threshold: withheld from search until the DPO decides)."""
         strict = self._threshold(threshold)
-        self.app.authorize(actor, "subject.erase.preview", "dpo")
+        self.guard.authorize(actor, "subject.erase.preview", "dpo")
         shas, faces = self._selfies(actor, "subject.erase.preview", selfie)
         radius = self._review_radius(strict)
         found = self._found(faces, radius)
@@ -282,12 +289,12 @@ class SubjectService:
         for m in matches:
             m["distance"] = found[m["face_id"]][0]
             m["proposal"] = "erase" if m["distance"] <= strict else "review"
-        self.app.audit.record(
+        self.audit.record(
             actor,
             "subject.erase.preview",
             probe_hash=shas[0],
             threshold=strict,
-            model_id=self.app.model_id,
+            model_id=self.models.model_id,
             details={"face_ids": [m["face_id"] for m in matches], "review_threshold": radius},
         )
         return matches
@@ -312,17 +319,16 @@ class SubjectService:
         (``review``).
         """
 
-        app = self.app
         strict = self._threshold(threshold)
         radius = self._review_radius(strict)
         check_text(reference, "reference", REFERENCE_CHARS)
         for face_id in face_ids or []:
             check_id(face_id, "face id")
-        app.authorize(actor, "subject.erase", "dpo", details={"reference": reference})
+        self.guard.authorize(actor, "subject.erase", "dpo", details={"reference": reference})
         received = utcnow()
         shas, faces = self._selfies(actor, "subject.erase", selfie)
         sha = shas[0]
-        with transaction(app.writes) as session:
+        with transaction(self.writes) as session:
             # Under the erasure lock no ingest write is in flight: the candidates are
             # complete, and every later ingest sees this suppression entry.
             erasure_lock(session)
@@ -359,20 +365,20 @@ class SubjectService:
             person = np.concatenate(
                 [np.stack([f.descriptor for f in faces]), self._templates(session, chosen)]
             ).astype("<f4")
-            cipher = app.keys.writing(session)
+            cipher = self.keys.writing(session)
             request.suppression_template = cipher.encrypt(
                 person.tobytes(), suppression_aad(request.id)
             )
             request.key_id = cipher.key_id
-            counts = app.gallery.delete_faces(session, chosen)
+            counts = self.gallery.delete_faces(session, chosen)
             beyond = [f for f in chosen if found[f][0] > strict]
-            event = app.audit.append(
+            event = self.audit.append(
                 session,
                 actor,
                 "subject.erase",
                 probe_hash=sha,
                 threshold=strict,
-                model_id=app.model_id,
+                model_id=self.models.model_id,
                 details=counts
                 | {
                     "request_id": request.id,
@@ -418,20 +424,20 @@ class SubjectService:
             request.receipt = receipt
             request.completed_at = utcnow()
             request.audit_seq = event.seq
-        app.gallery.drop_from_index(chosen)
+        self.index.drop(chosen)
         # Residue, measured after the commit: what a search of the selfie(s) at the search
         # threshold still returns (search withholds the review candidates).
         residue = sorted(
             {
                 c.face_id
                 for f in faces
-                for c in app.search.match(f, SUBJECT_TOP_K, radius, exact=True).candidates
+                for c in self.search.match(f, SUBJECT_TOP_K, radius, exact=True).candidates
             }
         )
         receipt.pop("receipt_sha256")
         receipt["residue"] = {"search_threshold": radius, "face_ids": residue}
         receipt["receipt_sha256"] = hashlib.sha256(canonical(receipt).encode()).hexdigest()
-        with transaction(app.writes) as session:
+        with transaction(self.writes) as session:
             stored = session.get(SubjectRequest, receipt["request_id"])
             if stored is None:
                 raise NotFound(f"no erasure request {receipt['request_id']}")
@@ -451,15 +457,16 @@ class SubjectService:
         are someone else (searchable again). Recorded as a follow-up erasure request with its
         own receipt."""
 
-        app = self.app
-        app.authorize(actor, "subject.erase.review", "dpo", details={"request_id": request_id})
+        self.guard.authorize(
+            actor, "subject.erase.review", "dpo", details={"request_id": request_id}
+        )
         erase_ids, release_ids = sorted(set(erase)), sorted(set(release))
         if not erase_ids and not release_ids:
             raise InvalidInput("name the review candidates to erase or to release")
         if set(erase_ids) & set(release_ids):
             raise InvalidInput("a face cannot be both erased and released")
         received = utcnow()
-        with transaction(app.writes) as session:
+        with transaction(self.writes) as session:
             erasure_lock(session)
             parent = session.get(SubjectRequest, request_id)
             if parent is None or parent.kind != "erasure" or not parent.receipt:
@@ -484,20 +491,20 @@ class SubjectService:
             session.flush()
             person = self._templates(session, erase_ids).astype("<f4")
             if len(person):
-                cipher = app.keys.writing(session)
+                cipher = self.keys.writing(session)
                 request.suppression_template = cipher.encrypt(
                     person.tobytes(), suppression_aad(request.id)
                 )
                 request.key_id = cipher.key_id
-            counts = app.gallery.delete_faces(session, erase_ids)
+            counts = self.gallery.delete_faces(session, erase_ids)
             still = sorted(pending - set(erase_ids) - set(release_ids))
-            event = app.audit.append(
+            event = self.audit.append(
                 session,
                 actor,
                 "subject.erase.review",
                 probe_hash=parent.selfie_sha256,
                 threshold=parent.threshold,
-                model_id=app.model_id,
+                model_id=self.models.model_id,
                 details=counts
                 | {
                     "request_id": request.id,
@@ -524,7 +531,7 @@ class SubjectService:
             request.receipt = receipt
             request.completed_at = utcnow()
             request.audit_seq = event.seq
-        app.gallery.drop_from_index(erase_ids)
+        self.index.drop(erase_ids)
         return receipt
 
     def pending_review(self, session, request_id: int) -> list[int]:
@@ -544,7 +551,7 @@ class SubjectService:
     # -- records -------------------------------------------------------------------------
     def requests(self, actor: Actor) -> list[dict[str, Any]]:
         """Rights requests with their dates and time to completion (dpo, auditor)."""
-        self.app.authorize(actor, "subject.list", "dpo", "auditor", "admin")
+        self.guard.authorize(actor, "subject.list", "dpo", "auditor", "admin")
         return self.request_records()
 
     def receipts(self, actor: Actor) -> list[dict[str, Any]]:
@@ -553,9 +560,9 @@ class SubjectService:
         erasure receipt naming its ``parent_request_id``), and restrictions (recorded in the
         audit log only) with their audit record's hash. Each entry carries the counts a DPO
         checks (faces erased, collateral, residue) beside the full receipt."""
-        self.app.authorize(actor, "subject.receipts", "dpo", "auditor")
+        self.guard.authorize(actor, "subject.receipts", "dpo", "auditor")
         out: list[dict[str, Any]] = []
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             for r in session.scalars(select(SubjectRequest).order_by(SubjectRequest.id)):
                 receipt = dict(r.receipt or {})
                 completed = as_utc(r.completed_at) if r.completed_at else None
@@ -578,7 +585,7 @@ class SubjectService:
                     }
                 )
         for action in ("subject.restrict", "subject.unrestrict"):
-            for ev in self.app.audit.events(action=action, outcome="ok"):
+            for ev in self.audit.events(action=action, outcome="ok"):
                 details = ev["details"] or {}
                 media = details.get("media") or []
                 out.append(
@@ -611,7 +618,7 @@ class SubjectService:
 
     def request_records(self) -> list[dict[str, Any]]:
 
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             rows = session.scalars(select(SubjectRequest).order_by(SubjectRequest.id))
             out = []
             for r in rows:
@@ -636,71 +643,12 @@ class SubjectService:
                         ),
                     }
                     | (
-                        self.app.gallery.erasure_status(r.audit_seq)
+                        self.index.erasure_status(r.audit_seq)
                         if r.kind == "erasure" and r.audit_seq
                         else {}
                     )
                 )
             return out
-
-    def suppression_list(self) -> np.ndarray:
-        """The erased people's templates (selfies and erased faces), decrypted for ingest
-        and search to compare against."""
-        with self.app.sessions() as session:
-            return self._load_suppression(session, None).templates
-
-    def _load_suppression(self, session, mark: int | None) -> Suppression:
-        rows = session.execute(
-            select(
-                SubjectRequest.id,
-                SubjectRequest.suppression_template,
-                SubjectRequest.receipt,
-                SubjectRequest.key_id,
-            ).where(SubjectRequest.kind == "erasure")
-        ).all()
-        decrypt = self.app.cipher.decrypt
-        vecs = [
-            np.frombuffer(decrypt(t, suppression_aad(i), k), dtype="<f4").reshape(-1, 128)
-            for i, t, _, k in rows
-            if t is not None
-        ]
-        released = frozenset(f for _, _, r, _ in rows if r for f in r.get("released", []))
-        templates = np.concatenate(vecs) if vecs else np.zeros((0, 128), np.float32)
-        return Suppression(mark, templates, released)
-
-    def suppression(self, conn) -> Suppression:
-        """The current suppression list (reloaded only after a new erasure request);
-        ``conn`` is a connection or session to read the erasure mark with."""
-        mark = conn.execute(erasure_mark_query()).scalar()
-        current = self._suppression
-        if mark is None:
-            return Suppression()
-        if current.mark == mark:
-            return current
-        with self._suppression_lock:
-            if self._suppression.mark != mark:
-                with self.app.sessions() as session:
-                    self._suppression = self._load_suppression(session, mark)
-            return self._suppression
-
-    def withheld(self, conn, face_ids: Sequence[int], vecs: np.ndarray) -> np.ndarray:
-        """Mask of the faces search must not return: within the search threshold of an
-        erased person's template, unless the DPO released them after review."""
-        sup = self.suppression(conn)
-        out = np.zeros(len(face_ids), dtype=bool)
-        if not len(sup.templates) or not len(face_ids):
-            return out
-        limit = self.app.settings.threshold + 1e-6
-        d2 = (
-            np.sum(vecs * vecs, axis=1)[:, None]
-            + np.sum(sup.templates * sup.templates, axis=1)[None, :]
-            - 2 * vecs @ sup.templates.T
-        )
-        near = np.min(d2, axis=1) <= limit * limit
-        released = sup.released
-        for n, face_id in enumerate(face_ids):
-            out[n] = bool(near[n]) and face_id not in released
-        return out
 
 
 def receipt_kind(kind: str, receipt: dict[str, Any]) -> str:

@@ -11,24 +11,24 @@ import hashlib
 import logging
 import secrets
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.db import rowcount, transaction
 from facewarden.adapters.storage.faults import storage_failure
 from facewarden.adapters.storage.tables import ConsoleSession, User
+from facewarden.config import Settings
 from facewarden.core.actors import ROLES, Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import InvalidInput, NotFound, Refused, Unauthenticated
 from facewarden.core.limits import NAME_CHARS, check_text
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
 
 LAST_USE_RESOLUTION = timedelta(minutes=1)
 """``last_used_at`` is written at most once a minute per user (not on every request)."""
@@ -43,19 +43,31 @@ def new_token() -> str:
 
 
 class UserService:
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        writes: sessionmaker[Session],
+        audit: AuditLog,
+        guard: RoleGuard,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.writes = writes
+        self.audit = audit
+        self.guard = guard
 
     # -- authentication ---------------------------------------------------------------------
     def token_expiry(self, user: User) -> datetime | None:
-        days = self.app.settings.token_days
+        days = self.settings.token_days
         issued = user.token_issued_at or user.created_at
         return as_utc(issued) + timedelta(days=days) if days and issued else None
 
     def authenticate(self, token_hash: str, *, allow_expired: bool = False) -> Actor:
         """The active user whose current token has this hash. ``allow_expired``: accept an
         expired token (only to rotate it, locally)."""
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             user = session.scalar(select(User).where(User.token_hash == token_hash))
             if user is None:
                 raise Unauthenticated("unknown or revoked API token")
@@ -76,7 +88,7 @@ class UserService:
         last = as_utc(user.last_used_at) if user.last_used_at else None
         if last is None or now - last >= LAST_USE_RESOLUTION:
             try:
-                with transaction(self.app.writes) as w:
+                with transaction(self.writes) as w:
                     w.execute(update(User).where(User.id == user.id).values(last_used_at=now))
             except Exception as exc:
                 # Last use is a convenience: on a full disk, reads must still work.
@@ -87,7 +99,7 @@ class UserService:
 
     def user_of_token(self, token: str) -> str | None:
         """The name a token belongs to (active or not, expired or not), else None."""
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             return session.scalar(select(User.name).where(User.token_hash == hash_secret(token)))
 
     # -- console sessions -------------------------------------------------------------------
@@ -95,7 +107,7 @@ class UserService:
         """Log in with an API token (and, if given, the name it must belong to): returns the
         session id for the cookie (only its hash is stored) and the actor."""
         token_hash = hash_secret(token)
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             user = session.scalar(select(User).where(User.token_hash == token_hash))
             if user is None or (name is not None and user.name != name):
                 raise Unauthenticated("unknown or revoked API token")
@@ -103,7 +115,7 @@ class UserService:
             user_id = user.id
         sid = secrets.token_urlsafe(32)
         now = utcnow()
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
             session.add(
                 ConsoleSession(
@@ -111,15 +123,15 @@ class UserService:
                     user_id=user_id,
                     token_hash=token_hash,
                     created_at=now,
-                    expires_at=now + timedelta(hours=self.app.settings.session_hours),
+                    expires_at=now + timedelta(hours=self.settings.session_hours),
                 )
             )
-            self.app.audit.append(session, actor, "login")
+            self.audit.append(session, actor, "login")
         return sid, actor
 
     def session_actor(self, sid: str) -> Actor:
         """The user of a live console session, or ``Unauthenticated``."""
-        with self.app.sessions() as session:
+        with self.sessions() as session:
             row = session.execute(
                 select(ConsoleSession, User)
                 .join(User, User.id == ConsoleSession.user_id)
@@ -140,12 +152,12 @@ class UserService:
             actor = self.session_actor(sid)
         except Unauthenticated:
             actor = None
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             gone = rowcount(
                 session, delete(ConsoleSession).where(ConsoleSession.id_hash == hash_secret(sid))
             )
             if actor is not None:
-                self.app.audit.append(session, actor, "logout")
+                self.audit.append(session, actor, "logout")
         return bool(gone)
 
     # -- administration ---------------------------------------------------------------------
@@ -154,7 +166,7 @@ class UserService:
         check_text(name, "user name", NAME_CHARS)
         for role in roles:
             check_text(role, "role", NAME_CHARS)
-        self.app.authorize(actor, "user.add", "admin", details={"user": name, "roles": roles})
+        self.guard.authorize(actor, "user.add", "admin", details={"user": name, "roles": roles})
         unknown = sorted(set(roles) - set(ROLES))
         if not name.strip() or not roles or unknown:
             raise InvalidInput(
@@ -164,7 +176,7 @@ class UserService:
         token = new_token()
         now = utcnow()
         try:
-            with transaction(self.app.writes) as session:
+            with transaction(self.writes) as session:
                 session.add(
                     User(
                         name=name.strip(),
@@ -176,7 +188,7 @@ class UserService:
                     )
                 )
                 session.flush()
-                self.app.audit.append(
+                self.audit.append(
                     session, actor, "user.add", details={"user": name, "roles": sorted(set(roles))}
                 )
         except IntegrityError as exc:
@@ -185,8 +197,8 @@ class UserService:
 
     def list(self, actor: Actor) -> list[dict[str, Any]]:
         """Users with roles, state, token issue and expiry, and last use."""
-        self.app.authorize(actor, "user.list", "admin", "auditor")
-        with self.app.sessions() as session:
+        self.guard.authorize(actor, "user.list", "admin", "auditor")
+        with self.sessions() as session:
             rows = []
             for u in session.scalars(select(User).order_by(User.name)):
                 expires = self.token_expiry(u)
@@ -207,8 +219,8 @@ class UserService:
         """Disable a user (their token and console sessions stop working at once) or
         enable them again. The last active admin cannot be disabled."""
         action = "user.enable" if active else "user.disable"
-        self.app.authorize(actor, action, "admin", details={"user": name})
-        with transaction(self.app.writes) as session:
+        self.guard.authorize(actor, action, "admin", details={"user": name})
+        with transaction(self.writes) as session:
             user = self._get(session, name)
             if not active and user.active and "admin" in user.roles.split(","):
                 admins = session.scalar(
@@ -223,7 +235,7 @@ class UserService:
                     )
             user.active = active
             ended = 0 if active else self._end_sessions(session, user.id)
-            self.app.audit.append(
+            self.audit.append(
                 session, actor, action, details={"user": name, "sessions_ended": ended}
             )
         return {"name": name, "active": active, "sessions_ended": ended}
@@ -234,13 +246,13 @@ class UserService:
         user may rotate their own."""
         name = name or actor.name
         if name != actor.name:
-            self.app.authorize(actor, "user.token_rotate", "admin", details={"user": name})
+            self.guard.authorize(actor, "user.token_rotate", "admin", details={"user": name})
         token = new_token()
-        with transaction(self.app.writes) as session:
+        with transaction(self.writes) as session:
             user = self._get(session, name)
             user.token_hash, user.token_issued_at = hash_secret(token), utcnow()
             ended = self._end_sessions(session, user.id)
-            self.app.audit.append(
+            self.audit.append(
                 session, actor, "user.token_rotate", details={"user": name, "sessions_ended": ended}
             )
         return token

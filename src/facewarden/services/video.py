@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +27,12 @@ from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
 from facewarden.core.tracking import FaceTracker, Track, build_timeline
-from facewarden.services.search import annotate
+from facewarden.services.access import RoleGuard
+from facewarden.services.audit import AuditLog
+from facewarden.services.cases import CaseService
+from facewarden.services.models import Models
+from facewarden.services.search import SearchService, annotate
 from facewarden.services.workers import WORKER, pipeline_pool
-
-if TYPE_CHECKING:
-    from facewarden.services.app import Facewarden
 
 VideoProgress = Callable[[float, float | None], None]
 """Called with (seconds of video processed, declared duration or None)."""
@@ -143,8 +144,22 @@ def scan_video(
 class VideoSearchService:
     """``search`` for videos: one logged search per video, one probe face per track."""
 
-    def __init__(self, app: Facewarden) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        audit: AuditLog,
+        guard: RoleGuard,
+        models: Models,
+        search_service: SearchService,
+        cases: CaseService,
+    ) -> None:
+        self.settings = settings
+        self.audit = audit
+        self.guard = guard
+        self.models = models
+        self.search_service = search_service
+        self.cases = cases
 
     def search(
         self,
@@ -164,10 +179,9 @@ class VideoSearchService:
         """Search each face track whose best face meets the probe quality bar (all of them
         with ``allow_low_quality``, logged); a video with no usable track is refused without
         using the case's quota."""
-        app = self.app
-        top_k = app.settings.top_k if top_k is None else top_k
+        top_k = self.settings.top_k if top_k is None else top_k
         requested = threshold
-        threshold = app.settings.threshold if threshold is None else threshold
+        threshold = self.settings.threshold if threshold is None else threshold
         if not 0 < threshold <= 2 or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"threshold must be in (0, 2] and top-k in 1..{MAX_TOP_K}")
         if fps is not None and not 0 < fps <= 60:
@@ -180,16 +194,16 @@ class VideoSearchService:
         audit: dict[str, Any] = {
             "probe_hash": probe_hash,
             "threshold": threshold,
-            "model_id": app.model_id,
+            "model_id": self.models.model_id,
         }
-        app.authorize(actor, "search", "investigator", case_ref=case, **audit)
-        info = app.cases.require_usable(actor, case, "search", **audit)
+        self.guard.authorize(actor, "search", "investigator", case_ref=case, **audit)
+        info = self.cases.require_usable(actor, case, "search", **audit)
         audit |= {"case_ref": info.ref, "legal_basis": info.legal_basis, "purpose": info.purpose}
         try:
-            threshold, policy = app.search.threshold_policy(info, requested)
+            threshold, policy = self.search_service.threshold_policy(info, requested)
         except FacewardenError as exc:
             outcome = "refused" if isinstance(exc, Refused) else "error"
-            app.audit.record(actor, "search", outcome=outcome, error=exc.message, **audit)
+            self.audit.record(actor, "search", outcome=outcome, error=exc.message, **audit)
             raise
         audit["threshold"] = threshold
         try:
@@ -200,8 +214,8 @@ class VideoSearchService:
                 raise MediaError(IMAGE_HINT, code="image_not_video")
             scan = scan_video(
                 path,
-                app.pipeline,
-                app.settings,
+                self.models.pipeline,
+                self.settings,
                 fps=fps,
                 workers=workers,
                 progress=progress,
@@ -217,7 +231,7 @@ class VideoSearchService:
                 why = "; ".join(
                     f"track {t.track_id}: {', '.join(t.quality_problems)}" for t in tracks
                 )
-                app.audit.record(
+                self.audit.record(
                     actor,
                     "search",
                     outcome="refused",
@@ -232,10 +246,10 @@ class VideoSearchService:
                 )
         except FacewardenError as exc:
             if exc.code != "low_quality_probe":
-                app.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
+                self.audit.record(actor, "search", outcome="error", error=exc.message, **audit)
             raise
         except KeyboardInterrupt:
-            app.audit.record(actor, "search", outcome="error", error="cancelled", **audit)
+            self.audit.record(actor, "search", outcome="error", error="cancelled", **audit)
             raise
         matches = [
             FaceMatches(
@@ -251,7 +265,7 @@ class VideoSearchService:
         summary = scan.summary()
         extra: dict[str, Any] = {
             "threshold_policy": policy,
-            "detector": app.settings.detector_setting,
+            "detector": self.settings.detector_setting,
             "video": summary,
             "partial": scan.partial,
             "tracks": [
@@ -261,7 +275,7 @@ class VideoSearchService:
         if any(problems):
             extra["quality_problems"] = problems
             extra["allow_low_quality"] = allow_low_quality
-        search_id, size, seq = app.search.record(
+        search_id, size, seq = self.search_service.record(
             actor,
             info.ref,
             probe_name,
@@ -274,7 +288,7 @@ class VideoSearchService:
             probe_crops=[t.thumbnail_jpeg if t.searched else None for t in tracks],
             probe_times=[t.best_frame_s for t in tracks],
         )
-        annotate(for_model(app.model_id), matches, threshold, size)
+        annotate(for_model(self.models.model_id), matches, threshold, size)
         for t, m in zip(tracks, matches, strict=True):
             t.expected_false_candidates = m.expected_false_candidates
         return VideoSearchResult(
@@ -283,8 +297,8 @@ class VideoSearchService:
             case=info.ref,
             threshold=threshold,
             gallery_size=size,
-            model=app.model_id,
-            detector=app.settings.detector_setting,
+            model=self.models.model_id,
+            detector=self.settings.detector_setting,
             video=summary,
             tracks=tracks,
             timeline=build_timeline(tracks, scan.gap_s),
@@ -300,11 +314,11 @@ class VideoSearchService:
         """Search the track's best faces; each gallery face keeps its smallest distance.
         A track whose best face is below the quality bar is searched only by override."""
         best = track.best(FRAMES_PER_TRACK_SEARCH, min_distance=0.05)
-        problems = self.app.search.quality_problems(best[0].face.quality)
+        problems = self.search_service.quality_problems(best[0].face.quality)
         searched = allow_low_quality or not problems
         merged: dict[int, Candidate] = {}
         for obs in best if searched else []:
-            for cand in self.app.search.match(obs.face, top_k, threshold).candidates:
+            for cand in self.search_service.match(obs.face, top_k, threshold).candidates:
                 known = merged.get(cand.face_id)
                 if known is None or cand.distance < known.distance:
                     merged[cand.face_id] = cand

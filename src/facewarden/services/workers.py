@@ -62,8 +62,8 @@ def worker_init(
         die_with_parent(parent_pid, kernel_signal=main)
     if nice and hasattr(os, "nice"):
         os.nice(nice)  # a background lane: the CPU goes to the others first
+    from facewarden.adapters.models.registry import build_pipeline
     from facewarden.config import Settings
-    from facewarden.services.app import build_pipeline
 
     settings = Settings.model_validate_json(settings_json)
     # The workers share the cores: ONNX Runtime gets its share in each, not all of them.

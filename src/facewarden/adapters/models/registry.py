@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from facewarden.config import Settings
+from facewarden.core.pipeline import FacePipeline, template_space_id
 from facewarden.core.ports import FaceAligner, FaceDetector, FaceEmbedder
 
 log = logging.getLogger(__name__)
@@ -93,3 +95,36 @@ def _required(model_dir: Path | None) -> Path:
     if model_dir is None:
         raise ValueError("the ONNX runtime needs a model directory for its converted models")
     return model_dir
+
+
+def build_pipeline(settings: Settings, threads: int | None = None) -> FacePipeline:
+    """The configured pipeline; ``threads``: ONNX Runtime threads (default: the setting)."""
+    threads = settings.model_threads if threads is None else threads
+    runtime, model_dir = settings.runtime, settings.model_dir
+    return FacePipeline(
+        build_detector(
+            settings.detector,
+            settings.upsample,
+            runtime,
+            model_dir,
+            threads,
+            retry=settings.detector_retry,
+        ),
+        build_aligner(),
+        build_embedder(runtime, model_dir, threads),
+        min_face_size=settings.min_face_size,
+        keep_chips=settings.store_crops,
+        flip=settings.descriptor_flip,
+        detect_max_pixels=settings.detect_max_pixels,
+        max_faces=settings.max_image_faces,
+    )
+
+
+def configured_template_space(settings: Settings) -> str:
+    """The template space (recipe id) the configured pipeline writes: the embedder, the
+    aligner and the descriptor flip (both runtimes write the same one)."""
+    from facewarden.adapters.models.dlib_models import FivePointAligner, ResnetEmbedder
+
+    return template_space_id(
+        ResnetEmbedder.model_id, FivePointAligner.model_id, settings.descriptor_flip
+    )
