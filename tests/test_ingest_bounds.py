@@ -104,7 +104,9 @@ def test_large_photo_faces_found_on_a_reduced_copy_in_the_photos_own_pixels(pipe
 def test_faces_per_image_are_capped_with_a_note(gallery_fw, admin, tmp_path):
     fw = gallery_fw
     shared = fw.pipeline  # the session's: this test's cap goes on a pipeline of its own
-    fw._pipeline = FacePipeline(shared.detector, shared.aligner, shared.embedder, max_faces=1)
+    fw.models._pipeline = FacePipeline(
+        shared.detector, shared.aligner, shared.embedder, max_faces=1
+    )
     fw.settings.max_image_faces = 1
     folder = tmp_path / "in"
     folder.mkdir()
