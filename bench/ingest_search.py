@@ -106,7 +106,9 @@ def run(
             for path in files[:probes]:
                 data = probe_bytes(path, probe_size)
                 t = time.perf_counter()
-                fw.search.search(actor, data, case="BENCH")
+                # LFW's 250x250 crops scaled up to the frame are soft: some fall below the probe
+                # quality bar, and this bench times the search, so it overrides (logged).
+                fw.search.search(actor, data, case="BENCH", allow_low_quality=True)
                 latencies.append((time.perf_counter() - t) * 1000)
             result["search"] = {
                 "gallery_faces": summary.faces,
