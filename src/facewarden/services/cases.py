@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from facewarden.adapters.storage.db import transaction
+from facewarden.adapters.storage.db import rowcount, transaction
 from facewarden.adapters.storage.tables import (
     AuditEvent,
     Case,
@@ -98,17 +98,18 @@ class CaseInfo:
 
 def wipe_probe_templates(session, case_ids, now) -> int:
     """Drop the kept probe templates of the given cases (their hashes stay)."""
-    return session.execute(
+    return rowcount(
+        session,
         update(CaseSearch)
         .where(CaseSearch.case_id.in_(case_ids), CaseSearch.probe_templates.is_not(None))
-        .values(probe_templates=None, templates_wiped_at=now)
-    ).rowcount
+        .values(probe_templates=None, templates_wiped_at=now),
+    )
 
 
 def wipe_probe_faces(session, case_ids) -> int:
     """Delete the kept probe face crops of the given cases' searches."""
     searches = select(CaseSearch.id).where(CaseSearch.case_id.in_(case_ids))
-    return session.execute(delete(ProbeFace).where(ProbeFace.search_id.in_(searches))).rowcount
+    return rowcount(session, delete(ProbeFace).where(ProbeFace.search_id.in_(searches)))
 
 
 class CaseService:

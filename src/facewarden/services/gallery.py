@@ -239,7 +239,7 @@ class GalleryService:
         Returns the counts, the deleted face ids and the sequence number of the audit record.
         """
         face_ids = list(session.scalars(select(Face.id).where(Face.media_id.in_(media_ids))))
-        crops = session.execute(delete(FaceCrop).where(FaceCrop.face_id.in_(face_ids))).rowcount
+        crops = rowcount(session, delete(FaceCrop).where(FaceCrop.face_id.in_(face_ids)))
         session.execute(delete(Face).where(Face.id.in_(face_ids)))
         session.execute(delete(Media).where(Media.id.in_(media_ids)))
         counts = {"media": len(media_ids), "faces": len(face_ids), "crops": crops}
@@ -253,8 +253,8 @@ class GalleryService:
         record left without faces. Call ``drop_from_index`` after the commit."""
         media_ids = sorted(set(session.scalars(select(Face.media_id).where(Face.id.in_(face_ids)))))
         hashes = sorted(session.scalars(select(Media.sha256).where(Media.id.in_(media_ids))))
-        crops = session.execute(delete(FaceCrop).where(FaceCrop.face_id.in_(face_ids))).rowcount
-        faces = session.execute(delete(Face).where(Face.id.in_(face_ids))).rowcount
+        crops = rowcount(session, delete(FaceCrop).where(FaceCrop.face_id.in_(face_ids)))
+        faces = rowcount(session, delete(Face).where(Face.id.in_(face_ids)))
         still_used = set(session.scalars(select(Face.media_id).where(Face.media_id.in_(media_ids))))
         empty = [m for m in media_ids if m not in still_used]
         session.execute(delete(Media).where(Media.id.in_(empty)))
