@@ -21,7 +21,7 @@ import psutil
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
-from webserver import Server, facewarden_command, free_port, running_server
+from webserver import Server, facewarden_command, running_server, serving
 
 from facewarden.adapters.storage.tables import AuditEvent, Face, Media, SubjectRequest
 from facewarden.services.app import Facewarden
@@ -60,45 +60,11 @@ def server_process(server: Server) -> psutil.Process:
 @contextmanager
 def restarted(server: Server) -> Iterator[Server]:
     """The same data directory (and database) served again by a new process."""
-    port = free_port()
-    env = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(server.data_dir),
-        "FACEWARDEN_WORKERS": "1",
-        "FACEWARDEN_RETENTION_INTERVAL_MINUTES": "0",
-        **ENV,
-    }
-    if server.database_url:
-        env["FACEWARDEN_DATABASE_URL"] = server.database_url
     log = server.log.with_name("restarted.log")
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*facewarden_command(), "serve", "--port", str(port), "--log-level", "warning"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    again = Server(
-        f"http://127.0.0.1:{port}", server.data_dir, server.tokens, log, [], server.database_url
-    )
-    try:
-        end = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(again.url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < end, log.read_text()
-            time.sleep(0.2)
+    with serving(
+        server.data_dir, server.tokens, log, server.database_url, seconds=120, **ENV
+    ) as again:
         yield again
-    finally:
-        for c in again.clients:
-            c.close()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 class Load:

@@ -59,6 +59,57 @@ def facewarden_command() -> list[str]:
 
 
 @contextmanager
+def serving(
+    data_dir: Path,
+    tokens: dict[str, str],
+    log: Path,
+    database_url: str | None,
+    *,
+    seconds: float,
+    **env: str,
+) -> Iterator[Server]:
+    """``facewarden serve`` on a free loopback port for an existing data directory (and
+    database), once it answers ``/healthz`` (within ``seconds``); stopped on exit."""
+    port = free_port()
+    environ = os.environ | {
+        "FACEWARDEN_DATA_DIR": str(data_dir),
+        "FACEWARDEN_WORKERS": "1",
+        "FACEWARDEN_RETENTION_INTERVAL_MINUTES": "0",
+        **env,
+    }
+    if database_url:
+        environ["FACEWARDEN_DATABASE_URL"] = database_url
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*facewarden_command(), "serve", "--port", str(port), "--log-level", "warning"],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", data_dir, tokens, log, database_url=database_url)
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if httpx.get(server.url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        for c in server.clients:
+            c.close()
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
 def running_server(
     root: Path,
     pipeline,
@@ -89,44 +140,12 @@ def running_server(
         prepare(fw, admin)
     fw.close()
 
-    port = free_port()
-    log = root / "server.log"
-    environ = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(data_dir),
-        "FACEWARDEN_WORKERS": "1",
-        "FACEWARDEN_RETENTION_INTERVAL_MINUTES": "0",
-        **env,
-    }
-    if database_url:
-        environ["FACEWARDEN_DATABASE_URL"] = database_url
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*facewarden_command(), "serve", "--port", str(port), "--log-level", "warning"],
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", data_dir, tokens, log, database_url=database_url)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(server.url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield server
+        with serving(
+            data_dir, tokens, root / "server.log", database_url, seconds=60, **env
+        ) as server:
+            yield server
     finally:
-        for c in server.clients:
-            c.close()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         if db:
             next(db, None)
         shutil.rmtree(data_dir, ignore_errors=True)
