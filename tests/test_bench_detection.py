@@ -5,26 +5,11 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 from PIL import Image
+from test_bench import _bench
 
 from conftest import GALLERY, MODEL_CACHE, PROBES, REFERENCE
-
-ROOT = Path(__file__).parent.parent
-
-
-def _bench(script: str, out: Path, *args: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *args, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(out.read_text())
 
 
 def test_detectors_bench_scores_every_option_with_failures_counted(tmp_path):
