@@ -16,13 +16,17 @@ from conftest import GALLERY, PROBES, REFERENCE, UNKNOWN, Seed, build_seed, iden
 pytestmark = pytest.mark.slow  # every test runs the CLI in subprocesses
 
 
-def cli_runner(data_dir: Path, database_url: str | None) -> Callable[..., CompletedProcess]:
-    """Runs ``facewarden ARGS`` in a subprocess on ``data_dir`` (and ``database_url``)."""
+def cli_runner(
+    data_dir: Path, database_url: str | None, **settings: str
+) -> Callable[..., CompletedProcess]:
+    """Runs ``facewarden ARGS`` in a subprocess on ``data_dir`` (and ``database_url``), with
+    further environment ``settings`` (e.g. ``FACEWARDEN_DETECTOR="hog"``)."""
     env = os.environ | {
         "FACEWARDEN_DATA_DIR": str(data_dir),
         "FACEWARDEN_WORKERS": "1",
         "COLUMNS": "200",
         "XDG_CONFIG_HOME": str(data_dir.parent / "config"),  # where init stores the first token
+        **settings,
     }
     env.pop("FACEWARDEN_TOKEN", None)
     if database_url:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import cli_runner
 
 from facewarden.adapters.models.registry import build_detector
 from facewarden.adapters.models.strategy import HybridDetector
@@ -201,33 +202,16 @@ def test_search_and_ingest_record_the_detector_setting(tmp_path, database_url, p
 
 
 def test_ingest_summary_in_the_cli(tmp_path, database_url):
-    import os
-    import subprocess
-    import sys
-
-    env = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
-        "FACEWARDEN_WORKERS": "1",
-        "FACEWARDEN_DETECTOR": "hybrid",
-        "FACEWARDEN_UPSAMPLE": "0",
-        "FACEWARDEN_DETECTOR_RETRY": "true",
-        "COLUMNS": "200",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-    }
-    env.pop("FACEWARDEN_TOKEN", None)
-    if database_url:
-        env["FACEWARDEN_DATABASE_URL"] = database_url
+    run = cli_runner(
+        tmp_path / "data",
+        database_url,
+        FACEWARDEN_DETECTOR="hybrid",
+        FACEWARDEN_UPSAMPLE="0",
+        FACEWARDEN_DETECTOR_RETRY="true",
+    )
 
     def cli(*args: object) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "facewarden", *map(str, args)],
-            env=env,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        return proc.stdout
+        return run(*args).stdout
 
     cli("init")
     cli(
