@@ -295,6 +295,36 @@ def test_subject_access_html_and_erasure_over_the_cli(gallery_cli, tmp_path):
     assert purge["covers_audit_seqs"] == [receipt["audit_seq"]]
     erasure = json.loads(gallery_cli("subject", "list", "--json").stdout)[1]
     assert erasure["bytes_purged_at"] == purge["purged_at"]
+    # The purge is a receipt of its own, newest first, naming the erasure it covers.
+    listed = json.loads(gallery_cli("subject", "receipts", "--json").stdout)
+    assert [r["kind"] for r in listed["receipts"]] == ["purge", "erasure", "access"]
+    assert listed["next"] is None
+    entry = listed["receipts"][0]
+    assert entry["audit_seq"] == purge["audit_seq"] and entry["by"] == "admin"
+    assert entry["receipt"]["covers_request_ids"] == [receipt["request_id"]]
+    one = json.loads(
+        gallery_cli(
+            "subject", "receipts", "--limit", "1", "--before-seq", purge["audit_seq"], "--json"
+        ).stdout
+    )
+    assert [r["kind"] for r in one["receipts"]] == ["erasure"]
+    assert one["next"] == receipt["audit_seq"]
+    text = gallery_cli("subject", "receipts", "--limit", "1").stdout
+    assert "purge" in text and entry["audit_hash"][:16] in text
+    assert f"older receipts: --before-seq {purge['audit_seq']}" in text
+    assert "older receipts" not in gallery_cli("subject", "receipts", "--kind", "purge").stdout
+    for args in (
+        ["--limit", "0"],
+        ["--limit", "501"],
+        ["--kind", "bogus"],
+        ["--before-seq", "0"],
+        ["--before-seq", str(2**40)],
+    ):
+        bad = gallery_cli("subject", "receipts", *args, ok=False)
+        assert bad.returncode == 2 and "error [invalid_input]" in bad.stderr, (args, bad.stderr)
+    token = gallery_cli("user", "add", "ivo", "--role", "investigator").stdout.split()[-1]
+    refused = gallery_cli("--as", "ivo", "subject", "receipts", ok=False, token=token)
+    assert refused.returncode == 3 and "error [" in refused.stderr
 
 
 def test_audit_anchor_file_detects_truncation(gallery_cli, tmp_path):

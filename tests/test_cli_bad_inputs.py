@@ -130,6 +130,11 @@ def bad_inputs(tmp: Path) -> list[list[str]]:
         ["subject", "access", probe, "--reference", LONG],
         ["subject", "erase", str(empty), "--yes"],
         ["subject", "erase", probe, "--face", BIG, "--yes"],
+        ["subject", "receipts", "--limit", "0"],
+        ["subject", "receipts", "--limit", HUGE],
+        ["subject", "receipts", "--before-seq", BIG],
+        ["subject", "receipts", "--kind", "bogus"],
+        ["subject", "receipts", "--reference", LONG],
         ["index", "migrate", "--to", "nope"],
         ["nosuchcommand"],
     ]  # fmt: skip

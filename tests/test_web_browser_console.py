@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import test_web_browser as console_browser
+from sqlalchemy import select
 from test_web_browser import ARTEFACTS, ready, until
 from webserver import running_server
+
+from facewarden.adapters.storage.tables import Media
 
 from conftest import FIXTURES, add_source, open_case
 
@@ -53,6 +56,14 @@ def server(tmp_path_factory, pipeline):
         open_case(
             fw, admin, "CASE-2", investigators=["ines"], threshold_policy="fpir", target_fpir=0.01
         )
+        # A deleted photo and the physical purge of its bytes (``facewarden index purge``):
+        # the purge is a receipt on the DPO page.
+        with fw.sessions() as session:
+            wolfowitz = session.scalar(
+                select(Media.id).where(Media.path.like("%Paul_Wolfowitz_0002%"))
+            )
+        fw.gallery.delete_media(admin, [wolfowitz])
+        fw.gallery.purge_index(admin)
 
     with running_server(root, pipeline, prepare) as s:
         yield s
@@ -210,8 +221,8 @@ def test_dpo_page_lists_real_receipts_with_their_counts(login, server):
     assert restricted.status_code == 200, restricted.text
     selfie = {"selfie": ("a.jpg", (LFW / "Angelina_Jolie_0003.jpg").read_bytes(), "image/jpeg")}
     access = dora.post("/api/v1/subjects/access", files=selfie, data={"reference": "DSR-42"}).json()
-    listed = dora.get("/api/v1/subjects/receipts").json()
-    assert {"erasure", "access", "restriction"} <= {r["kind"] for r in listed}
+    listed = dora.get("/api/v1/subjects/receipts").json()["receipts"]
+    assert {"erasure", "access", "restriction", "purge"} <= {r["kind"] for r in listed}
     # Only the people who handle or audit rights requests read receipts.
     assert server.client("ines").get("/api/v1/subjects/receipts").status_code == 403
 
@@ -259,6 +270,100 @@ def test_dpo_page_lists_real_receipts_with_their_counts(login, server):
     assert (
         SUBJECTS["Hans_Blix"] in table.first.inner_text() and "2 media" in table.first.inner_text()
     )
+
+
+def test_dpo_receipts_page_server_side_and_list_the_physical_purge(login, server):
+    dora = server.client("dora")
+    blix = SUBJECTS["Hans_Blix"]
+    for restricted in (True, False) * 6:  # twelve cheap receipts: more than a page of ten
+        done = dora.post(
+            "/api/v1/subjects/by-reference/restrict",
+            json={"subject": blix, "restricted": restricted},
+        )
+        assert done.status_code == 200, done.text
+    everything = dora.get("/api/v1/subjects/receipts", params={"limit": 500}).json()
+    assert everything["next"] is None and len(everything["receipts"]) > 12
+    ids = [r["id"] for r in everything["receipts"]]
+    # The API pages by before_seq; no page repeats or skips a receipt.
+    first = dora.get("/api/v1/subjects/receipts", params={"limit": 10}).json()
+    assert [r["id"] for r in first["receipts"]] == ids[:10]
+    assert first["next"] == first["receipts"][-1]["audit_seq"]
+    # Bad paging parameters: a clear 422, never a 500; others are refused whatever they ask.
+    for params in (
+        {"limit": 0},
+        {"limit": 501},
+        {"limit": "ten"},
+        {"before_seq": 0},
+        {"before_seq": 2**40},
+        {"kind": "bogus"},
+        {"reference": "x" * 201},
+    ):
+        bad = dora.get("/api/v1/subjects/receipts", params=params)
+        assert bad.status_code == 422, (params, bad.text)
+        assert bad.json()["error"]["code"] == "invalid_request"
+    refused = server.client("ines").get("/api/v1/subjects/receipts", params={"limit": 1})
+    assert refused.status_code == 403
+
+    page = login("dora")
+    ready(page, "/dpo")
+    body = page.locator("#receipts-table tbody tr")
+
+    def loads() -> int:
+        return int(page.get_attribute("#receipts-table", "data-loads") or 0)
+
+    def shown() -> list[str]:
+        return [body.nth(i).get_attribute("data-receipt") for i in range(body.count())]
+
+    def after(action) -> None:
+        before = loads()
+        action()
+        until(lambda: loads() > before)
+
+    after(lambda: page.select_option("#receipts-per-page", "10"))
+    assert shown() == ids[:10] and page.is_disabled("#receipts-newer")
+    assert "page 1" in page.inner_text("#receipts-page")
+    page.evaluate("document.querySelector('#receipts').scrollIntoView()")
+    shot(page, "dpo-3-receipts-paged")
+    # A receipt written while page 1 is shown does not shift page 2.
+    assert dora.post("/api/v1/subjects/by-reference/restrict", json={"subject": blix}).is_success
+    after(lambda: page.click("#receipts-older"))
+    assert "page 2" in page.inner_text("#receipts-page")
+    second = shown()
+    assert second == ids[10:20] and not set(second) & set(ids[:10])
+    pages = [ids[:10], second]
+    while not page.is_disabled("#receipts-older"):
+        after(lambda: page.click("#receipts-older"))
+        pages.append(shown())
+    assert [i for p in pages for i in p] == ids  # every receipt once, in order
+    while not page.is_disabled("#receipts-newer"):
+        after(lambda: page.click("#receipts-newer"))
+    # Back on page 1, fetched afresh: the receipt written meanwhile heads it.
+    again = shown()
+    assert again[0] not in ids and again[1:] == ids[:9]
+
+    # The physical purge: filter by its kind; what it covers, who ran it, its hash.
+    purge = next(r for r in everything["receipts"] if r["kind"] == "purge")
+    after(lambda: page.select_option("#receipts-filter select[name=kind]", "purge"))
+    assert shown() == [purge["id"]] and "page 1" in page.inner_text("#receipts-page")
+    row = body.first
+    assert "physical purge" in row.inner_text() and "admin" in row.inner_text()
+    assert row.locator(".faces").inner_text() == "1 deletion(s) purged"
+    row.locator("button.view").click()
+    page.wait_for_selector("#receipt-dialog[open]")
+    summary = page.inner_text("#receipt-summary")
+    assert purge["audit_hash"] in summary
+    assert f"audit records {purge['receipt']['covers_audit_seqs'][0]}" in summary
+    assert (
+        json.loads(page.inner_text("#receipt-json"))["covers_audit_seqs"]
+        == (purge["receipt"]["covers_audit_seqs"])
+    )
+    shot(page, "dpo-4-purge-receipt")
+    page.click("#receipt-close")
+    # Reference filter, on the server: Hans Blix's restrictions and lifts only.
+    after(lambda: page.select_option("#receipts-filter select[name=kind]", ""))
+    after(lambda: page.fill("#receipts-filter input[name=reference]", blix.lower()))
+    texts = body.all_inner_texts()
+    assert len(texts) == 10 and all(blix in t for t in texts)
 
 
 def test_audit_page_is_a_filterable_paged_table(login, server):

@@ -197,6 +197,29 @@ def show_mapping(title: str, data: dict[str, Any]) -> None:
     out.print(table)
 
 
+def show_receipts(receipts: list[dict[str, Any]]) -> None:
+    """The receipts list: one row each, its counts and the hash that identifies it."""
+    if not receipts:
+        out.print("No receipt.")
+        return
+    table = Table(show_edge=False)
+    for col in ("audit #", "date (UTC)", "kind", "reference", "by", "counts", "hash"):
+        table.add_column(col)
+    for r in receipts:
+        counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["counts"].items())
+        digest = r["receipt_sha256"] or r["audit_hash"]
+        table.add_row(
+            str(r["audit_seq"]),
+            str(r["at"])[:19].replace("T", " "),
+            r["kind"],
+            escape(r["reference"] or "-"),
+            escape(r["by"]),
+            counts,
+            f"{'receipt' if r['receipt_sha256'] else 'audit'} {digest[:16]}",
+        )
+    out.print(table)
+
+
 def show_subject_matches(matches: list[dict[str, Any]]) -> None:
     if not matches:
         out.print("No stored face matches the selfie.")

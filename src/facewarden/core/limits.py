@@ -5,6 +5,8 @@ work one image may cause are here."""
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from facewarden.core.errors import InvalidInput
 
 NAME_CHARS = 100
@@ -19,6 +21,13 @@ MAX_TOP_K = 1000
 """The most candidates per probe face."""
 MAX_WORKERS = 256
 """The most worker processes one command may ask for."""
+RECEIPTS_PAGE = 50
+"""Receipts per page of the data-protection receipts list, unless asked otherwise."""
+RECEIPTS_PAGE_MAX = 500
+"""The most receipts one page may ask for."""
+ReceiptKind = Literal["access", "erasure", "erasure-review", "restriction", "lifted", "purge"]
+"""The kinds of receipt the receipts list holds (and filters by)."""
+RECEIPT_KINDS: tuple[str, ...] = get_args(ReceiptKind)
 MAX_ID = 2**31 - 1
 """Ids are INTEGER columns (32-bit on PostgreSQL)."""
 

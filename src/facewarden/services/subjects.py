@@ -16,6 +16,7 @@ photo of the erased person returns one of their faces, including faces ingested 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.db import erasure_lock, transaction
 from facewarden.adapters.storage.tables import (
+    AuditEvent,
     Case,
     CaseSearch,
     Face,
@@ -38,7 +40,14 @@ from facewarden.core.actors import Actor
 from facewarden.core.binding import suppression_aad, template_aad
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, NotFound
-from facewarden.core.limits import REFERENCE_CHARS, check_id, check_text
+from facewarden.core.limits import (
+    RECEIPT_KINDS,
+    RECEIPTS_PAGE,
+    RECEIPTS_PAGE_MAX,
+    REFERENCE_CHARS,
+    check_id,
+    check_text,
+)
 from facewarden.core.schemas import Candidate, FaceTemplate
 from facewarden.services.access import RoleGuard
 from facewarden.services.audit import AuditLog, canonical
@@ -50,6 +59,18 @@ from facewarden.services.models import Models
 from facewarden.services.search import SearchService
 
 SUBJECT_TOP_K = 1000
+# The audit action of each kind of request receipt, and the receipts that are an audit record
+# only (no request row).
+REQUEST_ACTIONS = {
+    "access": "subject.access",
+    "erasure": "subject.erase",
+    "erasure-review": "subject.erase.review",
+}
+LOGGED_ACTIONS = {
+    "restriction": "subject.restrict",
+    "lifted": "subject.unrestrict",
+    "purge": "index.purge",
+}
 
 
 class SubjectService:
@@ -554,67 +575,88 @@ class SubjectService:
         self.guard.authorize(actor, "subject.list", "dpo", "auditor", "admin")
         return self.request_records()
 
-    def receipts(self, actor: Actor) -> list[dict[str, Any]]:
-        """Every receipt the rights services produced, newest first (dpo, auditor): access
-        and erasure receipts as stored with their request (an erasure review decision is an
-        erasure receipt naming its ``parent_request_id``), and restrictions (recorded in the
-        audit log only) with their audit record's hash. Each entry carries the counts a DPO
-        checks (faces erased, collateral, residue) beside the full receipt."""
+    def receipts(
+        self,
+        actor: Actor,
+        *,
+        limit: int = RECEIPTS_PAGE,
+        before_seq: int | None = None,
+        kind: str | None = None,
+        reference: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of the receipts the rights services and the physical purge produced,
+        newest first (dpo, auditor): ``{"receipts": [...], "next": before_seq | None}``.
+
+        Access and erasure receipts as stored with their request (an erasure review decision
+        is an erasure receipt naming its ``parent_request_id``); restrictions and lifts, and
+        the physical purges (``index purge``: what they cover, linked to the erasures),
+        recorded in the audit log only, with their audit record's hash. Each entry carries
+        the counts a DPO checks (faces erased, collateral, residue) beside the full receipt.
+
+        Every receipt is one audit record, written in the transaction that made it, so the
+        list is ordered by that record's sequence number (its time order, unique) and paged
+        by it like the audit log: ``next`` is the ``before_seq`` of the next page (None on
+        the last); receipts written between two page fetches are newer than the cursor and
+        do not shift the pages. ``kind`` is one of ``RECEIPT_KINDS``; ``reference`` matches
+        a part of the request reference or subject, ignoring case."""
         self.guard.authorize(actor, "subject.receipts", "dpo", "auditor")
+        if not 1 <= limit <= RECEIPTS_PAGE_MAX:
+            raise InvalidInput(f"limit must be 1 to {RECEIPTS_PAGE_MAX}, not {limit}")
+        if before_seq is not None:
+            check_id(before_seq, "before_seq")
+        if kind is not None and kind not in RECEIPT_KINDS:
+            raise InvalidInput(f"kind must be one of {', '.join(RECEIPT_KINDS)}, not {kind!r}")
+        needle = (check_text(reference, "reference", REFERENCE_CHARS) or "").strip().lower()
+        q = (
+            select(AuditEvent, SubjectRequest)
+            .outerjoin(SubjectRequest, SubjectRequest.audit_seq == AuditEvent.seq)
+            .where(AuditEvent.outcome == "ok")
+            .order_by(AuditEvent.seq.desc())
+        )
+        if kind in REQUEST_ACTIONS:
+            q = q.where(SubjectRequest.id.is_not(None), AuditEvent.action == REQUEST_ACTIONS[kind])
+        elif kind is not None:
+            q = q.where(AuditEvent.action == LOGGED_ACTIONS[kind])
+        else:
+            q = q.where(
+                SubjectRequest.id.is_not(None) | AuditEvent.action.in_(LOGGED_ACTIONS.values())
+            )
+        if before_seq is not None:
+            q = q.where(AuditEvent.seq < before_seq)
         out: list[dict[str, Any]] = []
+        more = False
         with self.sessions() as session:
-            for r in session.scalars(select(SubjectRequest).order_by(SubjectRequest.id)):
-                receipt = dict(r.receipt or {})
-                completed = as_utc(r.completed_at) if r.completed_at else None
-                out.append(
-                    {
-                        "id": f"request-{r.id}",
-                        "request_id": r.id,
-                        "kind": receipt_kind(r.kind, receipt),
-                        "reference": r.reference,
-                        "subject": receipt.get("subject"),
-                        "at": (completed or as_utc(r.received_at)).isoformat(),
-                        "by": r.handled_by,
-                        "audit_seq": r.audit_seq,
-                        "counts": receipt_counts(r.kind, receipt),
-                        "receipt_sha256": receipt.get("receipt_sha256"),
-                        # The stored receipt, with the request's own fields where it
-                        # lacks them (an access receipt is a summary).
-                        "receipt": {"request_id": r.id, "kind": r.kind, "by": r.handled_by}
-                        | receipt,
-                    }
+            for ev, r in session.execute(q.execution_options(yield_per=200)):
+                entry = request_receipt(r, ev) if r is not None else logged_receipt(ev)
+                if needle and needle not in (
+                    f"{entry['reference'] or ''}\n{entry['subject'] or ''}".lower()
+                ):
+                    continue
+                if len(out) == limit:
+                    more = True
+                    break
+                out.append(entry)
+            self._link_purges(session, out)
+        return {"receipts": out, "next": out[-1]["audit_seq"] if more else None}
+
+    def _link_purges(self, session: Session, entries: list[dict[str, Any]]) -> None:
+        """Name the erasure requests each purge on the page covered (its ``covers_audit_seqs``
+        are the audit records of the deletions whose bytes it removed)."""
+        purges = [e for e in entries if e["kind"] == "purge"]
+        covered = {s for e in purges for s in e["receipt"]["covers_audit_seqs"]}
+        if not covered:
+            return
+        requests = dict(
+            session.execute(
+                select(SubjectRequest.audit_seq, SubjectRequest.id).where(
+                    SubjectRequest.audit_seq.in_(covered)
                 )
-        for action in ("subject.restrict", "subject.unrestrict"):
-            for ev in self.audit.events(action=action, outcome="ok"):
-                details = ev["details"] or {}
-                media = details.get("media") or []
-                out.append(
-                    {
-                        "id": f"audit-{ev['seq']}",
-                        "request_id": None,
-                        "kind": "restriction" if action == "subject.restrict" else "lifted",
-                        "reference": details.get("subject"),
-                        "subject": details.get("subject"),
-                        "at": ev["ts"],
-                        "by": ev["actor"],
-                        "audit_seq": ev["seq"],
-                        "counts": {"media": len(media)},
-                        "receipt_sha256": None,
-                        "receipt": {
-                            "action": action,
-                            "subject": details.get("subject"),
-                            "source": details.get("source"),
-                            "media": media,
-                            "restricted": action == "subject.restrict",
-                            "by": ev["actor"],
-                            "at": ev["ts"],
-                            "audit_seq": ev["seq"],
-                            "audit_hash": ev["hash"],
-                        },
-                    }
-                )
-        out.sort(key=lambda e: str(e["at"]), reverse=True)
-        return out
+            ).all()
+        )
+        for e in purges:
+            ids = sorted(requests[s] for s in e["receipt"]["covers_audit_seqs"] if s in requests)
+            e["receipt"]["covers_request_ids"] = ids
+            e["counts"]["erasure_requests"] = len(ids)
 
     def request_records(self) -> list[dict[str, Any]]:
 
@@ -656,6 +698,71 @@ def receipt_kind(kind: str, receipt: dict[str, Any]) -> str:
     if kind == "erasure" and receipt.get("parent_request_id") is not None:
         return "erasure-review"
     return kind
+
+
+def request_receipt(r: SubjectRequest, ev: AuditEvent) -> dict[str, Any]:
+    """A rights request's entry in the receipts list: its stored receipt and counts."""
+    receipt = dict(r.receipt or {})
+    completed = as_utc(r.completed_at) if r.completed_at else None
+    return {
+        "id": f"request-{r.id}",
+        "request_id": r.id,
+        "kind": receipt_kind(r.kind, receipt),
+        "reference": r.reference,
+        "subject": receipt.get("subject"),
+        "at": (completed or as_utc(r.received_at)).isoformat(),
+        "by": r.handled_by,
+        "audit_seq": ev.seq,
+        "audit_hash": ev.hash,
+        "counts": receipt_counts(r.kind, receipt),
+        "receipt_sha256": receipt.get("receipt_sha256"),
+        # The stored receipt, with the request's own fields where it lacks them (an access
+        # receipt is a summary).
+        "receipt": {"request_id": r.id, "kind": r.kind, "by": r.handled_by} | receipt,
+    }
+
+
+def logged_receipt(ev: AuditEvent) -> dict[str, Any]:
+    """A restriction, its lifting or a physical purge: the audit record is the receipt."""
+    details: dict[str, Any] = json.loads(ev.details) or {}
+    kind = next(k for k, action in LOGGED_ACTIONS.items() if action == ev.action)
+    stamp = {"by": ev.actor, "at": ev.ts, "audit_seq": ev.seq, "audit_hash": ev.hash}
+    if kind == "purge":
+        covers = [int(s) for s in details.get("covers_audit_seqs") or []]
+        # The erasure requests among the deletions covered: filled in by ``_link_purges``.
+        counts = {"deletions_covered": len(covers), "erasure_requests": 0}
+        receipt: dict[str, Any] = (
+            {"action": ev.action}
+            | details
+            | {"covers_audit_seqs": covers, "covers_request_ids": []}
+            | stamp
+        )
+        subject = None
+    else:
+        media = details.get("media") or []
+        counts = {"media": len(media)}
+        subject = details.get("subject")
+        receipt = {
+            "action": ev.action,
+            "subject": subject,
+            "source": details.get("source"),
+            "media": media,
+            "restricted": kind == "restriction",
+        } | stamp
+    return {
+        "id": f"audit-{ev.seq}",
+        "request_id": None,
+        "kind": kind,
+        "reference": subject,
+        "subject": subject,
+        "at": ev.ts,
+        "by": ev.actor,
+        "audit_seq": ev.seq,
+        "audit_hash": ev.hash,
+        "counts": counts,
+        "receipt_sha256": None,
+        "receipt": receipt,
+    }
 
 
 def receipt_counts(kind: str, receipt: dict[str, Any]) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Data subjects' rights: ``subject access|erase|review|list``."""
+"""Data subjects' rights: ``subject access|erase|review|list|receipts``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 from facewarden.cli import output
 from facewarden.cli.context import JsonOpt, open_app, read_bytes
 from facewarden.core.errors import InvalidInput
+from facewarden.core.limits import RECEIPT_KINDS, RECEIPTS_PAGE, RECEIPTS_PAGE_MAX
 
 subject_app = typer.Typer(no_args_is_help=True, help="Data subjects' rights: access and erasure.")
 
@@ -147,3 +148,34 @@ def subject_list(as_json: JsonOpt = False) -> None:
             f"#{r['id']} {r['kind']} {r['reference'] or ''}: {r['faces']} faces, "
             f"received {r['received_at']}, done in {r['seconds_to_complete']} s"
         )
+
+
+@subject_app.command("receipts")
+def subject_receipts(
+    limit: Annotated[
+        int, typer.Option(help=f"Receipts per page (1 to {RECEIPTS_PAGE_MAX}).")
+    ] = RECEIPTS_PAGE,
+    before_seq: Annotated[
+        int | None,
+        typer.Option(help="Older than this audit record: the 'next' of the previous page."),
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help=f"Only this kind: {', '.join(RECEIPT_KINDS)}.")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="Only references or subjects containing this.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Access, erasure, restriction and physical purge receipts, newest first, a page at a
+    time (dpo, auditor)."""
+    with open_app() as (fw, actor):
+        page = fw.subjects.receipts(
+            actor, limit=limit, before_seq=before_seq, kind=kind, reference=reference
+        )
+    if as_json:
+        output.emit_json(page)
+        return
+    output.show_receipts(page["receipts"])
+    if page["next"] is not None:
+        output.out.print(f"older receipts: --before-seq {page['next']}")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from facewarden.core.errors import InvalidInput
+from facewarden.core.limits import RECEIPTS_PAGE, RECEIPTS_PAGE_MAX, REFERENCE_CHARS, ReceiptKind
 from facewarden.services.subjects import render_report_html
 from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
 from facewarden.web.errors import error_responses
@@ -140,11 +141,31 @@ def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
     return get_fw(request).subjects.requests(actor)
 
 
-@router.get("/subjects/receipts")
-def subject_receipts(request: Request, actor: CurrentActor) -> list[Json]:
-    """Access, erasure and restriction receipts, newest first, each with its counts (faces
-    erased, collateral, residue) and the full receipt."""
-    return get_fw(request).subjects.receipts(actor)
+class ReceiptsPage(BaseModel):
+    """One page of the receipts list, newest first."""
+
+    receipts: list[Json]
+    next: int | None = Field(
+        description="before_seq of the next (older) page; null on the last page."
+    )
+
+
+@router.get("/subjects/receipts", responses=error_responses(422))
+def subject_receipts(
+    request: Request,
+    actor: CurrentActor,
+    limit: Annotated[int, Query(ge=1, le=RECEIPTS_PAGE_MAX)] = RECEIPTS_PAGE,
+    before_seq: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    kind: ReceiptKind | None = None,
+    reference: Annotated[Text | None, Query(max_length=REFERENCE_CHARS)] = None,
+) -> ReceiptsPage:
+    """Access, erasure, restriction and physical purge receipts, newest first, each with its
+    counts (faces erased, collateral, residue; deletions a purge covered) and the full
+    receipt; page with ``before_seq`` (the ``next`` of the previous page)."""
+    page = get_fw(request).subjects.receipts(
+        actor, limit=limit, before_seq=before_seq, kind=kind, reference=reference
+    )
+    return ReceiptsPage(**page)
 
 
 @router.post("/subjects/by-reference/access", responses=error_responses(404, 413, 422))

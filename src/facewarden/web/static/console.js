@@ -598,12 +598,15 @@ let reloadDpo = async () => undefined;
 
 const KIND_TEXT = {
   erasure: "erasure", "erasure-review": "erasure review", access: "access",
-  restriction: "restriction", lifted: "restriction lifted",
+  restriction: "restriction", lifted: "restriction lifted", purge: "physical purge",
 };
 
 function receiptList() {
-  let all = [];
   let shown = null;
+  let cursors = [null];  // before_seq of each page seen; the last is the current page
+  let next = null;  // before_seq of the next (older) page, null on the last
+  let loads = 0;
+  let asked = 0;
   const dash = (v) => (v == null ? "—" : String(v));
   const collateral = (c) => (c.collateral_beyond_strict == null ? "—"
     : `${c.collateral_beyond_strict} erased beyond strict · ${c.collateral_withheld} withheld for review`);
@@ -612,6 +615,10 @@ function receiptList() {
     if (r.kind === "access") return `${c.matches} found`;
     if (r.kind === "erasure-review") return `${c.faces_erased} erased · ${c.released} released · ${c.still_pending} pending`;
     if (r.kind === "restriction" || r.kind === "lifted") return `${c.media} media`;
+    if (r.kind === "purge") {
+      return `${c.deletions_covered} deletion(s) purged` +
+        (c.erasure_requests ? ` · ${c.erasure_requests} erasure request(s)` : "");
+    }
     return `${c.faces_erased} erased`;
   };
   const fileName = (r) => `facewarden-receipt-${r.id}.json`;
@@ -622,10 +629,14 @@ function receiptList() {
     $("#receipt-title").textContent = `${kind[0].toUpperCase()}${kind.slice(1)} receipt · ` +
       (r.request_id ? `request ${r.request_id}` : `audit record ${r.audit_seq}`) +
       (r.reference ? ` · ${r.reference}` : "");
+    const covers = r.kind === "purge" ? [["Covers", `audit records ${r.receipt.covers_audit_seqs.join(", ") || "none"}` +
+      (r.receipt.covers_request_ids && r.receipt.covers_request_ids.length
+        ? ` · erasure requests ${r.receipt.covers_request_ids.join(", ")}` : "")]] : [];
     const facts = [
       ["Date (UTC)", date(r.at)], ["Handled by", r.by], ["Audit record", dash(r.audit_seq)],
       ["Faces", faces(r)], ["Collateral", collateral(r.counts)], ["Residue", dash(r.counts.residue)],
-      ["Receipt SHA-256", r.receipt_sha256 || "—"],
+      ...covers,
+      ["Receipt SHA-256", r.receipt_sha256 || "—"], ["Audit record hash", r.audit_hash || "—"],
     ];
     $("#receipt-summary").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     $("#receipt-json").textContent = JSON.stringify(r.receipt, null, 2);
@@ -633,32 +644,50 @@ function receiptList() {
   };
   $("#receipt-download").addEventListener("click", () => { if (shown) save(shown); });
   $("#receipt-close").addEventListener("click", () => $("#receipt-dialog").close());
-  const render = () => {
-    const f = Object.fromEntries(new FormData($("#receipts-filter")));
-    const ref = (f.reference || "").trim().toLowerCase();
-    const list = all.filter((r) => (!f.kind || r.kind === f.kind) &&
-      (!ref || `${r.reference || ""} ${r.subject || ""}`.toLowerCase().includes(ref)));
+  const render = (list) => {
     $("#receipts-none").hidden = list.length > 0;
-    rows("#receipts-table tbody", list.map((r) => el("tr", { dataset: { receipt: r.id, kind: r.kind } },
+    rows("#receipts-table tbody", list.map((r) => el("tr", { dataset: { receipt: r.id, kind: r.kind, seq: r.audit_seq } },
       el("td", {}, date(r.at)), el("td", {}, KIND_TEXT[r.kind] || r.kind),
       el("td", {}, r.reference || "—"), el("td", {}, r.by),
       el("td", { class: "faces" }, faces(r)),
       el("td", { class: "collateral", title: r.counts.collateral_beyond_strict == null
-        ? "not reported: no distance involved (access, restriction, or an erasure by subject reference)" : null },
+        ? "not reported: no distance involved (access, restriction, purge, or an erasure by subject reference)" : null },
       collateral(r.counts)),
       el("td", { class: `residue${r.counts.residue ? " warn" : ""}` }, dash(r.counts.residue)),
       el("td", {},
         el("button", { type: "button", class: "view", on: { click: () => view(r) } }, "View"), " ",
         el("button", { type: "button", class: "download", on: { click: () => save(r) } }, "Download")))));
+    const n = cursors.length;
+    $("#receipts-page").textContent = list.length
+      ? `page ${n} · audit records ${list[0].audit_seq}–${list[list.length - 1].audit_seq}` : `page ${n}`;
+    $("#receipts-newer").disabled = n <= 1;
+    $("#receipts-older").disabled = next == null;
+    const table = $("#receipts-table");
+    table.dataset.loads = String(++loads);
   };
-  $("#receipts-filter").addEventListener("input", render);
-  $("#receipts-filter").addEventListener("submit", (e) => e.preventDefault());
-  return {
-    async load() {
-      const list = await quiet(api("GET", "/api/v1/subjects/receipts"));
-      if (list) { all = list; render(); }
-    },
+  const load = async () => {
+    const f = Object.fromEntries([...new FormData($("#receipts-filter"))].filter(([, v]) => String(v).trim()));
+    const q = new URLSearchParams(f);
+    const before = cursors[cursors.length - 1];
+    if (before) q.set("before_seq", before);
+    const mine = ++asked;
+    const page = await quiet(api("GET", `/api/v1/subjects/receipts?${q}`));
+    if (!page || mine !== asked) return;  // failed (flashed), or a later request superseded it
+    next = page.next;
+    render(page.receipts);
   };
+  const first = () => { cursors = [null]; return load(); };
+  let typing = null;
+  $("#receipts-filter").addEventListener("change", (e) => { if (e.target.name !== "reference") first(); });
+  $("#receipts-filter").addEventListener("input", (e) => {
+    if (e.target.name !== "reference") return;
+    clearTimeout(typing);
+    typing = setTimeout(first, 300);
+  });
+  $("#receipts-filter").addEventListener("submit", (e) => { e.preventDefault(); first(); });
+  $("#receipts-older").addEventListener("click", () => { if (next != null) { cursors.push(next); load(); } });
+  $("#receipts-newer").addEventListener("click", () => { if (cursors.length > 1) { cursors.pop(); load(); } });
+  return { load: first };
 }
 
 // -- audit ---------------------------------------------------------------------------------
