@@ -7,7 +7,9 @@ a new route without a model, or without a call here, fails the coverage check.""
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,12 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter
 from webserver import Server, running_server
 
-from facewarden.core.results import CaseOut, SearchResultOut, VideoSearchResultOut
+from facewarden.core.results import CaseOut, SearchResultOut, VideoSearchResultOut, Wire
 from facewarden.core.schemas import (
     Candidate,
     FaceMatches,
@@ -37,7 +40,7 @@ from facewarden.services.cases import CaseInfo
 from facewarden.web.api import ROUTERS
 from facewarden.web.jobs import Job
 from facewarden.web.models import HealthOut, JobOut
-from facewarden.web.routes.common import PREFIX
+from facewarden.web.routes.common import MISMATCH, PREFIX, ContractRoute
 
 from conftest import FIXTURES, GALLERY, PROBES, REFERENCE, add_source, open_case
 
@@ -381,6 +384,8 @@ def test_every_live_answer_validates_against_its_model(server):
     assert_carries(HealthOut, health.json())
 
     assert t.called == set(t.routes), sorted(set(t.routes) - t.called)
+    # The server checked every answer against its model too, and found nothing to log.
+    assert MISMATCH not in server.log.read_text()
 
 
 # -- The models against the results the services build (fast: no server) -------------------
@@ -487,3 +492,41 @@ def test_cases_jobs_and_ingest_summaries_as_the_services_build_them():
     failed = Job("j2", "admin", "press", ["a.jpg"], state="failed")
     failed.error = {"code": "internal", "message": "boom"}
     assert_carries(JobOut, failed.as_dict())
+
+
+class _Pair(Wire):
+    a: float
+    b: int
+    note: str | None = None
+
+
+def test_a_route_sends_the_service_dict_as_it_is_and_logs_a_mismatch(caplog):
+    """ContractRoute: no field added, dropped, reordered or turned into a float; an answer
+    that breaks its model is logged and still sent (the API never answers 500 for it)."""
+    router = APIRouter(route_class=ContractRoute)
+
+    @router.get("/ok", response_model=_Pair, status_code=202)
+    def ok() -> dict[str, Any]:
+        return {"b": 1, "a": 2, "more": [1]}
+
+    @router.get("/broken", response_model=list[_Pair])
+    def broken() -> list[dict[str, Any]]:
+        return [{"a": "not a number", "b": 1}]
+
+    app = FastAPI()
+    app.include_router(router)
+
+    async def get(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get(path)
+
+    r = asyncio.run(get("/ok"))
+    assert r.status_code == 202 and r.headers["content-type"] == "application/json"
+    assert r.content == b'{"b":1,"a":2,"more":[1]}'
+    with caplog.at_level(logging.ERROR, logger="facewarden.web"):
+        r = asyncio.run(get("/broken"))
+    assert r.status_code == 200 and r.json() == [{"a": "not a number", "b": 1}]
+    assert any(MISMATCH in m and "0.a" in m for m in caplog.messages), caplog.messages
+    schema = app.openapi()["paths"]["/ok"]["get"]["responses"]["202"]["content"]
+    assert schema["application/json"]["schema"] == {"$ref": "#/components/schemas/_Pair"}

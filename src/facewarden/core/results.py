@@ -5,10 +5,11 @@ them: the API's ``response_model``s, hence its OpenAPI contract (the web-only en
 Each model names the fields a result or receipt carries, exactly as the services build it
 (the ``as_dict`` of the classes in ``core/schemas.py``, whose stable parts are reused here as
 they are, and the receipts' dicts); a stable part is typed, a free-form one (audit details, a
-stored receipt, container facts) is a ``dict[str, Any]`` field. Unknown fields pass through
-(``Wire``), so a field a service adds is never lost on the way; the contract test lists them.
-Times are ISO 8601 strings as the services write them. Fields that only some answers carry
-default to None and are sent only when set.
+stored receipt, container facts) is a ``dict[str, Any]`` field. Undeclared fields are
+allowed (``Wire``: a field a service adds does not fail its answer; the contract test finds
+it). Times are ISO 8601 strings as the services write them. A field that only some answers
+carry is optional (default None); the answers without it leave it out (``ContractRoute``
+sends the service's dict, not the model).
 
 Kept apart from ``core/schemas.py`` so that ``facewarden --help`` does not load pydantic.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import Path, Request, Response, UploadFile
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute
-from pydantic import AfterValidator, TypeAdapter
+from pydantic import AfterValidator, TypeAdapter, ValidationError
 
 from facewarden.core.errors import InvalidInput, Refused
 from facewarden.web.auth import get_fw
@@ -32,6 +33,8 @@ header (403), too many failed authentications (429), the audit log or storage fa
 Each router declares these; routes add what else applies (404, 409, 413, 422)."""
 
 
+log = logging.getLogger("facewarden.web")
+MISMATCH = "answer does not match its response model:"
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 _CHECKED: set[Callable[..., Any]] = set()
 
@@ -41,7 +44,9 @@ class ContractRoute(APIRoute):
     service produced it.
 
     The model is the operation's contract in OpenAPI, and every answer is validated against
-    it (a mismatch is the server's error: logged, 500). The body is the service's own dict,
+    it: a mismatch is logged as an error of the server (the answer still goes out, as the API
+    never answers 500 for its own bookkeeping; tests/test_web_response_models.py fails on
+    it). The body is the service's own dict,
     serialised as FastAPI serialises an untyped answer: the same fields in the same order
     with the same numbers, so the models add no default, drop no field and turn no int into
     a float (the models keep fields they do not declare; tests/test_web_response_models.py
@@ -66,7 +71,13 @@ def _checked(endpoint: Callable[..., Any], model: Any, status_code: int) -> Call
         content = endpoint(*args, **kwargs)
         if isinstance(content, Response):
             return content
-        adapter.validate_python(content)
+        try:
+            adapter.validate_python(content)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            log.error("%s: %s %s", endpoint.__name__, MISMATCH, problems)
         return Response(_ANY.dump_json(content), status_code, media_type="application/json")
 
     _CHECKED.add(answer)
