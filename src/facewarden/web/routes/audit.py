@@ -10,11 +10,17 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
+from facewarden.core.results import (
+    AuditEntryOut,
+    AuditHeadOut,
+    ChainCheckOut,
+    ProcessingReportOut,
+)
 from facewarden.web.auth import CurrentActor, get_fw
 from facewarden.web.errors import error_responses
-from facewarden.web.routes.common import AS_USER, MAX_ID, PREFIX, Json, Text
+from facewarden.web.routes.common import AS_USER, MAX_ID, PREFIX, ContractRoute, Json, Text
 
-router = APIRouter(prefix=PREFIX, tags=["audit"], responses=AS_USER)
+router = APIRouter(prefix=PREFIX, tags=["audit"], responses=AS_USER, route_class=ContractRoute)
 
 
 class AnchorIn(BaseModel):
@@ -26,7 +32,7 @@ class VerifyAuditIn(BaseModel):
     anchors: list[AnchorIn] = []
 
 
-@router.get("/audit/events", responses=error_responses(422))
+@router.get("/audit/events", response_model=list[AuditEntryOut], responses=error_responses(422))
 def audit_events(
     request: Request,
     actor: CurrentActor,
@@ -79,20 +85,20 @@ def audit_export(
     )
 
 
-@router.post("/audit/verify", responses=error_responses(413, 422))
+@router.post("/audit/verify", response_model=ChainCheckOut, responses=error_responses(413, 422))
 def audit_verify(request: Request, actor: CurrentActor, body: VerifyAuditIn | None = None) -> Json:
     """Walk the hash chain; with anchors (from ``/audit/head``), also detect truncation."""
     anchors = [a.model_dump() for a in body.anchors] if body else None
     return get_fw(request).oversight.verify(actor, anchors)
 
 
-@router.get("/audit/head")
+@router.get("/audit/head", response_model=AuditHeadOut)
 def audit_head(request: Request, actor: CurrentActor) -> Json:
     """The newest record's sequence number and hash: keep it outside the system."""
     return get_fw(request).oversight.head(actor)
 
 
-@router.get("/report")
+@router.get("/report", response_model=ProcessingReportOut)
 def report(request: Request, actor: CurrentActor) -> Json:
     """Records of processing: holdings per source and jurisdiction, searches, requests."""
     return get_fw(request).records.report(actor)

@@ -7,11 +7,18 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from facewarden.core.results import (
+    CandidateStateOut,
+    CaseOut,
+    CaseSearchOut,
+    IdentificationOut,
+    ReviewSheetOut,
+)
 from facewarden.web.auth import CurrentActor, get_fw
 from facewarden.web.errors import error_responses
-from facewarden.web.routes.common import AS_USER, MAX_ID, PREFIX, Json, Text
+from facewarden.web.routes.common import AS_USER, MAX_ID, PREFIX, ContractRoute, Json, Text
 
-router = APIRouter(prefix=PREFIX, tags=["cases"], responses=AS_USER)
+router = APIRouter(prefix=PREFIX, tags=["cases"], responses=AS_USER, route_class=ContractRoute)
 
 
 class CaseIn(BaseModel):
@@ -40,12 +47,14 @@ class DecisionIn(BaseModel):
     note: Text | None = None
 
 
-@router.get("/cases")
+@router.get("/cases", response_model=list[CaseOut])
 def list_cases(request: Request, actor: CurrentActor) -> list[Json]:
     return [c.as_dict() for c in get_fw(request).cases.list(actor)]
 
 
-@router.post("/cases", status_code=201, responses=error_responses(404, 413, 422))
+@router.post(
+    "/cases", status_code=201, response_model=CaseOut, responses=error_responses(404, 413, 422)
+)
 def open_case(body: CaseIn, request: Request, actor: CurrentActor) -> Json:
     """Open a case: purpose, legal basis and authorisation are required."""
     return (
@@ -68,36 +77,46 @@ def open_case(body: CaseIn, request: Request, actor: CurrentActor) -> Json:
     )
 
 
-@router.get("/cases/{ref}", responses=error_responses(404, 422))
+@router.get("/cases/{ref}", response_model=CaseOut, responses=error_responses(404, 422))
 def show_case(ref: Text, request: Request, actor: CurrentActor) -> Json:
     return get_fw(request).cases.show(actor, ref).as_dict()
 
 
-@router.post("/cases/{ref}/close", responses=error_responses(404, 422))
+@router.post("/cases/{ref}/close", response_model=CaseOut, responses=error_responses(404, 422))
 def close_case(ref: Text, request: Request, actor: CurrentActor) -> Json:
     """Close a case: no more searches; its kept probe templates are wiped."""
     return get_fw(request).cases.close(actor, ref).as_dict()
 
 
-@router.post("/cases/{ref}/members", responses=error_responses(404, 413, 422))
+@router.post(
+    "/cases/{ref}/members", response_model=CaseOut, responses=error_responses(404, 413, 422)
+)
 def assign(ref: Text, body: MemberIn, request: Request, actor: CurrentActor) -> Json:
     """Assign an investigator or a reviewer to the case (or remove one)."""
     return get_fw(request).cases.assign(actor, ref, body.user, remove=body.remove).as_dict()
 
 
-@router.get("/cases/{ref}/searches", responses=error_responses(404, 422))
+@router.get(
+    "/cases/{ref}/searches", response_model=list[CaseSearchOut], responses=error_responses(404, 422)
+)
 def case_searches(ref: Text, request: Request, actor: CurrentActor) -> list[Json]:
     """The case's searches with their candidates and each candidate's state."""
     return get_fw(request).confirmations.searches(actor, ref)
 
 
-@router.get("/cases/{ref}/candidates", responses=error_responses(404, 422))
+@router.get(
+    "/cases/{ref}/candidates",
+    response_model=list[CandidateStateOut],
+    responses=error_responses(404, 422),
+)
 def case_candidates(ref: Text, request: Request, actor: CurrentActor) -> list[Json]:
     """Decided candidates with every decision (pending, identified, rejected)."""
     return [s.as_dict() for s in get_fw(request).confirmations.candidates(actor, ref)]
 
 
-@router.get("/cases/{ref}/review", responses=error_responses(404, 422))
+@router.get(
+    "/cases/{ref}/review", response_model=ReviewSheetOut, responses=error_responses(404, 422)
+)
 def case_review(
     ref: Text,
     request: Request,
@@ -120,7 +139,11 @@ def case_review(
     return sheet
 
 
-@router.get("/cases/{ref}/export", responses=error_responses(404, 422))
+@router.get(
+    "/cases/{ref}/export",
+    response_model=list[IdentificationOut],
+    responses=error_responses(404, 422),
+)
 def case_export(
     ref: Text,
     request: Request,
@@ -132,7 +155,9 @@ def case_export(
     return get_fw(request).confirmations.export(actor, ref, search_id=search_id, face_id=face_id)
 
 
-@router.post("/confirmations", responses=error_responses(404, 413, 422))
+@router.post(
+    "/confirmations", response_model=CandidateStateOut, responses=error_responses(404, 413, 422)
+)
 def decide(body: DecisionIn, request: Request, actor: CurrentActor) -> Json:
     """Confirm or reject a candidate; identified once an assigned investigator and a
     different reviewer confirmed."""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
-from fastapi import Path, Request, UploadFile
-from pydantic import AfterValidator
+from fastapi import Path, Request, Response, UploadFile
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.routing import APIRoute
+from pydantic import AfterValidator, TypeAdapter, ValidationError
 
 from facewarden.core.errors import InvalidInput, Refused
 from facewarden.web.auth import get_fw
@@ -26,6 +31,57 @@ AS_USER = error_responses(401, 403, 429, 503)
 """Every call made as a user: no valid credential (401), refused by a rule or a missing CSRF
 header (403), too many failed authentications (429), the audit log or storage failing (503).
 Each router declares these; routes add what else applies (404, 409, 413, 422)."""
+
+
+log = logging.getLogger("facewarden.web")
+MISMATCH = "answer does not match its response model:"
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+_CHECKED: set[Callable[..., Any]] = set()
+
+
+class ContractRoute(APIRoute):
+    """A JSON route whose answer is checked against its ``response_model`` and sent as the
+    service produced it.
+
+    The model is the operation's contract in OpenAPI, and every answer is validated against
+    it: a mismatch is logged as an error of the server (the answer still goes out, as the API
+    never answers 500 for its own bookkeeping; tests/test_web_response_models.py fails on
+    it). The body is the service's own dict,
+    serialised as FastAPI serialises an untyped answer: the same fields in the same order
+    with the same numbers, so the models add no default, drop no field and turn no int into
+    a float (the models keep fields they do not declare; tests/test_web_response_models.py
+    finds any). An endpoint that returns a ``Response`` (the HTML access report) sends it."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        model = kwargs.get("response_model")
+        if model is not None and not isinstance(model, DefaultPlaceholder):
+            endpoint = _checked(endpoint, model, kwargs.get("status_code") or 200)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _checked(endpoint: Callable[..., Any], model: Any, status_code: int) -> Callable[..., Any]:
+    if endpoint in _CHECKED:  # a router included in another passes its routes on
+        return endpoint
+    if inspect.iscoroutinefunction(endpoint):
+        raise TypeError(f"{endpoint.__name__}: ContractRoute wraps plain (def) endpoints only")
+    adapter: TypeAdapter[Any] = TypeAdapter(model)
+
+    @functools.wraps(endpoint)
+    def answer(*args: Any, **kwargs: Any) -> Any:
+        content = endpoint(*args, **kwargs)
+        if isinstance(content, Response):
+            return content
+        try:
+            adapter.validate_python(content)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            log.error("%s: %s %s", endpoint.__name__, MISMATCH, problems)
+        return Response(_ANY.dump_json(content), status_code, media_type="application/json")
+
+    _CHECKED.add(answer)
+    return answer
 
 
 def _no_nul(value: str) -> str:

@@ -8,12 +8,15 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from facewarden.web.auth import CurrentActor
 from facewarden.web.errors import error_responses
-from facewarden.web.routes.common import AS_USER, PREFIX, Json, Text
+from facewarden.web.models import JobOut
+from facewarden.web.routes.common import AS_USER, PREFIX, ContractRoute, Json, Text
 
-router = APIRouter(prefix=PREFIX, tags=["ingest"], responses=AS_USER)
+router = APIRouter(prefix=PREFIX, tags=["ingest"], responses=AS_USER, route_class=ContractRoute)
 
 
-@router.post("/ingest", status_code=202, responses=error_responses(404, 413, 422))
+@router.post(
+    "/ingest", status_code=202, response_model=JobOut, responses=error_responses(404, 413, 422)
+)
 def ingest(
     request: Request,
     actor: CurrentActor,
@@ -27,19 +30,19 @@ def ingest(
     return job.as_dict()
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=list[JobOut])
 def list_jobs(request: Request, actor: CurrentActor) -> list[Json]:
     """The caller's ingest jobs, newest first (admins: everyone's)."""
     return [j.as_dict() for j in request.app.state.jobs.list(actor)]
 
 
-@router.get("/jobs/{job_id}", responses=error_responses(404, 422))
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=error_responses(404, 422))
 def get_job(job_id: Text, request: Request, actor: CurrentActor) -> Json:
     """Progress and, when finished, the summary with skipped files and reasons."""
     return request.app.state.jobs.get(actor, job_id).as_dict()
 
 
-@router.post("/jobs/{job_id}/cancel", responses=error_responses(404, 422))
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=error_responses(404, 422))
 def cancel_job(job_id: Text, request: Request, actor: CurrentActor) -> Json:
     """Stop a job after the image in progress (stored images stay complete)."""
     return request.app.state.jobs.cancel(actor, job_id).as_dict()

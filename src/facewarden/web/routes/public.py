@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from facewarden.web.auth import get_fw
 from facewarden.web.errors import error_responses
+from facewarden.web.models import HealthOut
 from facewarden.web.routes.common import PREFIX
 
 router = APIRouter(tags=["public"])
@@ -24,7 +25,7 @@ def notice(request: Request) -> str:
     return get_fw(request).records.notice()
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthOut)
 def healthz(request: Request) -> dict[str, object]:
     """Liveness and readiness: the database answers and the index is loaded."""
     fw = get_fw(request)
@@ -33,7 +34,7 @@ def healthz(request: Request) -> dict[str, object]:
     return {"status": "ok", "database": fw.engine.dialect.name, "index_size": len(fw.index)}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def metrics(request: Request) -> Response:
     """Prometheus metrics (no personal data)."""
     registry = request.app.state.metrics.registry

@@ -7,11 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Request, Response, UploadFile
 
+from facewarden.core.results import SearchResultOut, VideoSearchResultOut
+from facewarden.core.schemas import VerifyResult
 from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
 from facewarden.web.errors import error_responses
 from facewarden.web.routes.common import (
     AS_USER,
     PREFIX,
+    ContractRoute,
     IdPath,
     Json,
     Text,
@@ -21,12 +24,14 @@ from facewarden.web.routes.common import (
     with_crop_urls,
 )
 
-router = APIRouter(prefix=PREFIX, tags=["search"], responses=AS_USER)
+router = APIRouter(prefix=PREFIX, tags=["search"], responses=AS_USER, route_class=ContractRoute)
 
 JPEG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/jpeg": {}}}}
 
 
-@router.post("/search", responses=error_responses(404, 409, 413, 422))
+@router.post(
+    "/search", response_model=SearchResultOut, responses=error_responses(404, 409, 413, 422)
+)
 def search(
     request: Request,
     actor: LimitedActor,
@@ -54,7 +59,11 @@ def search(
     return with_crop_urls(result.as_dict())
 
 
-@router.post("/search/video", responses=error_responses(404, 409, 413, 422))
+@router.post(
+    "/search/video",
+    response_model=VideoSearchResultOut,
+    responses=error_responses(404, 409, 413, 422),
+)
 def search_video(
     request: Request,
     actor: LimitedActor,
@@ -89,7 +98,7 @@ def search_video(
     return data
 
 
-@router.post("/verify", responses=error_responses(404, 413, 422))
+@router.post("/verify", response_model=VerifyResult, responses=error_responses(404, 413, 422))
 def verify(
     request: Request,
     actor: LimitedActor,

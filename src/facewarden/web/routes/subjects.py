@@ -11,6 +11,14 @@ from pydantic import BaseModel, Field
 
 from facewarden.core.errors import InvalidInput
 from facewarden.core.limits import RECEIPTS_PAGE, RECEIPTS_PAGE_MAX, REFERENCE_CHARS, ReceiptKind
+from facewarden.core.results import (
+    AccessReportOut,
+    ErasureReceiptOut,
+    HeldFaceOut,
+    ReceiptEntryOut,
+    RestrictionOut,
+    SubjectRequestOut,
+)
 from facewarden.services.subjects import render_report_html
 from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
 from facewarden.web.errors import error_responses
@@ -18,13 +26,14 @@ from facewarden.web.routes.common import (
     AS_USER,
     MAX_ID,
     PREFIX,
+    ContractRoute,
     IdPath,
     Json,
     Text,
     read_upload,
 )
 
-router = APIRouter(prefix=PREFIX, tags=["subjects"], responses=AS_USER)
+router = APIRouter(prefix=PREFIX, tags=["subjects"], responses=AS_USER, route_class=ContractRoute)
 
 
 class ReviewDecision(BaseModel):
@@ -62,6 +71,7 @@ def face_crop(face_id: IdPath, request: Request, actor: CurrentActor) -> Respons
 
 @router.post(
     "/subjects/access",
+    response_model=AccessReportOut,
     responses={
         200: {"content": {"application/json": {}, "text/html": {}}},
         **error_responses(409, 413, 422),
@@ -84,7 +94,11 @@ def subject_access(
     return report
 
 
-@router.post("/subjects/erase/preview", responses=error_responses(409, 413, 422))
+@router.post(
+    "/subjects/erase/preview",
+    response_model=list[HeldFaceOut],
+    responses=error_responses(409, 413, 422),
+)
 def erase_preview(
     request: Request,
     actor: LimitedActor,
@@ -97,7 +111,9 @@ def erase_preview(
     )
 
 
-@router.post("/subjects/erase", responses=error_responses(409, 413, 422))
+@router.post(
+    "/subjects/erase", response_model=ErasureReceiptOut, responses=error_responses(409, 413, 422)
+)
 def erase(
     request: Request,
     actor: LimitedActor,
@@ -122,7 +138,11 @@ def erase(
     )
 
 
-@router.post("/subjects/erasures/{request_id}/review", responses=error_responses(404, 413, 422))
+@router.post(
+    "/subjects/erasures/{request_id}/review",
+    response_model=ErasureReceiptOut,
+    responses=error_responses(404, 413, 422),
+)
 def erasure_review(
     request: Request,
     actor: LimitedActor,
@@ -135,7 +155,7 @@ def erasure_review(
     )
 
 
-@router.get("/subjects/requests")
+@router.get("/subjects/requests", response_model=list[SubjectRequestOut])
 def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
     """Access and erasure requests with their receipts and time to completion."""
     return get_fw(request).subjects.requests(actor)
@@ -144,13 +164,13 @@ def subject_requests(request: Request, actor: CurrentActor) -> list[Json]:
 class ReceiptsPage(BaseModel):
     """One page of the receipts list, newest first."""
 
-    receipts: list[Json]
+    receipts: list[ReceiptEntryOut]
     next: int | None = Field(
         description="before_seq of the next (older) page; null on the last page."
     )
 
 
-@router.get("/subjects/receipts", responses=error_responses(422))
+@router.get("/subjects/receipts", response_model=ReceiptsPage, responses=error_responses(422))
 def subject_receipts(
     request: Request,
     actor: CurrentActor,
@@ -158,23 +178,30 @@ def subject_receipts(
     before_seq: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     kind: ReceiptKind | None = None,
     reference: Annotated[Text | None, Query(max_length=REFERENCE_CHARS)] = None,
-) -> ReceiptsPage:
+) -> Json:
     """Access, erasure, restriction and physical purge receipts, newest first, each with its
     counts (faces erased, collateral, residue; deletions a purge covered) and the full
     receipt; page with ``before_seq`` (the ``next`` of the previous page)."""
-    page = get_fw(request).subjects.receipts(
+    return get_fw(request).subjects.receipts(
         actor, limit=limit, before_seq=before_seq, kind=kind, reference=reference
     )
-    return ReceiptsPage(**page)
 
 
-@router.post("/subjects/by-reference/access", responses=error_responses(404, 413, 422))
+@router.post(
+    "/subjects/by-reference/access",
+    response_model=AccessReportOut,
+    responses=error_responses(404, 413, 422),
+)
 def subject_access_by_reference(body: SubjectRefIn, request: Request, actor: LimitedActor) -> Json:
     """Everything held about a subject of the source system (ingest manifest reference)."""
     return get_fw(request).subject_records.access(actor, body.subject, source=body.source)
 
 
-@router.post("/subjects/by-reference/erase", responses=error_responses(404, 413, 422))
+@router.post(
+    "/subjects/by-reference/erase",
+    response_model=ErasureReceiptOut,
+    responses=error_responses(404, 413, 422),
+)
 def subject_erase_by_reference(body: SubjectEraseIn, request: Request, actor: LimitedActor) -> Json:
     """Erase every face linked to the subject and the subject record; returns the receipt."""
     if not body.confirm:
@@ -182,7 +209,11 @@ def subject_erase_by_reference(body: SubjectEraseIn, request: Request, actor: Li
     return get_fw(request).subject_records.erase(actor, body.subject, source=body.source)
 
 
-@router.post("/subjects/by-reference/restrict", responses=error_responses(404, 413, 422))
+@router.post(
+    "/subjects/by-reference/restrict",
+    response_model=RestrictionOut,
+    responses=error_responses(404, 413, 422),
+)
 def subject_restrict_by_reference(
     body: SubjectRestrictIn, request: Request, actor: LimitedActor
 ) -> Json:
