@@ -51,8 +51,8 @@ def real_templates(data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
             return z["vectors"], z["people"]
     from PIL import Image
 
+    from facewarden.adapters.models.registry import build_pipeline
     from facewarden.config import Settings
-    from facewarden.services.app import build_pipeline
 
     pipe = build_pipeline(Settings(data_dir=Path(tempfile.gettempdir()), upsample=0), threads=0)
     vectors, people, names = [], [], {}

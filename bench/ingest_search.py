@@ -36,7 +36,7 @@ def images(data: Path, limit: int) -> list[Path]:
 def stages(files: list[Path], runtime: str, upsample: int) -> dict[str, float]:
     """Milliseconds per image of each model stage, in one process (1 worker's view)."""
     from facewarden.adapters.imaging import decode_image
-    from facewarden.services.app import build_pipeline
+    from facewarden.adapters.models.registry import build_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), runtime=runtime, workers=1, upsample=upsample)

@@ -24,11 +24,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from facewarden.adapters.models.registry import build_pipeline
 from facewarden.adapters.storage.tables import AuditEvent
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.pipeline import FacePipeline
-from facewarden.services.app import Facewarden, build_pipeline
+from facewarden.services.app import Facewarden
 
 FIXTURES = Path(__file__).parent / "fixtures" / "images"
 GALLERY = FIXTURES / "gallery"

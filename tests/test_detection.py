@@ -144,7 +144,7 @@ def test_a_gallery_ingested_with_hog_is_searched_with_the_default_without_migrat
     """The detector is not part of the template recipe: templates made from HOG's boxes and
     from the CNN's are comparable, so a gallery of the old default is neither refused nor
     silently missed by the new one, and each ingest run records which detector it used."""
-    from facewarden.services.app import build_pipeline
+    from facewarden.adapters.models.registry import build_pipeline
 
     hog_settings = make_settings(
         tmp_path / "data", database_url, detector="hog", upsample=1, detector_retry=False

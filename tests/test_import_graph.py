@@ -5,7 +5,12 @@ checks every module against every other."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import grimp
+
+import facewarden
 
 
 def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -66,3 +71,38 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_no_import_cycle_in_facewarden() -> None:
     graph = grimp.build_graph("facewarden", cache_dir=None)
     assert import_cycles(graph) == []
+
+
+def test_cli_and_web_name_no_adapter_even_dynamically() -> None:
+    """import-linter sees ``import`` statements only; a name in a string (``Lazy``,
+    ``importlib.import_module``) would get an adapter into the CLI or the API past the
+    contract "cli and web import no adapter directly". No module of either names one."""
+    package = Path(facewarden.__file__).parent
+    offenders = [
+        str(path.relative_to(package))
+        for layer in ("cli", "web")
+        for path in sorted((package / layer).rglob("*.py"))
+        if "facewarden.adapters" in path.read_text()
+    ]
+    assert offenders == []
+
+
+def test_the_adapter_contract_is_enforced_for_cli_and_web() -> None:
+    """The contract exists, names both interfaces and forbids direct imports (a contract
+    loosened to warnings or to one layer would let the CLI build index filters again)."""
+    config = tomllib.loads((Path(facewarden.__file__).parents[2] / "pyproject.toml").read_text())
+    contracts = {c["name"]: c for c in config["tool"]["importlinter"]["contracts"]}
+    contract = contracts["cli and web import no adapter directly (only through services)"]
+    assert contract["type"] == "forbidden"
+    assert set(contract["source_modules"]) == {"facewarden.cli", "facewarden.web"}
+    assert contract["forbidden_modules"] == ["facewarden.adapters"]
+    assert "ignore_imports" not in contract
+    graph = grimp.build_graph("facewarden", cache_dir=None)
+    direct = [
+        (importer, imported)
+        for importer in graph.modules
+        if importer.startswith(("facewarden.cli", "facewarden.web"))
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if imported.startswith("facewarden.adapters")
+    ]
+    assert direct == []

@@ -8,7 +8,8 @@ from sqlalchemy import text
 from test_delete_and_index import media_id_of, search_ids
 
 from facewarden.adapters.imaging import decode_image
-from facewarden.adapters.index.base import FaceLabel, IndexFilter
+from facewarden.adapters.index.base import FaceLabel
+from facewarden.core.filters import SearchFilter
 from facewarden.services.app import Facewarden
 
 from conftest import PROBES, REFERENCE, add_source, last_event, make_settings, pg_database_url
@@ -29,18 +30,16 @@ def test_search_filtered_by_jurisdiction_or_source_is_exact_and_logged(gallery_f
     both = gallery_fw.search.search(admin, probe, case="CASE-1")
     assert _sources(both) == {"press", "fr-press"}
     fr = gallery_fw.search.search(
-        admin, probe, case="CASE-1", where=IndexFilter(jurisdictions=frozenset({"FR"}))
+        admin, probe, case="CASE-1", where=SearchFilter.of(jurisdictions=["FR"])
     )
     assert _sources(fr) == {"fr-press"}
     event = last_event(gallery_fw)
     assert event.action == "search"
     assert '"jurisdictions": ["FR"]' in event.details or "FR" in str(event.details)
-    de = gallery_fw.search.search(
-        admin, probe, case="CASE-1", where=IndexFilter(sources=frozenset({"press"}))
-    )
+    de = gallery_fw.search.search(admin, probe, case="CASE-1", where=SearchFilter.of(["press"]))
     assert _sources(de) == {"press"}
     none = gallery_fw.search.search(
-        admin, probe, case="CASE-1", where=IndexFilter(jurisdictions=frozenset({"NL"}))
+        admin, probe, case="CASE-1", where=SearchFilter.of(jurisdictions=["NL"])
     )
     assert none.faces[0].no_candidate
 

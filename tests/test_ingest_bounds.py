@@ -21,9 +21,9 @@ from test_fuzz import hostile_corpus
 from webserver import running_server
 
 from facewarden.adapters.inputs import InputLimits, iter_inputs
+from facewarden.adapters.models.registry import build_pipeline
 from facewarden.core.limits import DETECT_MAX_PIXELS
 from facewarden.core.pipeline import FacePipeline, detection_size, max_upsampling
-from facewarden.services.app import build_pipeline
 
 from conftest import GALLERY, PROBES
 

@@ -9,7 +9,6 @@ from sqlalchemy import func, select
 from facewarden.adapters.storage.tables import Face, FaceCrop, Media, SubjectRequest
 from facewarden.core.errors import InvalidInput, NoFaceFound, PermissionDenied
 from facewarden.services.audit import canonical
-from facewarden.services.subjects import render_report_html
 
 from conftest import GALLERY, REFERENCE, UNKNOWN, add_user, identity_of, last_event, probe
 
@@ -34,7 +33,7 @@ def test_access_report_lists_media_provenance_and_searches(gallery_fw, admin):
     ev = last_event(gallery_fw)
     assert ev.action == "subject.access" and ev.seq == report["audit_seq"]
     assert ev.probe_hash == report["selfie_sha256"]
-    html = render_report_html(report)
+    html = gallery_fw.subjects.report_html(report)
     assert "obama.jpg" in html and "CASE-1" in html and "REQ-1" in html
     # The selfie is used once: nothing of it is kept but its hash.
     with gallery_fw.sessions() as s:
@@ -45,7 +44,7 @@ def test_access_report_lists_media_provenance_and_searches(gallery_fw, admin):
 
 def test_access_report_escapes_html(gallery_fw, admin):
     report = gallery_fw.subjects.access(admin, SELFIE, reference="<script>alert(1)</script>")
-    html = render_report_html(report)
+    html = gallery_fw.subjects.report_html(report)
     assert "<script>" not in html and "&lt;script&gt;" in html
 
 

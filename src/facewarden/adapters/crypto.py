@@ -17,7 +17,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from facewarden.core.errors import FacewardenError, NotInitialised
+from facewarden.core.errors import DecryptionFailed, FacewardenError, NotInitialised
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -37,13 +37,6 @@ class WrongKey(NotInitialised):
     """The configured key is not the one the data is encrypted under."""
 
     code = "wrong_key"
-
-
-class DecryptionFailed(FacewardenError):
-    """The value names a key this process holds, yet does not decrypt: it was altered (or
-    moved to another record)."""
-
-    code = "decryption_failed"
 
 
 def key_id_of(key: bytes) -> str:

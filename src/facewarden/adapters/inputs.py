@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from facewarden.adapters.imaging import IMAGE_SUFFIXES
-from facewarden.adapters.video import is_video_path
 from facewarden.core.errors import MediaError
 from facewarden.core.limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS
+from facewarden.core.media import is_video_path
 
 
 @dataclass

@@ -22,14 +22,6 @@ import numpy as np
 
 from facewarden.core.errors import MediaError
 
-VIDEO_SUFFIXES = {
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".3gp", ".wmv",
-}  # fmt: skip
-
-
-def is_video_path(path: str | Path) -> bool:
-    return Path(str(path)).suffix.lower() in VIDEO_SUFFIXES
-
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     """Content hash of a (possibly large) file, read in chunks."""

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -31,13 +31,8 @@ from facewarden.cli.commands import (
 )
 from facewarden.cli.context import state
 from facewarden.cli.evaluate import eval_app
-from facewarden.cli.lazy import Lazy
 from facewarden.core.errors import FacewardenError, InvalidInput
-
-if TYPE_CHECKING:
-    from facewarden.adapters.storage.faults import storage_failure
-else:  # imported on first use: ``facewarden --help`` loads no database, model or video code
-    storage_failure = Lazy("facewarden.adapters.storage.faults", "storage_failure")
+from facewarden.core.faults import storage_failure
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -31,6 +31,7 @@ from facewarden.core.errors import (
     Refused,
     Unauthenticated,
 )
+from facewarden.core.filters import SearchFilter
 from facewarden.core.schemas import Candidate, FaceMatches, SearchResult, VerifyResult
 from facewarden.services.cases import CaseInfo
 from facewarden.services.confirmations import CandidateState
@@ -144,14 +145,16 @@ class _Search:
         probe_name: str = "probe",
         top_k: int | None = None,
         threshold: float | None = None,
-        where: object | None = None,
+        where: SearchFilter | None = None,
         allow_low_quality: bool = False,
     ) -> SearchResult:
-        if where is not None:
-            raise InvalidInput("--source and --jurisdiction are not available with --server")
-        form = {"case": case or ""} | _some(top_k=top_k, threshold=threshold)
+        form: dict[str, Any] = {"case": case or ""} | _some(top_k=top_k, threshold=threshold)
         if allow_low_quality:
             form["allow_low_quality"] = "true"
+        if where is not None and where.sources is not None:
+            form["source"] = sorted(where.sources)
+        if where is not None and where.jurisdictions is not None:
+            form["jurisdiction"] = sorted(where.jurisdictions)
         data = self.client.call("POST", "/search", files={"image": (probe_name, probe)}, data=form)
         return search_result(data)
 

@@ -85,6 +85,13 @@ class Busy(FacewardenError):
         self.retry_after = retry_after
 
 
+class DecryptionFailed(FacewardenError):
+    """An encrypted value names a key this process holds, yet does not decrypt: it was
+    altered (or moved to another record)."""
+
+    code = "decryption_failed"
+
+
 class StorageFull(FacewardenError):
     """A write failed because the disk is full or the file system refused it (nothing was
     half written; the operation can be re-run once space is freed)."""

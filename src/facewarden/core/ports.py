@@ -3,11 +3,14 @@
 The face models are the first port here (detector, aligner, embedder): the pipeline is written
 against these protocols, and adapters/models/ holds the dlib and ONNX Runtime implementations.
 Other implementations (another runtime, a GPU build) plug in by providing the same attributes.
+Documents (the subject access report, the public notice) are rendered through
+``ReportRenderer``; adapters/reports.py renders them from the Jinja2 templates.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,4 +39,16 @@ class FaceEmbedder(Protocol):
 
     def embed(self, chips: list[np.ndarray]) -> np.ndarray:
         """(N, dimension) float32 descriptors for aligned chips."""
+        ...
+
+
+class ReportRenderer(Protocol):
+    """Turns the services' report data into the documents people read."""
+
+    def subject_report_html(self, report: Mapping[str, Any]) -> str:
+        """A subject access report as a self-contained HTML page (every value escaped)."""
+        ...
+
+    def notice_markdown(self, notice: Mapping[str, Any]) -> str:
+        """The public processing notice as Markdown."""
         ...

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facewarden.adapters.imaging import decode_image
+from facewarden.adapters.models.registry import build_pipeline
 from facewarden.config import Settings
 from facewarden.core.pipeline import FacePipeline
 from facewarden.core.schemas import Box, Detection
@@ -141,8 +142,6 @@ def embed_paths(
     """Templates for ``paths`` in order, in ``workers`` processes (or in this one)."""
     out: list[ImageTemplate] = []
     if workers <= 1:
-        from facewarden.services.app import build_pipeline
-
         pipeline = pipeline or build_pipeline(settings)
         for p in paths:
             out.append(embed_one(pipeline, Path(p).read_bytes(), settings.max_image_pixels))

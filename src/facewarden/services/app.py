@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from facewarden.adapters.crypto import TemplateCipher, create_key_file
 from facewarden.adapters.index.base import FaceLabel, VectorIndex
-from facewarden.adapters.models.registry import build_pipeline  # noqa: F401 (re-exported)
+from facewarden.adapters.reports import JinjaReports
 from facewarden.adapters.storage import db
 from facewarden.adapters.storage.tables import AuditEvent, Face, Media, Source, User
 from facewarden.config import Settings
@@ -131,6 +131,7 @@ class Facewarden:
             audit=self.audit,
             guard=self.guard,
         )
+        reports = JinjaReports()
         self.subjects = SubjectService(
             settings=settings,
             writes=self.writes,
@@ -140,6 +141,7 @@ class Facewarden:
             index=index,
             gallery=self.gallery,
             search=self.search,
+            reports=reports,
             sessions=self.sessions,
             audit=self.audit,
             guard=self.guard,
@@ -207,6 +209,7 @@ class Facewarden:
             cases=self.cases,
             confirmations=self.confirmations,
             subjects=self.subjects,
+            reports=reports,
             sessions=self.sessions,
             audit=self.audit,
             guard=self.guard,

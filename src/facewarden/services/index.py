@@ -24,12 +24,12 @@ from facewarden.adapters.index.base import FaceLabel, VectorIndex
 from facewarden.adapters.index.protection import TransformedIndex
 from facewarden.adapters.index.registry import BACKENDS, build_index
 from facewarden.adapters.storage.db import purge_deleted_rows
-from facewarden.adapters.storage.faults import storage_failure
 from facewarden.adapters.storage.tables import AuditEvent, Face, Media, Source
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.binding import template_aad
 from facewarden.core.errors import InvalidInput, TemplateSpaceMismatch
+from facewarden.core.faults import storage_failure
 from facewarden.services.access import RoleGuard
 from facewarden.services.audit import AuditLog
 from facewarden.services.keyring import Keyring

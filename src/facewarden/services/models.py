@@ -1,12 +1,15 @@
 """The face models of this process: the pipeline (built on first use), the template space
-it writes, and the server's probe workers."""
+it writes, and the server's probe workers; converting the networks to ONNX and describing
+the runtime (``facewarden models``)."""
 
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 from facewarden.adapters.models.registry import build_pipeline, configured_template_space
 from facewarden.config import Settings
+from facewarden.core.errors import InvalidInput
 from facewarden.core.pipeline import FacePipeline
 from facewarden.services.probes import Probe, ProbePool, analyse
 
@@ -40,3 +43,36 @@ class Models:
         if self.probes is not None:
             self.probes.close()
             self.probes = None
+
+
+def convert_models(settings: Settings) -> list[dict[str, str | int]]:
+    """Convert the descriptor and the MMOD detector to ONNX now (else done at first use):
+    each model's ONNX file and its size; ``model_conversion_failed`` when one cannot be."""
+    # dlib and the converter load only when asked for (not with the rest of the services).
+    from facewarden.adapters.models.onnx_models import MMOD, RESNET, converted_path
+
+    rows: list[dict[str, str | int]] = []
+    for model in (RESNET, MMOD):
+        try:
+            path: Path = converted_path(model, settings.model_dir)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), code="model_conversion_failed") from None
+        rows.append({"model": model, "onnx": str(path), "bytes": path.stat().st_size})
+    return rows
+
+
+def describe_models(settings: Settings) -> dict[str, str]:
+    """Which runtime, detector, embedder and execution providers the pipeline uses."""
+    from facewarden.adapters.models.onnx_models import providers
+
+    pipeline = build_pipeline(settings)
+    # Not part of the model protocols: every implementation names its runtime (dlib, onnx).
+    detector_runtime = getattr(pipeline.detector, "runtime", "unknown")
+    embedder_runtime = getattr(pipeline.embedder, "runtime", "unknown")
+    return {
+        "runtime setting": settings.runtime,
+        "detector": f"{pipeline.detector.model_id} ({detector_runtime})",
+        "embedder": f"{pipeline.embedder.model_id} ({embedder_runtime})",
+        "template space": pipeline.model_id,
+        "onnx providers": ", ".join(providers()),
+    }

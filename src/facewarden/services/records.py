@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from facewarden.adapters.storage.tables import Face, Media, Source
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
+from facewarden.core.ports import ReportRenderer
 from facewarden.services.access import RoleGuard
 from facewarden.services.audit import AuditLog
 from facewarden.services.cases import CaseService
@@ -32,6 +33,7 @@ class RecordsService:
         cases: CaseService,
         confirmations: ConfirmationService,
         subjects: SubjectService,
+        reports: ReportRenderer,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -42,6 +44,7 @@ class RecordsService:
         self.cases = cases
         self.confirmations = confirmations
         self.subjects = subjects
+        self.reports = reports
 
     def notice_data(self) -> dict[str, Any]:
         s = self.settings
@@ -68,10 +71,7 @@ class RecordsService:
 
     def notice(self) -> str:
         """The public notice (Markdown), rendered from configuration and registered sources."""
-        from jinja2 import Environment, PackageLoader
-
-        env = Environment(loader=PackageLoader("facewarden", "templates"), autoescape=False)
-        return env.get_template("notice.md").render(n=self.notice_data())
+        return self.reports.notice_markdown(self.notice_data())
 
     def report(self, actor: Actor) -> dict[str, Any]:
         """Records of processing: holdings per source and jurisdiction, searches and

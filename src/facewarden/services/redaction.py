@@ -25,11 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.imaging import IMAGE_SUFFIXES, decode_image
 from facewarden.adapters.storage.tables import Case, CaseSearch, Face, Media, SearchHit
-from facewarden.adapters.video import VideoReader, file_sha256, is_video_path
+from facewarden.adapters.video import VideoReader, file_sha256
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.binding import template_aad
 from facewarden.core.errors import FacewardenError, InvalidInput, Refused
+from facewarden.core.media import is_video_path
 from facewarden.core.schemas import Box
 from facewarden.core.tracking import Track, iou
 from facewarden.services.access import RoleGuard

@@ -30,6 +30,7 @@ from facewarden.core.actors import Actor
 from facewarden.core.binding import probe_aad, probe_face_aad, template_aad
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NoFaceFound, NotFound, Refused
+from facewarden.core.filters import SearchFilter
 from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.quality import probe_problems
 from facewarden.core.schemas import Candidate, FaceMatches, FaceTemplate, SearchResult, VerifyResult
@@ -142,12 +143,12 @@ class SearchService:
         probe_name: str = "probe",
         top_k: int | None = None,
         threshold: float | None = None,
-        where: IndexFilter | None = None,
+        where: SearchFilter | None = None,
         allow_low_quality: bool = False,
     ) -> SearchResult:
         """Search every face of ``probe`` that passes the probe quality gate; ``where``
         limits candidates to some sources or jurisdictions (the filter is recorded in the
-        audit log).
+        audit log; a source no one registered is refused as ``invalid_filter``).
 
         A face below the quality bar is reported with its problems and not searched; a probe
         with no usable face is refused (``low_quality_probe``) unless ``allow_low_quality``
@@ -180,6 +181,7 @@ class SearchService:
             raise
         audit["threshold"] = threshold
         try:
+            index_filter = self.index_filter(where)
             analysed = self.models.analyse_probe(probe)
             faces = analysed.faces
             if not faces:
@@ -201,7 +203,7 @@ class SearchService:
                     code="low_quality_probe",
                 )
             matches = [
-                self.match(f, top_k, threshold, where=where, group=True)
+                self.match(f, top_k, threshold, where=index_filter, group=True)
                 if allow_low_quality or not p
                 else FaceMatches(f.detection.box.as_list(), f.quality.as_dict(), [])
                 for f, p in zip(faces, problems, strict=True)
@@ -215,7 +217,7 @@ class SearchService:
             raise
         extra: dict = {"threshold_policy": policy, "detector": self.settings.detector_setting}
         if where is not None:
-            extra["filter"] = filter_dict(where)
+            extra["filter"] = where.as_dict()
         if analysed.notes:
             extra["notes"] = analysed.notes
         if any(problems):
@@ -252,6 +254,25 @@ class SearchService:
             detector=self.settings.detector_setting,
             calibration=calibration.summary() if calibration else None,
         )
+
+    def index_filter(self, where: SearchFilter | None) -> IndexFilter | None:
+        """The index's filter for a search filter; ``InvalidInput`` (``invalid_filter``)
+        when it names a source that is not registered (a typo would otherwise read as "no
+        candidate")."""
+        if where is None:
+            return None
+        if where.sources is not None:
+            with self.sessions() as session:
+                known = set(
+                    session.scalars(select(Source.name).where(Source.name.in_(where.sources)))
+                )
+            unknown = sorted(where.sources - known)
+            if unknown:
+                raise InvalidInput(
+                    f"source filter: no source {', '.join(map(repr, unknown[:5]))} is registered",
+                    code="invalid_filter",
+                )
+        return IndexFilter(where.sources, where.jurisdictions)
 
     def threshold_policy(
         self, info: CaseInfo, requested: float | None
@@ -620,14 +641,6 @@ class SearchService:
             }
             self.cases.refuse(actor, "verify", info.ref, checked, problem, code, **fields)
         return result
-
-
-def filter_dict(where: IndexFilter) -> dict[str, list[str] | None]:
-    """A search filter as recorded in the audit log."""
-    return {
-        "sources": sorted(where.sources) if where.sources is not None else None,
-        "jurisdictions": sorted(where.jurisdictions) if where.jurisdictions is not None else None,
-    }
 
 
 @functools.lru_cache(maxsize=256)

@@ -135,39 +135,14 @@ class SubjectRecordService:
             ),
             "matches": matches,
         }
-        with transaction(self.writes) as session:
-            completed = utcnow()
-            report["completed_at"] = completed.isoformat()
-            summary = {
-                "subject": reference,
-                "source": source_name,
-                "matches": len(matches),
-                "face_ids": [m["face_id"] for m in matches],
-                "searches": sum(len(m["searches"]) for m in matches),
-            }
-            request = SubjectRequest(
-                kind="access",
-                reference=reference,
-                selfie_sha256=f"subject:{subject_id}",
-                threshold=0.0,
-                handled_by=actor.name,
-                received_at=received,
-                completed_at=completed,
-                receipt=summary,
-            )
-            session.add(request)
-            session.flush()
-            event = self.audit.append(
-                session,
-                actor,
-                "subject.access",
-                model_id=self.models.model_id,
-                details=summary | {"request_id": request.id},
-            )
-            request.audit_seq = event.seq
-            report["request_id"] = request.id
-            report["audit_seq"] = event.seq
-        return report
+        return self.subjects.record_access(
+            actor,
+            report,
+            received=received,
+            requester=f"subject:{subject_id}",
+            threshold=0.0,
+            summary={"subject": reference, "source": source_name},
+        )
 
     # -- erasure ---------------------------------------------------------------------------
     def erase(self, actor: Actor, reference: str, *, source: str | None = None) -> dict[str, Any]:

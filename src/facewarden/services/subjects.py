@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ from facewarden.core.limits import (
     check_id,
     check_text,
 )
+from facewarden.core.ports import ReportRenderer
 from facewarden.core.schemas import Candidate, FaceTemplate
 from facewarden.services.access import RoleGuard
 from facewarden.services.audit import AuditLog, canonical
@@ -88,6 +90,7 @@ class SubjectService:
         index: IndexService,
         gallery: GalleryService,
         search: SearchService,
+        reports: ReportRenderer,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -100,6 +103,12 @@ class SubjectService:
         self.index = index
         self.gallery = gallery
         self.search = search
+        self.reports = reports
+
+    def report_html(self, report: dict[str, Any]) -> str:
+        """An access report (``access``, or ``SubjectRecordService.access``) as the
+        self-contained HTML page to review and send (every value escaped)."""
+        return self.reports.subject_report_html(report)
 
     # -- matching ------------------------------------------------------------------------
     def _selfie(self, actor: Actor, action: str, selfie: bytes) -> tuple[str, FaceTemplate]:
@@ -242,23 +251,56 @@ class SubjectService:
             ),
             "matches": matches,
         }
+        return self.record_access(
+            actor,
+            report,
+            received=received,
+            requester=sha,
+            threshold=threshold,
+            details={"reference": reference},
+            probe_hash=sha,
+            audit_threshold=threshold,
+        )
+
+    def record_access(
+        self,
+        actor: Actor,
+        report: dict[str, Any],
+        *,
+        received: datetime,
+        requester: str,
+        threshold: float,
+        summary: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
+        probe_hash: str | None = None,
+        audit_threshold: float | None = None,
+    ) -> dict[str, Any]:
+        """Complete an access request (by selfie here, by subject reference in
+        ``SubjectRecordService``): keep it as a ``SubjectRequest`` whose receipt counts the
+        report's matches, and log it (``subject.access``) in the same transaction; returns
+        ``report`` with its completion time, request id and audit sequence number.
+
+        ``requester``: the selfie's hash, or ``subject:<id>``; ``summary``: fields the
+        receipt starts with; ``details``: further audit details; ``probe_hash`` and
+        ``audit_threshold`` go into the audit record's columns."""
+        matches = report["matches"]
         with transaction(self.writes) as session:
             completed = utcnow()
             report["completed_at"] = completed.isoformat()
-            summary = {
+            receipt = (summary or {}) | {
                 "matches": len(matches),
                 "face_ids": [m["face_id"] for m in matches],
                 "searches": sum(len(m["searches"]) for m in matches),
             }
             request = SubjectRequest(
                 kind="access",
-                reference=reference,
-                selfie_sha256=sha,
+                reference=report["reference"],
+                selfie_sha256=requester,
                 threshold=threshold,
                 handled_by=actor.name,
                 received_at=received,
                 completed_at=completed,
-                receipt=summary,
+                receipt=receipt,
             )
             session.add(request)
             session.flush()
@@ -266,10 +308,10 @@ class SubjectService:
                 session,
                 actor,
                 "subject.access",
-                probe_hash=sha,
-                threshold=threshold,
+                probe_hash=probe_hash,
+                threshold=audit_threshold,
                 model_id=self.models.model_id,
-                details=summary | {"request_id": request.id, "reference": reference},
+                details=receipt | {"request_id": request.id} | (details or {}),
             )
             request.audit_seq = event.seq
             report["request_id"] = request.id
@@ -793,13 +835,3 @@ def receipt_counts(kind: str, receipt: dict[str, Any]) -> dict[str, int]:
     if residue is not None:
         counts["residue"] = len(residue.get("face_ids", []))
     return counts
-
-
-def render_report_html(report: dict[str, Any]) -> str:
-    """The access report as a self-contained HTML page (autoescaped)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    env = Environment(
-        loader=PackageLoader("facewarden", "templates"), autoescape=select_autoescape()
-    )
-    return env.get_template("subject_report.html").render(report=report)

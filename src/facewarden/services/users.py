@@ -18,12 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from facewarden.adapters.storage.db import rowcount, transaction
-from facewarden.adapters.storage.faults import storage_failure
 from facewarden.adapters.storage.tables import ConsoleSession, User
 from facewarden.config import Settings
 from facewarden.core.actors import ROLES, Actor
 from facewarden.core.clock import as_utc, utcnow
 from facewarden.core.errors import InvalidInput, NotFound, Refused, Unauthenticated
+from facewarden.core.faults import storage_failure
 from facewarden.core.limits import NAME_CHARS, check_text
 from facewarden.services.access import RoleGuard
 from facewarden.services.audit import AuditLog

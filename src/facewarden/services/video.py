@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from facewarden.adapters.imaging import IMAGE_HINT, looks_like_image
+from facewarden.adapters.index.base import IndexFilter
 from facewarden.adapters.video import VideoFrame, VideoInfo, VideoReader, file_sha256
 from facewarden.calibration import for_model
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.errors import FacewardenError, InvalidInput, MediaError, NoFaceFound, Refused
+from facewarden.core.filters import SearchFilter
 from facewarden.core.limits import MAX_TOP_K
 from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.core.schemas import Candidate, FaceMatches, TrackMatches, VideoSearchResult
@@ -175,10 +177,11 @@ class VideoSearchService:
         progress: VideoProgress | None = None,
         cancelled: Callable[[], bool] | None = None,
         allow_low_quality: bool = False,
+        where: SearchFilter | None = None,
     ) -> VideoSearchResult:
         """Search each face track whose best face meets the probe quality bar (all of them
         with ``allow_low_quality``, logged); a video with no usable track is refused without
-        using the case's quota."""
+        using the case's quota. ``where`` limits candidates as in a photo search."""
         top_k = self.settings.top_k if top_k is None else top_k
         requested = threshold
         threshold = self.settings.threshold if threshold is None else threshold
@@ -207,6 +210,7 @@ class VideoSearchService:
             raise
         audit["threshold"] = threshold
         try:
+            index_filter = self.search_service.index_filter(where)
             with path.open("rb") as fh:
                 head = fh.read(1 << 16)
             if looks_like_image(head):
@@ -224,7 +228,8 @@ class VideoSearchService:
             if not scan.tracks:
                 raise NoFaceFound("no face found in the probe video")
             tracks = [
-                self._search_track(t, top_k, threshold, allow_low_quality) for t in scan.tracks
+                self._search_track(t, top_k, threshold, allow_low_quality, index_filter)
+                for t in scan.tracks
             ]
             problems = [t.quality_problems for t in tracks]
             if not any(t.searched for t in tracks):
@@ -272,6 +277,8 @@ class VideoSearchService:
                 {"track_id": t.track_id, "start_s": t.start_s, "end_s": t.end_s} for t in tracks
             ],
         }
+        if where is not None:
+            extra["filter"] = where.as_dict()
         if any(problems):
             extra["quality_problems"] = problems
             extra["allow_low_quality"] = allow_low_quality
@@ -309,7 +316,12 @@ class VideoSearchService:
         )
 
     def _search_track(
-        self, track: Track, top_k: int, threshold: float, allow_low_quality: bool = False
+        self,
+        track: Track,
+        top_k: int,
+        threshold: float,
+        allow_low_quality: bool = False,
+        where: IndexFilter | None = None,
     ) -> TrackMatches:
         """Search the track's best faces; each gallery face keeps its smallest distance.
         A track whose best face is below the quality bar is searched only by override."""
@@ -318,7 +330,9 @@ class VideoSearchService:
         searched = allow_low_quality or not problems
         merged: dict[int, Candidate] = {}
         for obs in best if searched else []:
-            for cand in self.search_service.match(obs.face, top_k, threshold).candidates:
+            for cand in self.search_service.match(
+                obs.face, top_k, threshold, where=where
+            ).candidates:
                 known = merged.get(cand.face_id)
                 if known is None or cand.distance < known.distance:
                     merged[cand.face_id] = cand

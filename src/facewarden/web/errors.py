@@ -12,12 +12,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from facewarden.adapters.crypto import DecryptionFailed
-from facewarden.adapters.storage.faults import storage_failure
 from facewarden.core.errors import (
     AuditFailure,
     Busy,
     ConfigurationError,
+    DecryptionFailed,
     FacewardenError,
     InvalidInput,
     MediaError,
@@ -29,6 +28,7 @@ from facewarden.core.errors import (
     StorageFull,
     TemplateSpaceMismatch,
 )
+from facewarden.core.faults import storage_failure
 
 log = logging.getLogger("facewarden.web")
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from facewarden.adapters.storage.faults import storage_failure
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NotFound
+from facewarden.core.faults import storage_failure
 from facewarden.services.app import Facewarden
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")

@@ -10,16 +10,11 @@ from rich.markup import escape
 
 from facewarden.cli import output
 from facewarden.cli.context import JsonOpt, open_app, progress_bar, read_bytes
-from facewarden.cli.lazy import Lazy
-from facewarden.core.errors import InvalidInput
+from facewarden.core.filters import SearchFilter
+from facewarden.core.media import is_video_path
 
 if TYPE_CHECKING:
-    from facewarden.adapters.index.base import IndexFilter
-    from facewarden.adapters.video import is_video_path
     from facewarden.core.schemas import SearchResult, VideoSearchResult
-else:  # imported on first use: ``facewarden --help`` loads no database, model or video code
-    IndexFilter = Lazy("facewarden.adapters.index.base", "IndexFilter")
-    is_video_path = Lazy("facewarden.adapters.video", "is_video_path")
 
 
 def search(
@@ -56,18 +51,9 @@ def search(
     --allow-low-quality is given."""
     photo: SearchResult | None = None
     video: VideoSearchResult | None = None
+    where = SearchFilter.of(source, jurisdiction)
     with open_app() as (fw, actor):
-        where = (
-            IndexFilter(
-                frozenset(source) if source else None,
-                frozenset(j.upper() for j in jurisdiction) if jurisdiction else None,
-            )
-            if source or jurisdiction
-            else None
-        )
         if is_video_path(probe):
-            if where is not None:
-                raise InvalidInput("--source and --jurisdiction filter photo searches only")
             with progress_bar(as_json) as bar:
                 task = bar.add_task(f"scanning {probe.name[:30]}", total=None)
                 video = fw.video.search(
@@ -79,6 +65,7 @@ def search(
                     threshold=threshold,
                     progress=lambda t, d: bar.update(task, completed=t, total=d),
                     allow_low_quality=allow_low_quality,
+                    where=where,
                 )
         else:
             photo = fw.search.search(

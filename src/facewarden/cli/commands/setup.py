@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import closing
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -11,7 +11,6 @@ from rich.markup import escape
 from facewarden.cli import output
 from facewarden.cli.context import JsonOpt, settings, state
 from facewarden.cli.lazy import Lazy
-from facewarden.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from facewarden.cli.credentials import token_file, write_token_file
@@ -77,39 +76,22 @@ def demo() -> None:
 @models_app.command("convert")
 def models_convert(as_json: JsonOpt = False) -> None:
     """Convert the descriptor and MMOD detector to ONNX now (else done at first use)."""
-    from facewarden.adapters.models.onnx_models import MMOD, RESNET, converted_path
+    from facewarden.services.models import convert_models
 
-    model_dir = settings().model_dir
-    rows: list[dict[str, Any]] = []
-    for model in (RESNET, MMOD):
-        try:
-            path = converted_path(model, model_dir)
-        except ValueError as exc:
-            raise InvalidInput(str(exc), code="model_conversion_failed") from None
-        rows.append({"model": model, "onnx": str(path), "bytes": path.stat().st_size})
+    rows = convert_models(settings())
     if as_json:
         output.emit_json(rows)
         return
     for row in rows:
-        output.out.print(f"{row['model']}: {escape(row['onnx'])} ({row['bytes'] / 1e6:.1f} MB)")
+        output.out.print(
+            f"{row['model']}: {escape(str(row['onnx']))} ({int(row['bytes']) / 1e6:.1f} MB)"
+        )
 
 
 @models_app.command("info")
 def models_info(as_json: JsonOpt = False) -> None:
     """Which runtime, detector and execution providers the pipeline uses."""
-    from facewarden.adapters.models.onnx_models import providers
-    from facewarden.services.app import build_pipeline
+    from facewarden.services.models import describe_models
 
-    config = settings()
-    pipeline = build_pipeline(config)
-    # Not part of the model protocols: every implementation names its runtime (dlib, onnx).
-    detector_runtime = getattr(pipeline.detector, "runtime", "unknown")
-    embedder_runtime = getattr(pipeline.embedder, "runtime", "unknown")
-    data = {
-        "runtime setting": config.runtime,
-        "detector": f"{pipeline.detector.model_id} ({detector_runtime})",
-        "embedder": f"{pipeline.embedder.model_id} ({embedder_runtime})",
-        "template space": pipeline.model_id,
-        "onnx providers": ", ".join(providers()),
-    }
+    data = describe_models(settings())
     output.emit_json(data) if as_json else output.show_mapping("models", data)

@@ -43,8 +43,6 @@ def subject_access(
 ) -> None:
     """Report everything held about the person in SELFIE, or about a subject of the source
     system (--subject), for human review before sending."""
-    from facewarden.services.subjects import render_report_html
-
     with open_app() as (fw, actor):
         if (selfie is None) == (subject is None):
             raise InvalidInput("give a selfie or --subject REF (one of them)")
@@ -54,10 +52,11 @@ def subject_access(
             )
         elif subject is not None:
             report = fw.subject_records.access(actor, subject, source=source)
+        page = fw.subjects.report_html(report) if html else None
     if out:
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    if html:
-        html.write_text(render_report_html(report))
+    if html and page is not None:
+        html.write_text(page)
     if as_json:
         output.emit_json(report)
         return

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Request, Response, UploadFile
 
+from facewarden.core.filters import SearchFilter
 from facewarden.core.results import SearchResultOut, VideoSearchResultOut
 from facewarden.core.schemas import VerifyResult
 from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
@@ -43,6 +44,13 @@ def search(
         bool,
         Form(description="Search probe faces below the quality bar too (logged)."),
     ] = False,
+    source: Annotated[
+        list[Text] | None, Form(description="Only candidates of this source (repeatable).")
+    ] = None,
+    jurisdiction: Annotated[
+        list[Text] | None,
+        Form(description="Only candidates of this jurisdiction, e.g. DE (repeatable)."),
+    ] = None,
 ) -> Json:
     """Ranked candidates for every face of the probe that meets the quality bar, with
     provenance and crop URLs; each face's quality and its problems."""
@@ -55,6 +63,7 @@ def search(
             top_k=top_k,
             threshold=threshold,
             allow_low_quality=allow_low_quality,
+            where=SearchFilter.of(source, jurisdiction),
         )
     return with_crop_urls(result.as_dict())
 
@@ -75,6 +84,13 @@ def search_video(
     allow_low_quality: Annotated[
         bool, Form(description="Search tracks below the quality bar too (logged).")
     ] = False,
+    source: Annotated[
+        list[Text] | None, Form(description="Only candidates of this source (repeatable).")
+    ] = None,
+    jurisdiction: Annotated[
+        list[Text] | None,
+        Form(description="Only candidates of this jurisdiction, e.g. DE (repeatable)."),
+    ] = None,
 ) -> Json:
     """Face tracks of a probe video, each with its candidates, and a timeline of who appears
     when. Each track's best face crop comes as base64 JPEG (``thumbnail_jpeg``)."""
@@ -90,6 +106,7 @@ def search_video(
             top_k=top_k,
             threshold=threshold,
             allow_low_quality=allow_low_quality,
+            where=SearchFilter.of(source, jurisdiction),
         )
     data = with_crop_urls(result.as_dict())
     for track, out in zip(result.tracks, data["tracks"], strict=True):

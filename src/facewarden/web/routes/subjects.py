@@ -19,7 +19,6 @@ from facewarden.core.results import (
     RestrictionOut,
     SubjectRequestOut,
 )
-from facewarden.services.subjects import render_report_html
 from facewarden.web.auth import CurrentActor, LimitedActor, get_fw
 from facewarden.web.errors import error_responses
 from facewarden.web.routes.common import (
@@ -90,7 +89,7 @@ def subject_access(
         actor, read_upload(selfie, request, "selfie"), reference=reference, threshold=threshold
     )
     if format == "html":
-        return HTMLResponse(render_report_html(report))
+        return HTMLResponse(get_fw(request).subjects.report_html(report))
     return report
 
 

@@ -1,6 +1,8 @@
 """Recognising a full disk (or a refused write) under whatever layer raised it: the file
 system (ENOSPC, EDQUOT, EFBIG), SQLite ("database or disk is full", "disk I/O error") or
-PostgreSQL (SQLSTATE 53100 disk_full, 53200 out of memory)."""
+PostgreSQL (SQLSTATE 53100 disk_full, 53200 out of memory). A pure function of the exception
+chain (no database library imported), so every layer, the CLI's and the API's error handlers
+included, can ask it."""
 
 from __future__ import annotations
 
