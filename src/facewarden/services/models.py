@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from facewarden.adapters.models.registry import build_pipeline, configured_template_space
+from facewarden.adapters.models.registry import (
+    build_ingest_detector,
+    build_pipeline,
+    configured_template_space,
+)
 from facewarden.config import Settings
 from facewarden.core.pipeline import FacePipeline
 from facewarden.services.probes import Probe, ProbePool, analyse
@@ -23,6 +27,14 @@ class Models:
         if self._pipeline is None:
             self._pipeline = build_pipeline(self.settings)
         return self._pipeline
+
+    @cached_property
+    def ingest_pipeline(self) -> FacePipeline:
+        """The pipeline of photo ingest: the same aligner, embedder and lock as ``pipeline``
+        with the photo-ingest detector (``Settings.ingest_detector``)."""
+        if self.settings.ingest_detector == "same":
+            return self.pipeline
+        return self.pipeline.with_detector(build_ingest_detector(self.settings))
 
     @cached_property
     def model_id(self) -> str:

@@ -108,6 +108,7 @@ def models_info(as_json: JsonOpt = False) -> None:
     data = {
         "runtime setting": config.runtime,
         "detector": f"{pipeline.detector.model_id} ({detector_runtime})",
+        "ingest detector": config.ingest_detector_setting,
         "embedder": f"{pipeline.embedder.model_id} ({embedder_runtime})",
         "template space": pipeline.model_id,
         "onnx providers": ", ".join(providers()),
