@@ -40,7 +40,7 @@ def stages(files: list[Path], runtime: str, upsample: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), runtime=runtime, workers=1, upsample=upsample)
-        pipe = build_pipeline(settings, threads=1)
+        pipe = build_pipeline(settings, threads=1, ingest=True)  # the ingest detector
         totals = dict.fromkeys(("decode", "detect", "align", "embed"), 0.0)
         for path in files:
             t = time.perf_counter()
@@ -82,7 +82,8 @@ def run(
             "runtime": runtime,
             "executor": f"ray ({ray})" if ray else "processes",
             "upsample": upsample,
-            "detector": s.detector_setting,
+            "detector": s.ingest_detector_setting,
+            "search_detector": s.detector_setting,
             "workers": workers,
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "images": summary.images,
@@ -149,12 +150,15 @@ def main() -> None:
     ap.add_argument("--runtimes", nargs="+", default=["dlib", "onnx"])
     ap.add_argument("--upsample", type=int, help="detector upsampling (default: the setting)")
     ap.add_argument("--detector", help="hog, cnn or hybrid (default: the setting)")
+    ap.add_argument("--ingest-detector", help="same, hog, cnn or hybrid (default: the setting)")
     ap.add_argument("--probe-size", help="search probes as WxH frames, e.g. 640x480")
     ap.add_argument("--ray", help="also ingest in Ray actors at this address ('local')")
     ap.add_argument("--out", type=Path, default=Path("bench/results/ingest_search.json"))
     args = ap.parse_args()
     if args.detector:  # read by every Settings, in this process and the workers
         os.environ["FACEWARDEN_DETECTOR"] = args.detector
+    if args.ingest_detector:
+        os.environ["FACEWARDEN_INGEST_DETECTOR"] = args.ingest_detector
     if args.upsample is None:
         args.upsample = Settings().upsample
     size = tuple(int(x) for x in args.probe_size.split("x")) if args.probe_size else None
@@ -185,7 +189,8 @@ def main() -> None:
             "dataset": str(args.data),
             "limit": args.limit,
             "upsample": args.upsample,
-            "detector": Settings(upsample=args.upsample).detector_setting,
+            "detector": Settings(upsample=args.upsample).ingest_detector_setting,
+            "search_detector": Settings(upsample=args.upsample).detector_setting,
             "timing_note": "speed figures are valid only at low load (see each run's load_average)",
             "stages": per_stage,
             "runs": runs,

@@ -75,9 +75,12 @@ def test_ingest_search_bench_takes_detector_and_probe_size(tmp_path, database_ur
         "640x480",
         "--detector",
         "hog",
+        "--ingest-detector",
+        "cnn",
         "--upsample",
         "1",
     )
     run = result["runs"][0]
-    assert run["detector"].startswith("hog-up1") and len(run["load_average"]) == 3
+    assert run["detector"].startswith("cnn-up1") and run["search_detector"].startswith("hog-up1")
+    assert len(run["load_average"]) == 3
     assert run["search"]["probe_size"] == "640x480" and run["faces"] == 2

@@ -18,7 +18,7 @@ from facewarden.adapters.imaging import decode
 from facewarden.adapters.storage.tables import Media
 from facewarden.core.errors import MediaError
 from facewarden.services.app import Facewarden
-from facewarden.web.jobs import NAME_CHARS, safe_name
+from facewarden.services.jobs import NAME_CHARS, safe_name
 
 from conftest import PROBES, make_settings, open_case
 

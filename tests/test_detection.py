@@ -147,7 +147,12 @@ def test_a_gallery_ingested_with_hog_is_searched_with_the_default_without_migrat
     from facewarden.adapters.models.registry import build_pipeline
 
     hog_settings = make_settings(
-        tmp_path / "data", database_url, detector="hog", upsample=1, detector_retry=False
+        tmp_path / "data",
+        database_url,
+        detector="hog",
+        upsample=1,
+        detector_retry=False,
+        ingest_detector="same",  # the old default: one detector for everything
     )
     old, _ = Facewarden.init(
         hog_settings, admin_name="admin", pipeline=build_pipeline(hog_settings)
@@ -172,14 +177,19 @@ def test_a_gallery_ingested_with_hog_is_searched_with_the_default_without_migrat
         q = s.query(AuditEvent).filter(AuditEvent.action == "ingest.start")
         details = [e.details for e in q.order_by(AuditEvent.seq)]
     used = [(d if isinstance(d, dict) else json.loads(d))["detector"] for d in details]
-    assert used == ["hog-up1", "cnn-up0+retry-up1"]
+    assert used == ["hog-up1", "hog-x1.5>cnn-up0+retry-up1"]  # the ingest default now
     assert new.stats()["detector"] == "cnn-up0+retry-up1"  # the setting now in use
     new.engine.dispose()
 
 
 def test_search_and_ingest_record_the_detector_setting(tmp_path, database_url, pipeline):
     settings = make_settings(
-        tmp_path / "data", database_url, detector="hybrid", upsample=0, detector_retry=False
+        tmp_path / "data",
+        database_url,
+        detector="hybrid",
+        upsample=0,
+        detector_retry=False,
+        ingest_detector="same",
     )
     fw, _ = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
     admin = fw.actor(name="admin")
@@ -205,7 +215,8 @@ def test_ingest_summary_in_the_cli(tmp_path, database_url):
     run = cli_runner(
         tmp_path / "data",
         database_url,
-        FACEWARDEN_DETECTOR="hybrid",
+        FACEWARDEN_INGEST_DETECTOR="hog",
+        FACEWARDEN_INGEST_HOG_SCALE="2",
         FACEWARDEN_UPSAMPLE="0",
         FACEWARDEN_DETECTOR_RETRY="true",
     )
@@ -233,12 +244,12 @@ def test_ingest_summary_in_the_cli(tmp_path, database_url):
     (folder / "biden.jpg").write_bytes((GALLERY / "biden.jpg").read_bytes())
     out = json.loads(cli("ingest", folder, "--source", "press", "--json"))
     assert (out["images"], out["faces"], out["images_without_face"]) == (2, 1, 1)
-    assert out["detector"] == "hybrid-up0+retry-up1" and out["elapsed_s"] > 0
+    assert out["detector"] == "hog-x2+retry-up1" and out["elapsed_s"] > 0
     assert out["images_per_s"] > 0 and out["faces_per_s"] > 0
     (folder / "kit.jpg").write_bytes((GALLERY / "kit_harington.jpg").read_bytes())
     text = cli("ingest", folder, "--source", "press")
     assert "images stored without any face 0" in text and "faces/s" in text
-    assert "images/s" in text and "detector hybrid-up0+retry-up1" in text
+    assert "images/s" in text and "detector hog-x2+retry-up1" in text
 
 
 def test_the_api_answers_a_recipe_conflict_with_409_not_500():
@@ -260,3 +271,50 @@ def test_the_cli_loads_no_database_model_or_video_code_for_help():
         [sys.executable, "-m", "facewarden", "--help"], capture_output=True, text=True
     )
     assert help_run.returncode == 0 and "ingest" in help_run.stdout
+
+
+def test_hog_on_an_enlarged_image_finds_smaller_faces_in_the_images_pixels():
+    """HOG's smallest face is about 80 pixels: enlarged 1.5 times first, it finds a face of
+    about 55 pixels that it misses at upsampling 0, boxed in the image's own pixels."""
+    from facewarden.adapters.models.dlib_models import HogDetector
+
+    portrait = Image.open(GALLERY / "biden.jpg").convert("RGB")
+    w, h = portrait.size
+    small = np.asarray(portrait.resize((w // 5, h // 5)))
+    assert HogDetector(0).detect(small) == []
+    (found,) = HogDetector(0, 1.5).detect(small)
+    (reference,) = HogDetector(1).detect(small)  # twice the size: the old default
+    for a, b in zip(found.box.as_list(), reference.box.as_list(), strict=True):
+        assert abs(a - b) <= 8
+    assert 0 <= found.box.left < found.box.right <= w // 5
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        HogDetector(0, 0.5)
+
+
+def test_ingest_has_its_own_detector_and_probes_keep_theirs(tmp_path, database_url, pipeline):
+    """Photo ingest uses ``ingest_detector`` (default: HOG on the image enlarged 1.5 times,
+    the CNN where it finds nothing, and the retry), searches keep ``detector``; the ingest
+    pipeline shares the probe pipeline's networks and its lock, and each run records the
+    detector it used."""
+    settings = make_settings(tmp_path / "data", database_url)
+    assert settings.ingest_detector_setting == "hog-x1.5>cnn-up0+retry-up1"
+    assert Settings(ingest_detector="same").ingest_detector_setting == "cnn-up0+retry-up1"
+    assert Settings(ingest_detector="cnn", detector_retry=False).ingest_detector_setting == (
+        "cnn-up0"
+    )
+    fw, _ = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
+    ingest = fw.models.ingest_pipeline
+    assert ingest.detector.model_id == "dlib-hog-up0-x1.5>dlib-mmod-up0>dlib-mmod-up1"
+    assert fw.models.pipeline.detector is pipeline.detector
+    assert ingest.embedder is pipeline.embedder and ingest._lock is pipeline._lock
+    admin = fw.actor(name="admin")
+    add_source(fw, admin)
+    summary = fw.ingest.run(admin, [GALLERY / "biden.jpg"], "press")
+    assert (summary.faces, summary.detector) == (1, "hog-x1.5>cnn-up0+retry-up1")
+    assert json.loads(last_event(fw, "ingest.start").details)["detector"] == (
+        "hog-x1.5>cnn-up0+retry-up1"
+    )
+    open_case(fw, admin)
+    result = fw.search.search(admin, probe("obama1.jpg"), case="CASE-1")
+    assert result.as_dict()["detector"] == settings.detector_setting == "cnn-up0+retry-up1"
+    fw.engine.dispose()

@@ -170,3 +170,35 @@ def test_erasure_with_several_selfies(lfw_fw, admin):
     assert len(receipt["selfies_sha256"]) == 2
     assert all(people[f] == ERASED for f in receipt["face_ids"])
     assert receipt["suppression_templates"] == 2 + len(receipt["face_ids"])
+
+
+def test_an_erased_persons_photo_in_a_batch_leaves_the_others_stored(lfw_fw, admin, tmp_path):
+    """Ingest stores images in batches (one transaction each, a savepoint per image): an
+    image holding only erased people is dropped without a trace, the others of its batch are
+    stored, and the counts say so."""
+    fw = lfw_fw
+    fw.subjects.erase(admin, SELFIE.read_bytes())
+    from PIL import Image
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    theirs = sorted(LFW.glob(f"{ERASED}_*.jpg"))[:2]
+    others = [f for f in sorted(LFW.glob("Ricardo_Lagos_*.jpg"))[:3]]
+    for f in [theirs[0], *others, theirs[1]]:  # the erased person first and last
+        Image.open(f).save(mixed / f"new_{f.name}", quality=70)  # new content, not duplicates
+    fw.sources.add(
+        admin,
+        "press-2",
+        lawful_basis="Art. 6(1)(e) GDPR",
+        purpose="identification",
+        jurisdiction="DE",
+        retention="30d",
+    )
+    summary = fw.ingest.run(admin, [mixed], "press-2")
+    assert (summary.images, summary.faces, summary.faces_suppressed) == (3, 3, 2)
+    with fw.sessions() as s:
+        paths = {
+            Path(p).name for p in s.scalars(select(Media.path).where(Media.path.like("%new_%")))
+        }
+    assert paths == {f"new_{f.name}" for f in others}
+    assert len(fw.index) == len(face_people(fw))  # the index holds what was stored

@@ -155,7 +155,8 @@ BOUNDS = {
     # 49 MP image without a face). Measured with the bounds: HOG 1.1 and 2.2 GiB, the CNN
     # default 2.5 and 3.3 GiB.
     "hog-up1": ({"FACEWARDEN_DETECTOR": "hog", "FACEWARDEN_UPSAMPLE": "1",
-                 "FACEWARDEN_DETECTOR_RETRY": "false"}, 1536 * MiB, 4096 * MiB),
+                 "FACEWARDEN_DETECTOR_RETRY": "false", "FACEWARDEN_INGEST_DETECTOR": "same"},
+                1536 * MiB, 4096 * MiB),
     "default": ({}, 3584 * MiB, 6144 * MiB),
 }  # fmt: skip
 """Peak resident memory of the server process itself (it ingests single uploads and runs

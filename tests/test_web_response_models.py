@@ -37,8 +37,8 @@ from facewarden.core.schemas import (
     VideoSearchResult,
 )
 from facewarden.services.cases import CaseInfo
+from facewarden.services.jobs import Job
 from facewarden.web.api import ROUTERS
-from facewarden.web.jobs import Job
 from facewarden.web.models import HealthOut, JobOut
 from facewarden.web.routes.common import MISMATCH, PREFIX, ContractRoute
 

@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     """Where the detector finds no face, look once more with the CNN at one more upsampling
     (small faces: a distant or low-resolution probe) - the cost only on images without a
     face."""
+    ingest_detector: Literal["same", "hog", "cnn", "hybrid"] = "hybrid"
+    """Face detector for photos at ingest (bulk portraits, where HOG finds nearly every face
+    at a fraction of the CNN's cost): ``hybrid`` (HOG on the image enlarged by
+    ``ingest_hog_scale``, then the CNN at ``upsample`` where HOG found nothing, and the
+    retry), ``hog``, ``cnn``, or ``same`` (the ``detector`` setting). Probes, videos and
+    redaction use ``detector``. docs/detection.md has the measurements behind the default."""
+    ingest_hog_scale: float = Field(1.5, ge=1.0, le=4.0)
+    """Enlargement of the image before HOG at ingest: HOG's smallest face, about 80 pixels,
+    becomes 80/scale (1.5: about 53) at scale squared the cost."""
     descriptor_flip: bool = False
     """Average each face's descriptor with its mirror image's (a different template space:
     a gallery holds templates of one recipe only)."""
@@ -200,6 +209,18 @@ class Settings(BaseSettings):
         """The detection setting as recorded with every search and ingest, e.g. ``cnn-up0``."""
         retry = f"+retry-up{self.upsample + 1}" if self.detector_retry else ""
         return f"{self.detector}-up{self.upsample}{retry}"
+
+    @property
+    def ingest_detector_setting(self) -> str:
+        """The detection setting of photo ingest as recorded, e.g. ``hog-x1.5>cnn-up0+retry-up1``
+        (HOG on the image enlarged 1.5 times, then the CNN where HOG found nothing)."""
+        if self.ingest_detector == "same":
+            return self.detector_setting
+        retry = f"+retry-up{self.upsample + 1}" if self.detector_retry else ""
+        hog = f"hog-x{self.ingest_hog_scale:g}"
+        cnn = f"cnn-up{self.upsample}"
+        chain = {"hog": hog, "cnn": cnn, "hybrid": f"{hog}>{cnn}"}[self.ingest_detector]
+        return chain + retry
 
     @property
     def resolved_database_url(self) -> str:

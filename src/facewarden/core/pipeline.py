@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import threading
@@ -27,15 +28,19 @@ class PipelineOutput:
     than the detection budget allows (boxes are in the image's own pixels all the same)."""
 
 
-def max_upsampling(detector: object) -> int:
+def max_upsampling(detector: object) -> float:
     """The most doublings ``detector`` may apply to an image, a retry's included (a hybrid or
-    retrying detector is two detectors, ``first`` and ``then``)."""
-    own = int(getattr(detector, "upsample", 0) or 0)
+    retrying detector is two detectors, ``first`` and ``then``); a detector that scales the
+    image by a ``scale`` first counts ``log2(scale)`` more."""
+    own = float(getattr(detector, "upsample", 0) or 0)
+    own += math.log2(float(getattr(detector, "scale", 1.0) or 1.0))
     parts = [getattr(detector, name, None) for name in ("first", "then")]
     return max([own] + [max_upsampling(p) for p in parts if p is not None])
 
 
-def detection_size(width: int, height: int, budget: int | None, upsampling: int) -> tuple[int, int]:
+def detection_size(
+    width: int, height: int, budget: int | None, upsampling: float
+) -> tuple[int, int]:
     """The size to give the detector: the image's own, or reduced (aspect kept) so that the
     detector, after its own ``upsampling`` doublings, works on at most ``budget`` pixels."""
     work = width * height * 4**upsampling
@@ -79,6 +84,13 @@ class FacePipeline:
         self._lock = threading.Lock()
         """dlib's detectors and networks keep per-call state: one image at a time per pipeline
         (the HTTP server's request threads and a background ingest share one)."""
+
+    def with_detector(self, detector: FaceDetector) -> FacePipeline:
+        """This pipeline with another detector: the same aligner, embedder, settings and lock
+        (the networks still run one image at a time, whichever pipeline calls them)."""
+        other = copy.copy(self)
+        other.detector = detector
+        return other
 
     @property
     def model_id(self) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,22 @@ from facewarden.services.workers import WORKER, pipeline_pool
 
 ProgressFn = Callable[[int, int, str], None]
 SAVE_INDEX_EVERY = 500
+STORE_BATCH_IMAGES = 32
+"""Images stored per transaction (one commit and one sync of the log for all of them)."""
+STORE_BATCH_SECONDS = 0.5
+"""... or fewer, when the first of them has waited this long (slow images are not held)."""
+
+
+@dataclass
+class _Pending:
+    """A processed image waiting in the batch to be stored."""
+
+    path: str
+    sha: str
+    result: Processed
+    entry: ManifestEntry | None
+
+
 DEDUP_DISTANCE = 0.15
 """Faces of one video track closer than this to a kept face add nothing: not stored."""
 
@@ -112,10 +129,6 @@ def _worker_process(data: bytes) -> Processed:
 def _submit_to(pool: ProcessPoolExecutor, data: bytes) -> Future[Processed]:
     # A function, not ``partial(pool.submit, ...)``: mypy cannot type the latter.
     return pool.submit(_worker_process, data)
-
-
-class _OnlySuppressed(Exception):
-    """Every face of the image is on the suppression list: store nothing of it."""
 
 
 class IngestService:
@@ -200,7 +213,7 @@ class IngestService:
                     f"the manifest names {len(absent)} file(s) not among the inputs: "
                     + ", ".join(absent[:5])
                 )
-        summary = IngestSummary(source=source, detector=settings.detector_setting)
+        summary = IngestSummary(source=source, detector=settings.ingest_detector_setting)
         run_started = time.perf_counter()
         if entries is not None:
             summary.subjects = {"linked_faces": 0, "subjects": 0, "not_linked": []}
@@ -220,8 +233,13 @@ class IngestService:
                 "source": source,
                 "paths": [label(str(p)) for p in paths],
                 "items": len(items),
-                "detector": settings.detector_setting,
+                "detector": settings.ingest_detector_setting,
             }
+            | (
+                {"video_detector": settings.detector_setting}
+                if any(item.video is not None for item in items)
+                else {}
+            )
             | ({"ray": ray} if ray else {}),
         )
         done = 0
@@ -258,28 +276,40 @@ class IngestService:
                 else:
                     yield item.path, *loaded
 
+        batch: list[_Pending] = []
+        batch_started = 0.0
+
+        def flush() -> None:
+            """Store the images waiting in ``batch``: one transaction for all of them."""
+            if not batch:
+                return
+            before = summary.images
+            self._store_batch(source_id, index_label, retention, batch, summary)
+            for pending_item in batch:
+                tick(pending_item.path)
+            batch.clear()
+            if summary.images // SAVE_INDEX_EVERY != before // SAVE_INDEX_EVERY:
+                started = time.perf_counter()
+                self.index.save()
+                summary.seconds["index"] += time.perf_counter() - started
+
         def store(path: str, sha: str, result: Processed) -> None:
+            nonlocal batch_started
             if result.error_code:
                 error = MediaError(result.error or "unreadable", code=result.error_code)
                 refused[sha] = error
                 skip(path, error)
                 return
             bounded(label(path), result, summary, settings)
-            self._store(
-                source_id,
-                index_label,
-                retention,
-                label(path),
-                sha,
-                result,
-                summary,
-                subject_of(path),
-            )
-            tick(path)
-            if summary.images % SAVE_INDEX_EVERY == 0:
-                started = time.perf_counter()
-                self.index.save()
-                summary.seconds["index"] += time.perf_counter() - started
+            if not batch:
+                batch_started = time.perf_counter()
+            batch.append(_Pending(label(path), sha, result, subject_of(path)))
+            if (
+                len(batch) >= STORE_BATCH_IMAGES
+                or result.kind == "video"
+                or time.perf_counter() - batch_started >= STORE_BATCH_SECONDS
+            ):
+                flush()
 
         def ingest_video(item: InputItem) -> None:
             assert item.video is not None
@@ -326,10 +356,11 @@ class IngestService:
                     store(
                         path,
                         sha,
-                        process_image(self.models.pipeline, data, settings.max_image_pixels),
+                        process_image(self.models.ingest_pipeline, data, settings.max_image_pixels),
                     )
             else:
                 self._run_pool(n_workers, pending(), store, ray, ray_actors=workers)
+            flush()
             for item in items:
                 if item.video is not None:
                     if cancelled is not None and cancelled():
@@ -337,6 +368,7 @@ class IngestService:
                     ingest_video(item)
         except KeyboardInterrupt:
             summary.interrupted = True
+            flush()  # what was processed before the interruption is kept
         except BaseException as exc:
             failure = exc
             raise
@@ -406,7 +438,7 @@ class IngestService:
             pool = RayPool(ray, self.settings, ray_actors)
             submit = pool.submit
         else:
-            pool = pipeline_pool(n_workers, self.settings)
+            pool = pipeline_pool(n_workers, self.settings, ingest=True)
             submit = functools.partial(_submit_to, pool)
         in_flight: dict[Future, tuple[str, str, int]] = {}
         held = 0  # encoded bytes handed to the workers and not yet back
@@ -515,20 +547,23 @@ class IngestService:
                 kept.append((i, face))
         return kept
 
-    def _store(
+    def _store_batch(
         self,
         source_id: int,
         index_label: FaceLabel,
         retention: timedelta,
-        path: str,
-        sha: str,
-        result: Processed,
+        batch: list[_Pending],
         summary: IngestSummary,
-        entry: ManifestEntry | None = None,
     ) -> None:
-
+        """Store a batch of processed images in one transaction (one commit, one sync of the
+        log, instead of one per image), each image in a savepoint of its own: content stored
+        meanwhile by another ingest, or an image holding only erased people, leaves the
+        others stored. A crash before the commit stores none of the batch (a re-run stores
+        it: ingest is idempotent by content hash); never part of an image."""
         now = utcnow()
         started = time.perf_counter()
+        stored: list[tuple[_Pending, list[Any], list[tuple[int, dict[str, Any]]], int | None]] = []
+        duplicates = suppressed = 0
         try:
             with transaction(self.writes) as session:
                 # Under the erasure lock, an erasure committed before this write (during
@@ -536,91 +571,130 @@ class IngestService:
                 erasure_lock(session, shared=True)
                 cipher = self.keys.writing(session)
                 self._refresh_suppression(session)
-                kept = self._not_suppressed(result.faces)
-                if result.faces and not kept:
-                    raise _OnlySuppressed
-                subject_id = None
-                if entry is not None and len(kept) == 1:
-                    subject_id = self._subject(session, source_id, entry, summary)
-                media = Media(
-                    source_id=source_id,
-                    sha256=sha,
-                    path=path,
-                    kind=result.kind,
-                    width=result.width,
-                    height=result.height,
-                    ingested_at=now,
-                    expires_at=now + retention,
-                    restricted=False,
-                )
-                session.add(media)
-                session.flush()
-                new_faces = []
-                for i, face in kept:
-                    top, right, bottom, left = face["box"]
-                    vec = np.frombuffer(face["descriptor"], dtype="<f4")
-                    row = Face(
-                        media_id=media.id,
-                        face_index=i,
-                        top=top,
-                        right=right,
-                        bottom=bottom,
-                        left=left,
-                        quality=face["quality"],
-                        model_id=self.models.model_id,
-                        key_id=cipher.key_id,
-                        template=cipher.encrypt_template(vec, template_aad(sha, i)),
-                        time_s=face.get("time_s"),
-                        track=face.get("track"),
-                        subject_id=subject_id,
-                    )
-                    session.add(row)
-                    new_faces.append((row, vec))
-                session.flush()
-                for (row, _), (_, face) in zip(new_faces, kept, strict=True):
-                    if face["chip"]:
-                        session.add(
-                            FaceCrop(
-                                face_id=row.id,
-                                data=cipher.encrypt(face["chip"], crop_aad(sha, row.face_index)),
-                                key_id=cipher.key_id,
+                for item in batch:
+                    result = item.result
+                    kept = self._not_suppressed(result.faces)
+                    if result.faces and not kept:
+                        # Only erased people in this image: keep no trace of it, not even
+                        # the record.
+                        suppressed += len(result.faces)
+                        continue
+                    try:
+                        with session.begin_nested():
+                            subject_id = None
+                            if item.entry is not None and len(kept) == 1:
+                                subject_id = self._subject(session, source_id, item.entry, summary)
+                            new_faces = self._add_media(
+                                session,
+                                cipher,
+                                source_id,
+                                retention,
+                                now,
+                                item,
+                                kept,
+                                subject_id,
                             )
-                        )
-        except IntegrityError:
-            # Another ingest stored the same content meanwhile: idempotent, not an error.
-            summary.duplicates += 1
-            return
-        except _OnlySuppressed:
-            # Only erased people in this image: keep no trace of it, not even the record.
-            summary.faces_suppressed += len(result.faces)
-            return
+                    except IntegrityError:
+                        # Another ingest stored the same content meanwhile: idempotent,
+                        # not an error.
+                        duplicates += 1
+                        continue
+                    stored.append((item, new_faces, kept, subject_id))
         finally:
-            stored = time.perf_counter()
-            summary.seconds["store"] += stored - started
-        if result.kind == "video":
-            summary.videos += 1
-        else:
-            summary.images += 1
-            summary.images_without_face += not new_faces
-        summary.faces += len(new_faces)
-        if entry is not None and summary.subjects is not None:
-            if subject_id is not None:
-                summary.subjects["linked_faces"] += 1
+            summary.seconds["store"] += time.perf_counter() - started
+        summary.duplicates += duplicates
+        summary.faces_suppressed += suppressed
+        index_started = time.perf_counter()
+        ids: list[int] = []
+        vectors: list[np.ndarray] = []
+        for item, new_faces, kept, subject_id in stored:
+            result = item.result
+            if result.kind == "video":
+                summary.videos += 1
             else:
-                summary.subjects["not_linked"].append(
-                    {
-                        "path": path,
-                        "subject": entry.subject,
-                        "reason": f"{len(kept)} faces stored: a subject is linked to a "
-                        "file's only face",
-                    }
-                )
-        summary.faces_suppressed += len(result.faces) - len(kept)
-        summary.faces_rejected += result.rejected
-        if new_faces:
+                summary.images += 1
+                summary.images_without_face += not new_faces
+            summary.faces += len(new_faces)
+            entry = item.entry
+            if entry is not None and summary.subjects is not None:
+                if subject_id is not None:
+                    summary.subjects["linked_faces"] += 1
+                else:
+                    summary.subjects["not_linked"].append(
+                        {
+                            "path": item.path,
+                            "subject": entry.subject,
+                            "reason": f"{len(kept)} faces stored: a subject is linked to a "
+                            "file's only face",
+                        }
+                    )
+            summary.faces_suppressed += len(result.faces) - len(kept)
+            summary.faces_rejected += result.rejected
+            for row, vec in new_faces:
+                ids.append(row.id)
+                vectors.append(vec)
+        if ids:
             self.index.vectors.add(
-                np.array([r.id for r, _ in new_faces], dtype=np.int64),
-                np.stack([v for _, v in new_faces]),
-                [index_label] * len(new_faces),
+                np.array(ids, dtype=np.int64), np.stack(vectors), [index_label] * len(ids)
             )
-            summary.seconds["index"] += time.perf_counter() - stored
+            summary.seconds["index"] += time.perf_counter() - index_started
+
+    def _add_media(
+        self,
+        session: Session,
+        cipher: Any,
+        source_id: int,
+        retention: timedelta,
+        now: Any,
+        item: _Pending,
+        kept: list[tuple[int, dict[str, Any]]],
+        subject_id: int | None,
+    ) -> list[tuple[Face, np.ndarray]]:
+        """One image's media row, faces (encrypted templates) and crops, in ``session``."""
+        result, sha = item.result, item.sha
+        media = Media(
+            source_id=source_id,
+            sha256=sha,
+            path=item.path,
+            kind=result.kind,
+            width=result.width,
+            height=result.height,
+            ingested_at=now,
+            expires_at=now + retention,
+            restricted=False,
+        )
+        session.add(media)
+        session.flush()
+        new_faces = []
+        for i, face in kept:
+            top, right, bottom, left = face["box"]
+            vec = np.frombuffer(face["descriptor"], dtype="<f4")
+            row = Face(
+                media_id=media.id,
+                face_index=i,
+                top=top,
+                right=right,
+                bottom=bottom,
+                left=left,
+                quality=face["quality"],
+                model_id=self.models.model_id,
+                key_id=cipher.key_id,
+                template=cipher.encrypt_template(vec, template_aad(sha, i)),
+                time_s=face.get("time_s"),
+                track=face.get("track"),
+                subject_id=subject_id,
+            )
+            session.add(row)
+            new_faces.append((row, vec))
+        session.flush()
+        for (row, _), (_, face) in zip(new_faces, kept, strict=True):
+            if face["chip"]:
+                session.add(
+                    FaceCrop(
+                        face_id=row.id,
+                        data=cipher.encrypt(face["chip"], crop_aad(sha, row.face_index)),
+                        key_id=cipher.key_id,
+                    )
+                )
+        session.flush()
+        return new_faces

@@ -7,7 +7,11 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from facewarden.adapters.models.registry import build_pipeline, configured_template_space
+from facewarden.adapters.models.registry import (
+    build_ingest_detector,
+    build_pipeline,
+    configured_template_space,
+)
 from facewarden.config import Settings
 from facewarden.core.errors import InvalidInput
 from facewarden.core.pipeline import FacePipeline
@@ -26,6 +30,14 @@ class Models:
         if self._pipeline is None:
             self._pipeline = build_pipeline(self.settings)
         return self._pipeline
+
+    @cached_property
+    def ingest_pipeline(self) -> FacePipeline:
+        """The pipeline of photo ingest: the same aligner, embedder and lock as ``pipeline``
+        with the photo-ingest detector (``Settings.ingest_detector``)."""
+        if self.settings.ingest_detector == "same":
+            return self.pipeline
+        return self.pipeline.with_detector(build_ingest_detector(self.settings))
 
     @cached_property
     def model_id(self) -> str:
@@ -72,6 +84,7 @@ def describe_models(settings: Settings) -> dict[str, str]:
     return {
         "runtime setting": settings.runtime,
         "detector": f"{pipeline.detector.model_id} ({detector_runtime})",
+        "ingest detector": settings.ingest_detector_setting,
         "embedder": f"{pipeline.embedder.model_id} ({embedder_runtime})",
         "template space": pipeline.model_id,
         "onnx providers": ", ".join(providers()),

@@ -21,7 +21,7 @@ from facewarden.services.processing import process_image
 class _PipelineActor:
     def __init__(self, settings_json: str) -> None:
         settings = Settings.model_validate_json(settings_json)
-        self.pipeline = build_pipeline(settings, settings.model_threads or 1)
+        self.pipeline = build_pipeline(settings, settings.model_threads or 1, ingest=True)
         self.max_pixels = settings.max_image_pixels
 
     def process(self, data: bytes) -> Any:

@@ -55,7 +55,11 @@ def die_with_parent(parent_pid: int, *, kernel_signal: bool) -> None:
 
 
 def worker_init(
-    settings_json: str, parent_pid: int | None = None, main: bool = False, nice: int = 0
+    settings_json: str,
+    parent_pid: int | None = None,
+    main: bool = False,
+    nice: int = 0,
+    ingest: bool = False,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about Ctrl-C
     if parent_pid is not None:
@@ -68,13 +72,15 @@ def worker_init(
     settings = Settings.model_validate_json(settings_json)
     # The workers share the cores: ONNX Runtime gets its share in each, not all of them.
     share = max(1, (os.cpu_count() or 1) // max(1, settings.workers))
-    WORKER["pipeline"] = build_pipeline(settings, settings.model_threads or share)
+    WORKER["pipeline"] = build_pipeline(settings, settings.model_threads or share, ingest=ingest)
     WORKER["max_pixels"] = settings.max_image_pixels
 
 
-def pipeline_pool(workers: int, settings: Settings, nice: int = 0) -> ProcessPoolExecutor:
+def pipeline_pool(
+    workers: int, settings: Settings, nice: int = 0, *, ingest: bool = False
+) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes, each with a pipeline built from ``settings`` (with
-    ``nice``, at that much lower CPU priority)."""
+    ``nice``, at that much lower CPU priority; with ``ingest``, the photo-ingest detector)."""
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
@@ -84,5 +90,6 @@ def pipeline_pool(workers: int, settings: Settings, nice: int = 0) -> ProcessPoo
             os.getpid(),
             threading.current_thread() is threading.main_thread(),
             nice,
+            ingest,
         ),
     )

@@ -21,10 +21,10 @@ from facewarden import __version__
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.services.app import Facewarden
+from facewarden.services.jobs import IngestJobs
 from facewarden.services.probes import ProbePool
 from facewarden.web import api, console, errors
 from facewarden.web.auth import RateLimiter
-from facewarden.web.jobs import IngestJobs
 from facewarden.web.metrics import Metrics, MetricsMiddleware
 from facewarden.web.middleware import BodyLimit, SecurityHeaders
 
@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None, fw: Facewarden | None = None) -
         lifespan=lifespan,
     )
     app.state.fw = fw
-    app.state.jobs = IngestJobs(fw)
+    app.state.jobs = IngestJobs(fw.settings, fw.guard, fw.sessions, fw.sources, fw.ingest)
     app.state.limiter = RateLimiter(settings.search_rate_limit)
     app.state.metrics = Metrics(fw)
     errors.install(app)

@@ -7,6 +7,7 @@ from pathlib import Path
 import dlib
 import face_recognition_models
 import numpy as np
+from PIL import Image
 
 from facewarden.core.schemas import Box, Detection
 
@@ -37,20 +38,38 @@ def _clip_box(rect: dlib.rectangle, shape: tuple[int, ...]) -> Box:
 
 
 class HogDetector:
-    """dlib's HOG + linear SVM frontal face detector (fast, CPU)."""
+    """dlib's HOG + linear SVM frontal face detector (fast, CPU). With ``scale`` > 1 the
+    image is first enlarged by that factor (bilinear): HOG's smallest face, about 80 pixels,
+    becomes 80/scale at scale squared the cost (1.5: faces of about 53 pixels at 2.25 times
+    the cost of upsampling 0, against 40 pixels at 4 times for upsampling 1)."""
 
     runtime = "dlib"
 
-    def __init__(self, upsample: int = 1) -> None:
+    def __init__(self, upsample: int = 1, scale: float = 1.0) -> None:
+        if not 1.0 <= scale <= 4.0:
+            raise ValueError(f"HOG scale must be between 1 and 4, not {scale}")
         self.upsample = upsample
-        self.model_id = f"dlib-hog-up{upsample}"
+        self.scale = scale
+        self.model_id = f"dlib-hog-up{upsample}" + (f"-x{scale:g}" if scale != 1.0 else "")
         self._detector = dlib.get_frontal_face_detector()
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        rects, scores, indices = self._detector.run(image, self.upsample, 0.0)
+        work = image
+        if self.scale != 1.0:
+            h, w = image.shape[:2]
+            size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+            work = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        rects, scores, indices = self._detector.run(work, self.upsample, 0.0)
         found = []
         for rect, score, idx in zip(rects, scores, indices, strict=True):
             pose = _HOG_POSES[int(idx)] if int(idx) < len(_HOG_POSES) else "unknown"
+            if self.scale != 1.0:
+                rect = dlib.rectangle(
+                    round(rect.left() / self.scale),
+                    round(rect.top() / self.scale),
+                    round(rect.right() / self.scale),
+                    round(rect.bottom() / self.scale),
+                )
             found.append(Detection(_clip_box(rect, image.shape), float(score), pose))
         return found
 

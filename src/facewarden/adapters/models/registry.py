@@ -97,19 +97,57 @@ def _required(model_dir: Path | None) -> Path:
     return model_dir
 
 
-def build_pipeline(settings: Settings, threads: int | None = None) -> FacePipeline:
-    """The configured pipeline; ``threads``: ONNX Runtime threads (default: the setting)."""
+def build_ingest_detector(settings: Settings, threads: int = 0) -> FaceDetector:
+    """The detector of photo ingest (``Settings.ingest_detector``; see its docs)."""
+    kind, scale = settings.ingest_detector, settings.ingest_hog_scale
+    runtime, model_dir, up = settings.runtime, settings.model_dir, settings.upsample
+    if kind == "same":
+        return build_detector(
+            settings.detector, up, runtime, model_dir, threads, retry=settings.detector_retry
+        )
+    from facewarden.adapters.models import dlib_models
+    from facewarden.adapters.models.strategy import HybridDetector
+
+    detector: FaceDetector
+    if kind == "hog":
+        detector = dlib_models.HogDetector(0, scale)
+    elif kind == "cnn":
+        detector = build_detector("cnn", up, runtime, model_dir, threads)
+    elif kind == "hybrid":
+        detector = HybridDetector(
+            dlib_models.HogDetector(0, scale),
+            build_detector("cnn", up, runtime, model_dir, threads),
+        )
+    else:
+        raise ValueError(f"unknown ingest detector {kind!r}")
+    if settings.detector_retry:
+        detector = HybridDetector(
+            detector, build_detector("cnn", up + 1, runtime, model_dir, threads)
+        )
+    return detector
+
+
+def build_pipeline(
+    settings: Settings, threads: int | None = None, *, ingest: bool = False
+) -> FacePipeline:
+    """The configured pipeline; ``threads``: ONNX Runtime threads (default: the setting);
+    ``ingest``: with the photo-ingest detector (``Settings.ingest_detector``)."""
     threads = settings.model_threads if threads is None else threads
     runtime, model_dir = settings.runtime, settings.model_dir
-    return FacePipeline(
-        build_detector(
+    detector = (
+        build_ingest_detector(settings, threads)
+        if ingest
+        else build_detector(
             settings.detector,
             settings.upsample,
             runtime,
             model_dir,
             threads,
             retry=settings.detector_retry,
-        ),
+        )
+    )
+    return FacePipeline(
+        detector,
         build_aligner(),
         build_embedder(runtime, model_dir, threads),
         min_face_size=settings.min_face_size,

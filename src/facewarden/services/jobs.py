@@ -12,17 +12,20 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
 from facewarden.core.errors import FacewardenError, InvalidInput, NotFound
 from facewarden.core.faults import storage_failure
-from facewarden.services.app import Facewarden
+from facewarden.services.access import RoleGuard
+from facewarden.services.ingest import IngestService
+from facewarden.services.sources import SourceService
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
@@ -85,9 +88,18 @@ class Job:
 
 
 class IngestJobs:
-    def __init__(self, fw: Facewarden, keep: int = 200) -> None:
-        self.fw = fw
-        self.root = fw.settings.upload_dir
+    def __init__(
+        self,
+        settings: Settings,
+        guard: RoleGuard,
+        sessions: Callable[[], Any],
+        sources: SourceService,
+        ingest: IngestService,
+        keep: int = 200,
+    ) -> None:
+        self.settings, self.guard, self.sessions = settings, guard, sessions
+        self.sources, self.ingest = sources, ingest
+        self.root = settings.upload_dir
         self.keep = keep
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -97,10 +109,9 @@ class IngestJobs:
 
     def submit(self, actor: Actor, source: str, uploads: Iterable[tuple[str, IO[bytes]]]) -> Job:
         """Check the rules, save the uploads and queue the job."""
-        fw = self.fw
-        fw.authorize(actor, "ingest", "operator", details={"source": source})
-        with fw.sessions() as session:
-            fw.sources.get(session, source)  # NotFound before anything is written
+        self.guard.authorize(actor, "ingest", "operator", details={"source": source})
+        with self.sessions() as session:
+            self.sources.get(session, source)  # NotFound before anything is written
         job = Job(secrets.token_hex(8), actor.name, source, [])
         folder = self.root / job.id
         folder.mkdir(parents=True, mode=0o700)
@@ -130,11 +141,11 @@ class IngestJobs:
 
         job.state = "running"
         try:
-            summary = self.fw.ingest.run(
+            summary = self.ingest.run(
                 actor,
                 [folder],
                 job.source,
-                workers=min(self.fw.settings.workers, max(1, len(job.files))),
+                workers=min(self.settings.workers, max(1, len(job.files))),
                 progress=progress,
                 relabel=lambda p: f"upload/{job.id}/{p.removeprefix(prefix)}",
                 cancelled=job.cancel.is_set,
@@ -162,14 +173,14 @@ class IngestJobs:
 
     def get(self, actor: Actor, job_id: str) -> Job:
         """A job of the caller (admins see all); others' jobs do not exist for them."""
-        self.fw.authorize(actor, "ingest.status", "operator", "admin")
+        self.guard.authorize(actor, "ingest.status", "operator", "admin")
         job = self.jobs.get(job_id)
         if job is None or (job.user != actor.name and not actor.has("admin")):
             raise NotFound(f"no ingest job {job_id!r}")
         return job
 
     def list(self, actor: Actor) -> list[Job]:
-        self.fw.authorize(actor, "ingest.status", "operator", "admin")
+        self.guard.authorize(actor, "ingest.status", "operator", "admin")
         return [
             j for j in reversed(self.jobs.values()) if j.user == actor.name or actor.has("admin")
         ]
