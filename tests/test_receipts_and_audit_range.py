@@ -215,3 +215,45 @@ def test_bad_paging_parameters_are_refused_clearly(gallery_fw, admin, params, me
     dpo = add_user(gallery_fw, admin, "dora", "dpo")
     with pytest.raises(InvalidInput, match=message):
         gallery_fw.subjects.receipts(dpo, **params)
+
+
+def test_the_receipts_list_reads_receipt_records_by_index_not_the_whole_log(gallery_fw, admin):
+    """Receipts are a few records among what may be millions of searches: the list's query
+    must reach them through the index on (action, seq). The SQL the service runs is captured
+    and explained on SQLite; every request-linked record's action is a receipt action."""
+    from sqlalchemy import event
+
+    from facewarden.adapters.storage.tables import AuditEvent, SubjectRequest
+    from facewarden.services.subjects import RECEIPT_ACTIONS
+
+    fw = gallery_fw
+    dpo = add_user(fw, admin, "dora", "dpo")
+    fw.subjects.access(dpo, BIDEN, reference="DSR-IDX")
+    with fw.sessions() as s:
+        linked = s.scalars(
+            select(AuditEvent.action).join(
+                SubjectRequest, SubjectRequest.audit_seq == AuditEvent.seq
+            )
+        ).all()
+    assert linked and set(linked) <= set(RECEIPT_ACTIONS)
+    if fw.engine.dialect.name != "sqlite":
+        return  # PostgreSQL's plan depends on its statistics; the index exists there too
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "FROM audit_events" in statement and "ORDER BY audit_events.seq DESC" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(fw.engine, "before_cursor_execute", capture)
+    try:
+        assert fw.subjects.receipts(dpo, kind="access")["receipts"]
+        assert fw.subjects.receipts(dpo)["receipts"]
+    finally:
+        event.remove(fw.engine, "before_cursor_execute", capture)
+    assert len(seen) == 2
+    with fw.engine.connect() as conn:
+        for statement, parameters in seen:
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+            text = " | ".join(str(row[-1]) for row in plan)
+            assert "ix_audit_action_seq" in text, text
+            assert "SCAN audit_events" not in text, text

@@ -373,6 +373,8 @@ class IndexService:
                     AuditEvent.action.in_(ERASING_ACTIONS),
                     AuditEvent.outcome == "ok",
                 )
+                # In log order (the index on action and seq gives them by action first).
+                .order_by(AuditEvent.seq)
             ).all()
         return [seq for seq, details in rows if json.loads(details).get("face_ids")]
 

@@ -277,6 +277,7 @@ class SubjectRequest(Base):
     __tablename__ = "subject_requests"
     __table_args__ = (
         CheckConstraint("kind IN ('access', 'erasure')", name="ck_subject_request_kind"),
+        Index("ix_subject_requests_audit_seq", "audit_seq"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(10))
@@ -298,7 +299,10 @@ class AuditEvent(Base):
     """Append-only, hash-chained. Holds no template and no image, ever."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_case_ref", "case_ref"),)
+    __table_args__ = (
+        Index("ix_audit_case_ref", "case_ref"),
+        Index("ix_audit_action_seq", "action", "seq"),  # the receipts list (few among many)
+    )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ts: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(100))
