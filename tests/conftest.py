@@ -294,12 +294,16 @@ def pg_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def pg_database_url(admin_uri: str) -> str:
-    """A fresh database on the pgvector server, as a SQLAlchemy URL."""
+def pg_database_url(admin_uri: str, template: str | None = None) -> str:
+    """A fresh database on the pgvector server (a copy of the database at the URL
+    ``template`` when given: nobody may be connected to it), as a SQLAlchemy URL."""
     name = f"fw_idx_{uuid.uuid4().hex[:10]}"
     url = admin_uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    copy = ""
+    if template is not None:
+        copy = f' TEMPLATE "{template.split("?", 1)[0].rsplit("/", 1)[1]}"'
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as con:
-        con.execute(text(f'CREATE DATABASE "{name}"'))
+        con.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     admin.dispose()
     return url.replace("/postgres?", f"/{name}?", 1)
