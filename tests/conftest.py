@@ -139,7 +139,10 @@ def build_seed(data_dir: Path, build: Callable[[Path, str | None], None]) -> Ite
 
 # Fixtures that stand for a seeded ``fw`` -> the session fixture holding their seed. A test
 # asking for one of them gets ``database_url``, ``settings`` and ``fw`` made from a copy.
-SEEDED_FIXTURES = {"gallery_fw": "gallery_seed"}
+SEEDED_FIXTURES = {
+    "gallery_fw": "gallery_seed",
+    "records_fw": "records_seed",  # tests/test_subjects.py
+}
 
 
 def _seed_for(request: pytest.FixtureRequest) -> Seed | None:
