@@ -41,8 +41,8 @@ def _labels(n: int) -> list[FaceLabel]:
 BACKENDS = [
     "faiss-flat",
     "faiss-ivfpq",
-    # Qdrant's local mode is pure Python: filling it takes most of a minute on two cores
-    # (once per session: see ``filled``), so the fast tier leaves it to the whole suite.
+    # Qdrant's local mode is pure Python and slow to fill (once per session: see ``filled``);
+    # the fast tier leaves it to the whole suite.
     pytest.param("qdrant-local", marks=pytest.mark.slow),
     "pgvector",
 ]
@@ -102,8 +102,8 @@ def open_index(request, tmp_path) -> Iterator[Callable[[], VectorIndex]]:
 @pytest.fixture(scope="session")
 def filled_seeds(tmp_path_factory) -> dict[str, str]:
     """Backend -> where its filled index was built, saved and closed, once per session (Qdrant's
-    local mode takes most of a minute to fill on two cores; FAISS trains, pgvector builds its
-    graph). Each test gets its own copy (``filled``)."""
+    local mode upserts in Python, FAISS trains, pgvector builds its graph). Each test gets its
+    own copy (``filled``)."""
     return {}
 
 
