@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
 
+import faiss
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
@@ -40,6 +41,11 @@ PROBES = FIXTURES / "probes"
 REFERENCE = FIXTURES / "reference"
 UNKNOWN = FIXTURES / "unknown"
 PG_ADMIN_URL = os.environ.get("FACEWARDEN_TEST_PG_URL")
+# FAISS trains and searches with OpenMP threads that spin-wait for each other: on two cores
+# shared with the servers a test starts (and other runs), one descheduled thread stalls the
+# rest, and an IVF-PQ training of 3,000 vectors took 30-50 s instead of 1-2 s. The test
+# process uses one (servers and CLI runs keep the default).
+faiss.omp_set_num_threads(1)
 # Converted ONNX models are cached by their source's checksum: every test (and the servers and
 # CLI runs they start) shares one conversion instead of redoing it per data directory.
 MODEL_CACHE = Path(tempfile.gettempdir()) / "facewarden-test-models"
