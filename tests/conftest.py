@@ -12,15 +12,20 @@ re-ingest the same photos each time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 
+import faiss
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
@@ -37,6 +42,11 @@ PROBES = FIXTURES / "probes"
 REFERENCE = FIXTURES / "reference"
 UNKNOWN = FIXTURES / "unknown"
 PG_ADMIN_URL = os.environ.get("FACEWARDEN_TEST_PG_URL")
+# FAISS trains and searches with OpenMP threads that spin-wait for each other: on two cores
+# shared with the servers a test starts (and other runs), one descheduled thread stalls the
+# rest, and an IVF-PQ training of 3,000 vectors took 30-50 s instead of 1-2 s. The test
+# process uses one (servers and CLI runs keep the default).
+faiss.omp_set_num_threads(1)
 # Converted ONNX models are cached by their source's checksum: every test (and the servers and
 # CLI runs they start) shares one conversion instead of redoing it per data directory.
 MODEL_CACHE = Path(tempfile.gettempdir()) / "facewarden-test-models"
@@ -138,9 +148,110 @@ def build_seed(data_dir: Path, build: Callable[[Path, str | None], None]) -> Ite
             _drop_pg_database(database)
 
 
+def cli_runner(
+    data_dir: Path, database_url: str | None, **settings: str
+) -> Callable[..., CompletedProcess]:
+    """Runs ``facewarden ARGS`` in a subprocess on ``data_dir`` (and ``database_url``), with
+    further environment ``settings`` (e.g. ``FACEWARDEN_DETECTOR="hog"``)."""
+    env = os.environ | {
+        "FACEWARDEN_DATA_DIR": str(data_dir),
+        "FACEWARDEN_WORKERS": "1",
+        "COLUMNS": "200",
+        "XDG_CONFIG_HOME": str(data_dir.parent / "config"),  # where init stores the first token
+        **settings,
+    }
+    env.pop("FACEWARDEN_TOKEN", None)
+    if database_url:
+        env["FACEWARDEN_DATABASE_URL"] = database_url
+    else:
+        env.pop("FACEWARDEN_DATABASE_URL", None)
+
+    def run(*args, ok=True, token=None, stdin=None):
+        feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+        proc = subprocess.run(
+            [sys.executable, "-m", "facewarden", *map(str, args)],
+            env=env | ({"FACEWARDEN_TOKEN": token} if token else {}),
+            capture_output=True,
+            text=True,
+            **feed,
+        )
+        if ok:
+            assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc
+
+    run.env = env
+    return run
+
+
+def _build_gallery_with_the_cli(data_dir: Path, database_url: str | None) -> None:
+    cli = cli_runner(data_dir, database_url)
+    cli("init")
+    cli(
+        "source",
+        "add",
+        "press",
+        "--lawful-basis",
+        "Art. 6(1)(e) GDPR",
+        "--purpose",
+        "suspect identification",
+        "--jurisdiction",
+        "fr",
+        "--retention",
+        "365d",
+    )
+    cli("ingest", GALLERY, "--source", "press")
+    cli(
+        "case",
+        "open",
+        "C-1",
+        "--purpose",
+        "robbery",
+        "--legal-basis",
+        "CPP art. 706",
+        "--authorisation",
+        "JLD-2026-4",
+    )
+
+
+@pytest.fixture(scope="session")
+def cli_gallery_seed(tmp_path_factory) -> Iterator[Seed]:
+    """The five-identity gallery and case C-1, built through the CLI once per session
+    (tests/test_cli.py, test_cli_auth.py, test_index_protection.py)."""
+    data_dir = tmp_path_factory.mktemp("seed-cli-gallery") / "data"
+    with build_seed(data_dir, _build_gallery_with_the_cli) as seed:
+        yield seed
+
+
+@pytest.fixture
+def gallery_cli(cli_gallery_seed, tmp_path):
+    """``cli_runner`` on this test's own copy of the CLI-built gallery (its operator "admin"
+    holds the stored token, as after ``init``)."""
+    with cli_gallery_seed.copy(tmp_path / "data") as database_url:
+        copy_token_file(cli_gallery_seed.data_dir, tmp_path / "data")
+        yield cli_runner(tmp_path / "data", database_url)
+
+
+def token_file(data_dir: Path) -> Path:
+    """Where ``init`` stored the first user's token for ``data_dir`` (see cli/credentials.py)."""
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()
+    return data_dir.parent / "config" / "facewarden" / "tokens" / key
+
+
+def copy_token_file(seed_dir: Path, data_dir: Path) -> None:
+    """The copy's operator holds the seed operator's token (token files are keyed by path)."""
+    target = token_file(data_dir)
+    target.parent.mkdir(parents=True, mode=0o700)
+    target.parent.parent.chmod(0o700)
+    target.write_text(token_file(seed_dir).read_text())
+    target.chmod(0o600)
+
+
 # Fixtures that stand for a seeded ``fw`` -> the session fixture holding their seed. A test
 # asking for one of them gets ``database_url``, ``settings`` and ``fw`` made from a copy.
-SEEDED_FIXTURES = {"gallery_fw": "gallery_seed"}
+SEEDED_FIXTURES = {
+    "gallery_fw": "gallery_seed",
+    "records_fw": "records_seed",  # tests/test_subjects.py
+}
 
 
 def _seed_for(request: pytest.FixtureRequest) -> Seed | None:
@@ -295,12 +406,23 @@ def pg_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def pg_database_url(admin_uri: str) -> str:
-    """A fresh database on the pgvector server, as a SQLAlchemy URL."""
+def pg_database_url(admin_uri: str, template: str | None = None) -> str:
+    """A fresh database on the pgvector server (a copy of the database at the URL
+    ``template`` when given: nobody may be connected to it), as a SQLAlchemy URL."""
     name = f"fw_idx_{uuid.uuid4().hex[:10]}"
     url = admin_uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    copy = ""
+    if template is not None:
+        copy = f' TEMPLATE "{template.split("?", 1)[0].rsplit("/", 1)[1]}"'
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as con:
-        con.execute(text(f'CREATE DATABASE "{name}"'))
+        con.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     admin.dispose()
     return url.replace("/postgres?", f"/{name}?", 1)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Removes the servers' seed gallery (tests/webserver.py), when a test started a server."""
+    webserver = sys.modules.get("webserver")
+    if webserver is not None:
+        webserver.close_server_seed()

@@ -40,6 +40,7 @@ def sqlite_only(settings):
         pytest.skip("backup/restore cover SQLite; PostgreSQL uses pg_dump (tested below)")
 
 
+@pytest.mark.slow  # an ingest of 40 photos in a CLI subprocess
 def test_backup_during_ingest_restore_elsewhere_same_searches(
     sqlite_only, fw, admin, settings, tmp_path
 ):

@@ -1,119 +1,26 @@
 """The CLI end to end in subprocesses: JSON contracts, exit codes, clear errors."""
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from subprocess import CompletedProcess
 
 import pytest
 
-from conftest import GALLERY, PROBES, REFERENCE, UNKNOWN, Seed, build_seed, identity_of
+from conftest import (
+    PROBES,
+    REFERENCE,
+    UNKNOWN,
+    cli_runner,
+    identity_of,
+)
 
 pytestmark = pytest.mark.slow  # every test runs the CLI in subprocesses
-
-
-def cli_runner(
-    data_dir: Path, database_url: str | None, **settings: str
-) -> Callable[..., CompletedProcess]:
-    """Runs ``facewarden ARGS`` in a subprocess on ``data_dir`` (and ``database_url``), with
-    further environment ``settings`` (e.g. ``FACEWARDEN_DETECTOR="hog"``)."""
-    env = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(data_dir),
-        "FACEWARDEN_WORKERS": "1",
-        "COLUMNS": "200",
-        "XDG_CONFIG_HOME": str(data_dir.parent / "config"),  # where init stores the first token
-        **settings,
-    }
-    env.pop("FACEWARDEN_TOKEN", None)
-    if database_url:
-        env["FACEWARDEN_DATABASE_URL"] = database_url
-    else:
-        env.pop("FACEWARDEN_DATABASE_URL", None)
-
-    def run(*args, ok=True, token=None):
-        proc = subprocess.run(
-            [sys.executable, "-m", "facewarden", *map(str, args)],
-            env=env | ({"FACEWARDEN_TOKEN": token} if token else {}),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        if ok:
-            assert proc.returncode == 0, proc.stderr + proc.stdout
-        return proc
-
-    run.env = env
-    return run
 
 
 @pytest.fixture
 def cli(tmp_path, database_url):
     return cli_runner(tmp_path / "data", database_url)
-
-
-def _build_gallery_with_the_cli(data_dir: Path, database_url: str | None) -> None:
-    cli = cli_runner(data_dir, database_url)
-    cli("init")
-    cli(
-        "source",
-        "add",
-        "press",
-        "--lawful-basis",
-        "Art. 6(1)(e) GDPR",
-        "--purpose",
-        "suspect identification",
-        "--jurisdiction",
-        "fr",
-        "--retention",
-        "365d",
-    )
-    cli("ingest", GALLERY, "--source", "press")
-    cli(
-        "case",
-        "open",
-        "C-1",
-        "--purpose",
-        "robbery",
-        "--legal-basis",
-        "CPP art. 706",
-        "--authorisation",
-        "JLD-2026-4",
-    )
-
-
-@pytest.fixture(scope="module")
-def cli_gallery_seed(tmp_path_factory) -> Iterator[Seed]:
-    """The five-identity gallery and case C-1, built through the CLI once for this module."""
-    data_dir = tmp_path_factory.mktemp("seed-cli-gallery") / "data"
-    with build_seed(data_dir, _build_gallery_with_the_cli) as seed:
-        yield seed
-
-
-@pytest.fixture
-def gallery_cli(cli_gallery_seed, tmp_path):
-    """``cli`` on this test's own copy of the CLI-built gallery."""
-    with cli_gallery_seed.copy(tmp_path / "data") as database_url:
-        _copy_token_file(cli_gallery_seed.data_dir, tmp_path / "data")
-        yield cli_runner(tmp_path / "data", database_url)
-
-
-def _token_file(data_dir: Path) -> Path:
-    """Where ``init`` stored the first user's token for ``data_dir`` (see cli/credentials.py)."""
-    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()
-    return data_dir.parent / "config" / "facewarden" / "tokens" / key
-
-
-def _copy_token_file(seed_dir: Path, data_dir: Path) -> None:
-    """The copy's operator holds the seed operator's token (token files are keyed by path)."""
-    target = _token_file(data_dir)
-    target.parent.mkdir(parents=True, mode=0o700)
-    target.parent.parent.chmod(0o700)
-    target.write_text(_token_file(seed_dir).read_text())
-    target.chmod(0o600)
 
 
 def test_search_json_contract(gallery_cli):

@@ -4,53 +4,39 @@ token lifecycle commands; exit codes of every kind of error (2 bad input, 3 refu
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import GALLERY, PROBES, REFERENCE
+from conftest import GALLERY, PROBES, REFERENCE, cli_runner, copy_token_file
+
+pytestmark = pytest.mark.slow  # every test runs the CLI in subprocesses (5 to 20 s each)
 
 
-@pytest.fixture
-def cli(tmp_path, database_url):
-    env = os.environ | {
-        "FACEWARDEN_DATA_DIR": str(tmp_path / "data"),
-        "FACEWARDEN_WORKERS": "1",
-        "COLUMNS": "200",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-    }
-    env.pop("FACEWARDEN_TOKEN", None)
-    if database_url:
-        env["FACEWARDEN_DATABASE_URL"] = database_url
-    else:
-        env.pop("FACEWARDEN_DATABASE_URL", None)
+def auth_cli(tmp_path: Path, database_url: str | None) -> Callable[..., CompletedProcess]:
+    """``cli_runner`` on ``tmp_path / "data"`` that also checks a failing command printed no
+    traceback."""
+    base = cli_runner(tmp_path / "data", database_url)
 
     def run(*args, ok=True, token=None, stdin=None):
-        feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
-        proc = subprocess.run(
-            [sys.executable, "-m", "facewarden", *map(str, args)],
-            env=env | ({"FACEWARDEN_TOKEN": token} if token else {}),
-            capture_output=True,
-            text=True,
-            **feed,
-        )
-        if ok:
-            assert proc.returncode == 0, proc.stderr + proc.stdout
-        else:
+        proc = base(*args, ok=ok, token=token, stdin=stdin)
+        if not ok:
             assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
-    run.env = env
+    run.env = base.env
     run.tmp = tmp_path
     return run
 
 
 @pytest.fixture
-def installed(cli):
+def initialised(tmp_path, database_url):
+    """A gallery set up through the CLI by this test, ``init`` included."""
+    cli = auth_cli(tmp_path, database_url)
     cli("init")
     cli(
         "source", "add", "press", "--lawful-basis", "b", "--purpose", "p",
@@ -61,12 +47,22 @@ def installed(cli):
     return cli
 
 
+@pytest.fixture
+def installed(cli_gallery_seed, tmp_path):
+    """This test's copy of the session's CLI-built gallery (case C-1), its operator holding
+    the token ``init`` stored."""
+    with cli_gallery_seed.copy(tmp_path / "data") as database_url:
+        copy_token_file(cli_gallery_seed.data_dir, tmp_path / "data")
+        yield auth_cli(tmp_path, database_url)
+
+
 def token_files(cli) -> list:
     folder = cli.tmp / "config" / "facewarden" / "tokens"
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
-def test_init_stores_the_token_for_its_os_account_only(installed):
+def test_init_stores_the_token_for_its_os_account_only(initialised):
+    installed = initialised
     (path,) = token_files(installed)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

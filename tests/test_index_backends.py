@@ -7,6 +7,7 @@ cost nothing; the search service's database re-check is tested with real faces e
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,49 +41,87 @@ def _labels(n: int) -> list[FaceLabel]:
 BACKENDS = [
     "faiss-flat",
     "faiss-ivfpq",
-    # Qdrant's local mode is pure Python: filling it takes most of a minute per test on two
-    # cores, so the fast tier (scripts/test.sh --fast) leaves it to the whole suite.
+    # Qdrant's local mode is pure Python and slow to fill (once per session: see ``filled``);
+    # the fast tier leaves it to the whole suite.
     pytest.param("qdrant-local", marks=pytest.mark.slow),
     "pgvector",
 ]
 
 
+def _open(kind: str, where: str) -> VectorIndex:
+    """The index of backend ``kind`` kept at ``where`` (a directory, or pgvector's URL)."""
+    if kind == "faiss-flat":
+        return FaissIndex(Path(where), key=KEY)
+    if kind == "faiss-ivfpq":
+        return FaissIndex(Path(where), key=KEY, ivf_threshold=1000, exact_subset=100, nprobe=64)
+    if kind == "qdrant-local":
+        return QdrantIndex(where)
+    from facewarden.adapters.index.pgvector_index import PgvectorIndex
+
+    return PgvectorIndex(where, exact_subset=100)  # medium filters walk the HNSW graph
+
+
+def _filled_ids() -> np.ndarray:
+    return np.arange(10, 10 + N, dtype=np.int64) * 3  # ids unrelated to positions
+
+
+class Opener:
+    """Opens the test's index at ``where`` (again: closing the one opened before), to test
+    persistence; a new empty place the first time when ``where`` is not set."""
+
+    def __init__(self, request: pytest.FixtureRequest, kind: str, directory: Path) -> None:
+        self.request, self.kind, self.directory = request, kind, directory
+        self.where: str | None = None
+        self.opened: list[VectorIndex] = []
+
+    def new_place(self, template: str | None = None) -> str:
+        if self.kind == "pgvector":
+            return pg_database_url(self.request.getfixturevalue("pg_server"), template)
+        if template is not None:
+            shutil.copytree(template, self.directory)
+        return str(self.directory)
+
+    def __call__(self) -> VectorIndex:
+        for index in self.opened:
+            index.close()
+        if self.where is None:
+            self.where = self.new_place()
+        self.opened.append(_open(self.kind, self.where))
+        return self.opened[-1]
+
+
 @pytest.fixture(params=BACKENDS)
 def open_index(request, tmp_path) -> Iterator[Callable[[], VectorIndex]]:
     """A factory that opens the same index again (to test persistence)."""
-    kind = request.param
-    opened: list[VectorIndex] = []
-    if kind == "pgvector":
-        url = pg_database_url(request.getfixturevalue("pg_server"))
-    factories = {
-        "faiss-flat": lambda: FaissIndex(tmp_path / "faiss", key=KEY),
-        "faiss-ivfpq": lambda: FaissIndex(
-            tmp_path / "faiss", key=KEY, ivf_threshold=1000, exact_subset=100, nprobe=64
-        ),
-        "qdrant-local": lambda: QdrantIndex(str(tmp_path / "qdrant")),
-        "pgvector": lambda: __import__(
-            "facewarden.adapters.index.pgvector_index", fromlist=["PgvectorIndex"]
-        ).PgvectorIndex(url, exact_subset=100),  # medium filters walk the HNSW graph
-    }
-
-    def factory() -> VectorIndex:
-        for index in opened:
-            index.close()
-        opened.append(factories[kind]())
-        return opened[-1]
-
-    yield factory
-    for index in opened:
+    opener = Opener(request, request.param, tmp_path / "index")
+    yield opener
+    for index in opener.opened:
         index.close()
 
 
+@pytest.fixture(scope="session")
+def filled_seeds(tmp_path_factory) -> dict[str, str]:
+    """Backend -> where its filled index was built, saved and closed, once per session (Qdrant's
+    local mode upserts in Python, FAISS trains, pgvector builds its graph). Each test gets its
+    own copy (``filled``)."""
+    return {}
+
+
 @pytest.fixture
-def filled(open_index):
+def filled(open_index, filled_seeds, tmp_path_factory):
+    """The test's own copy of an index holding N labelled vectors; its ids and vectors."""
+    kind = open_index.kind
+    if kind not in filled_seeds:
+        builder = Opener(open_index.request, kind, tmp_path_factory.mktemp(f"seed-{kind}") / "i")
+        seed = builder()
+        seed.add(_filled_ids(), _vectors(N), _labels(N))
+        seed.save()
+        seed.close()
+        filled_seeds[kind] = builder.where
+    open_index.where = open_index.new_place(template=filled_seeds[kind])
     index = open_index()
-    vectors = _vectors(N)
-    ids = np.arange(10, 10 + N, dtype=np.int64) * 3  # ids unrelated to positions
-    index.add(ids, vectors, _labels(N))
-    return index, ids, vectors
+    assert len(index) == N
+    return index, _filled_ids(), _vectors(N)
 
 
 def _exact(vectors, ids, query, k, mask=None):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select
-from test_cli import cli, cli_gallery_seed, gallery_cli  # noqa: F401 (fixtures)
+from test_cli import cli  # noqa: F401 (fixture)
 from test_index_backends import _labels, _vectors, open_index  # noqa: F401 (fixture)
 from webserver import running_server
 
@@ -182,7 +182,8 @@ def test_a_damaged_index_is_detected_audited_and_rebuilt(gallery_fw, admin, pipe
     assert again.stats()["index_size"] == 5 and len(_damaged_events(again)) == 1
 
 
-def test_cli_stats_and_rebuild_survive_a_truncated_index(gallery_cli, tmp_path):  # noqa: F811
+@pytest.mark.slow  # the CLI in subprocesses
+def test_cli_stats_and_rebuild_survive_a_truncated_index(gallery_cli, tmp_path):
     """The issue's sequence: ``stats`` and ``index rebuild`` over a truncated state file
     printed tracebacks. Now: exit 0, no traceback, the rebuild logged."""
     state = tmp_path / "data" / "index" / "faiss" / "state.sealed"
@@ -235,6 +236,7 @@ def _chunk_rows(data_dir: Path, file_key: bytes) -> np.ndarray:
     )
 
 
+@pytest.mark.slow  # a real server process
 def test_erasure_through_the_server_leaves_no_template_bytes_in_any_file(tmp_path, pipeline):
     with running_server(tmp_path, pipeline) as server:
         data_dir = server.data_dir

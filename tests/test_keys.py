@@ -92,6 +92,7 @@ SOURCE = [
 ]
 
 
+@pytest.mark.slow  # 15 CLI runs in subprocesses
 def test_key_loss_sequence_ends_in_a_clear_error(tmp_path, database_url):
     """The issue's sequence: key file removed, init, ingest, key restored. Init refuses to
     make a second key, every command names the key id the data needs, nothing is committed
@@ -169,6 +170,7 @@ def test_init_replaces_a_lost_key_only_when_nothing_is_encrypted(settings, pipel
     app.engine.dispose()
 
 
+@pytest.mark.slow  # a rotation in a subprocess, killed, then run again
 def test_key_rotate_killed_halfway_and_rerun(gallery_fw, admin, settings, database_url):
     """SIGKILL after the first re-encrypted batch, then a re-run: every template, crop and kept
     probe reads under the new key, the old key file is gone, the rotation is logged."""

@@ -10,6 +10,8 @@ from webserver import running_server
 
 from conftest import PG_ADMIN_URL, PROBES
 
+pytestmark = pytest.mark.slow  # a real server process
+
 
 def upload(path):
     return {"image": (path.name, path.read_bytes(), "image/jpeg")}

@@ -149,6 +149,7 @@ def test_bad_threshold_policy_is_refused_at_case_open(gallery_fw, admin, kw):
         open_case(gallery_fw, admin, "BAD", **kw)
 
 
+@pytest.mark.slow  # the CLI in subprocesses
 def test_cli_case_open_target_fpir_and_search_text_output(tmp_path, database_url):
     run = cli_runner(tmp_path / "data", database_url)  # the CLI in a subprocess, by token
 

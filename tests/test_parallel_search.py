@@ -17,6 +17,8 @@ from webserver import running_server
 
 from conftest import PROBES
 
+pytestmark = pytest.mark.slow  # a real server with its search worker processes
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, pipeline):

@@ -114,6 +114,7 @@ def test_quality_bar_is_configurable(tmp_path, database_url, pipeline):
     fw2.engine.dispose()
 
 
+@pytest.mark.slow  # the CLI in subprocesses
 def test_cli_shows_quality_refuses_with_exit_3_and_overrides(tmp_path, database_url):
     run = cli_runner(tmp_path / "data", database_url)  # the CLI in a subprocess, by token
 

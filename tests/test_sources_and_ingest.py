@@ -73,6 +73,7 @@ def test_reingest_adds_nothing(fw, admin):
     assert fw.stats()["faces"] == 5 == len(fw.index)
 
 
+@pytest.mark.slow  # starts two ingest worker processes, each loading the models
 def test_multi_face_image_and_two_workers(fw, admin):
     add_source(fw, admin)
     summary = fw.ingest.run(admin, [PROBES, REFERENCE], "press", workers=2)

@@ -24,6 +24,8 @@ from facewarden.services.app import Facewarden
 
 from conftest import GALLERY, PROBES, add_source, open_case
 
+pytestmark = pytest.mark.slow  # the CLI or the server in subprocesses on a capped disk
+
 LIMIT = 4096
 """Bytes a file may reach: less than one page of SQLite's write-ahead log. SQLite's shared
 memory file already exists (a reader holds the database open), as on a disk that filled up

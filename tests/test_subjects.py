@@ -3,6 +3,7 @@ with the real models: candidates are people, not photos; rights work per subject
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,21 @@ from test_cli import cli_runner
 
 from facewarden.adapters.storage.tables import Case, Face, Source, Subject, SubjectRequest
 from facewarden.core.errors import InvalidInput, NotFound, PermissionDenied
+from facewarden.core.pipeline import FacePipeline
+from facewarden.services.app import Facewarden
 
-from conftest import GALLERY, PROBES, REFERENCE, add_source, add_user, last_event, open_case
+from conftest import (
+    GALLERY,
+    PROBES,
+    REFERENCE,
+    Seed,
+    add_source,
+    add_user,
+    build_seed,
+    last_event,
+    make_settings,
+    open_case,
+)
 
 OBAMAS = ["obama.jpg", "obama2.jpg", "obama3.jpg"]
 
@@ -57,28 +71,46 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def records_fw(fw, admin, tmp_path):
+def _build_records(data_dir: Path, database_url: str | None, pipeline: FacePipeline) -> None:
     """Source 'custody' ingested with a manifest; source 'press' (the five gallery photos)
     without one; an open case."""
-    fw.sources.add(
-        admin,
-        "custody",
-        lawful_basis="police act s.12",
-        purpose="custody records",
-        jurisdiction="DE",
-        retention="365d",
-        subject_fields=["name"],
-    )
-    manifest = records_folder(tmp_path, ROWS)
-    summary = fw.ingest.run(admin, [tmp_path / "records"], "custody", manifest=manifest)
-    assert summary.images == 5
-    assert summary.subjects["linked_faces"] == 4 and summary.subjects["subjects"] == 2
-    # the group photo has two faces: not linked to R-300, and reported
-    assert [n["subject"] for n in summary.subjects["not_linked"]] == ["R-300"]
-    add_source(fw, admin)
-    fw.ingest.run(admin, [GALLERY], "press")
-    open_case(fw, admin)
+    fw, _ = Facewarden.init(make_settings(data_dir, database_url), "admin", pipeline=pipeline)
+    try:
+        admin = fw.actor(name="admin")
+        fw.sources.add(
+            admin,
+            "custody",
+            lawful_basis="police act s.12",
+            purpose="custody records",
+            jurisdiction="DE",
+            retention="365d",
+            subject_fields=["name"],
+        )
+        manifest = records_folder(data_dir.parent, ROWS)
+        summary = fw.ingest.run(admin, [data_dir.parent / "records"], "custody", manifest=manifest)
+        assert summary.images == 5
+        assert summary.subjects["linked_faces"] == 4 and summary.subjects["subjects"] == 2
+        # the group photo has two faces: not linked to R-300, and reported
+        assert [n["subject"] for n in summary.subjects["not_linked"]] == ["R-300"]
+        add_source(fw, admin)
+        fw.ingest.run(admin, [GALLERY], "press")
+        open_case(fw, admin)
+    finally:
+        fw.close()
+
+
+@pytest.fixture(scope="session")
+def records_seed(tmp_path_factory, pipeline) -> Iterator[Seed]:
+    data_dir = tmp_path_factory.mktemp("seed-records") / "data"
+    with build_seed(data_dir, lambda d, url: _build_records(d, url, pipeline)) as seed:
+        yield seed
+
+
+@pytest.fixture
+def records_fw(fw):
+    """Source 'custody' ingested with a manifest (the photos in the seed's folder, which
+    every copy shares); source 'press' (the five gallery photos) without one; an open case.
+    Built once per session (``records_seed``, see SEEDED_FIXTURES); each test gets a copy."""
     return fw
 
 
@@ -255,6 +287,7 @@ def test_subject_rights_are_for_the_dpo_and_a_shared_reference_needs_its_source(
     assert len(records_fw.subject_records.access(admin, "R-100")["matches"]) == 3
 
 
+@pytest.mark.slow  # 14 CLI runs in subprocesses (about 10 s on two cores)
 def test_cli_ingest_manifest_and_subject_commands(tmp_path, database_url):
 
     run = cli_runner(tmp_path / "data", database_url)  # the CLI in a subprocess, by token

@@ -21,6 +21,8 @@ from facewarden.services.app import Facewarden
 
 from conftest import GALLERY, PG_ADMIN_URL, add_source, make_settings
 
+pytestmark = pytest.mark.slow  # kills a CLI ingest and a server with their worker processes
+
 EXIT_GRACE_S = 5.0
 """The guarantee: nothing of the killed process is left after this long."""
 

@@ -11,18 +11,20 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from facewarden.core.actors import ROLES, Actor
+from facewarden.core.pipeline import FacePipeline
 from facewarden.services.app import Facewarden
 
-from conftest import GALLERY, PG_ADMIN_URL, _pg_database, add_source, make_settings, open_case
+from conftest import GALLERY, Seed, add_source, build_seed, make_settings, open_case
 
 ROLE_USERS = {role: f"only-{role}" for role in ROLES}
 """One user per role, holding just that role."""
@@ -109,43 +111,82 @@ def serving(
             proc.kill()
 
 
+def _build_server_gallery(
+    data_dir: Path, database_url: str | None, pipeline: FacePipeline
+) -> dict[str, str]:
+    """The gallery every ``running_server`` starts from: its users' tokens."""
+    settings = make_settings(data_dir, database_url)
+    fw, admin_token = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
+    try:
+        admin = fw.actor(name="admin")
+        tokens = {"admin": admin_token}
+        for name, roles in {
+            "ines": ["investigator"],
+            "rita": ["reviewer"],
+            "dora": ["dpo"],
+            **{user: [role] for role, user in ROLE_USERS.items()},
+        }.items():
+            tokens[name] = fw.users.add(admin, name, roles)
+        add_source(fw, admin)
+        summary = fw.ingest.run(admin, [GALLERY], "press")
+        assert summary.faces == 5, summary
+        open_case(fw, admin, investigators=["ines", "rita", ROLE_USERS["investigator"]])
+    finally:
+        fw.close()
+    return tokens
+
+
+_server_seed: tuple[Seed, dict[str, str]] | None = None
+_server_seed_cleanup = ExitStack()
+
+
+def server_seed(pipeline: FacePipeline) -> tuple[Seed, dict[str, str]]:
+    """The servers' gallery, built once per test session (on first use; removed by
+    ``close_server_seed`` from conftest's ``pytest_sessionfinish``), and its tokens."""
+    global _server_seed
+    if _server_seed is None:
+        root = Path(tempfile.mkdtemp(prefix="facewarden-test-server-seed-"))
+        _server_seed_cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+        tokens: dict[str, str] = {}
+
+        def build(data_dir: Path, database_url: str | None) -> None:
+            tokens.update(_build_server_gallery(data_dir, database_url, pipeline))
+
+        seed = _server_seed_cleanup.enter_context(build_seed(root / "data", build))
+        _server_seed = (seed, tokens)
+    return _server_seed
+
+
+def close_server_seed() -> None:
+    global _server_seed
+    _server_seed = None
+    _server_seed_cleanup.close()
+
+
 @contextmanager
 def running_server(
     root: Path,
-    pipeline,
+    pipeline: FacePipeline,
     prepare: Callable[[Facewarden, Actor], None] | None = None,
     **env: str,
 ) -> Iterator[Server]:
-    """``prepare(fw, admin)`` adds what a test module needs to the gallery before the
-    server starts (more sources, images with a manifest, cases)."""
-    db = _pg_database() if PG_ADMIN_URL else None
-    database_url = next(db) if db else None
+    """``facewarden serve`` over a copy of the servers' gallery (the five identities, source
+    "press", CASE-1 with ines, rita and only-investigator, and the users of ``Server.tokens``;
+    built once per session). ``prepare(fw, admin)`` adds what a test module needs to its
+    copy before the server starts (more sources, images with a manifest, cases)."""
+    seed, tokens = server_seed(pipeline)
     data_dir = root / "data"
-    settings = make_settings(data_dir, database_url)
-    fw, admin_token = Facewarden.init(settings, admin_name="admin", pipeline=pipeline)
-    admin = fw.actor(name="admin")
-    tokens = {"admin": admin_token}
-    for name, roles in {
-        "ines": ["investigator"],
-        "rita": ["reviewer"],
-        "dora": ["dpo"],
-        **{user: [role] for role, user in ROLE_USERS.items()},
-    }.items():
-        tokens[name] = fw.users.add(admin, name, roles)
-    add_source(fw, admin)
-    summary = fw.ingest.run(admin, [GALLERY], "press")
-    assert summary.faces == 5, summary
-    open_case(fw, admin, investigators=["ines", "rita", ROLE_USERS["investigator"]])
-    if prepare is not None:
-        prepare(fw, admin)
-    fw.close()
-
     try:
-        with serving(
-            data_dir, tokens, root / "server.log", database_url, seconds=60, **env
-        ) as server:
-            yield server
+        with seed.copy(data_dir) as database_url:
+            if prepare is not None:
+                fw = Facewarden(make_settings(data_dir, database_url), pipeline)
+                try:
+                    prepare(fw, fw.actor(name="admin"))
+                finally:
+                    fw.close()
+            with serving(
+                data_dir, dict(tokens), root / "server.log", database_url, seconds=60, **env
+            ) as server:
+                yield server
     finally:
-        if db:
-            next(db, None)
         shutil.rmtree(data_dir, ignore_errors=True)
