@@ -368,7 +368,8 @@ class IndexService:
         with self.sessions() as session:
             last = session.scalar(select(func.max(AuditEvent.seq)).where(*PURGE_DONE))
             rows = session.execute(
-                select(AuditEvent.seq, AuditEvent.details).where(
+                select(AuditEvent.seq, AuditEvent.details)
+                .where(
                     AuditEvent.seq > (last or 0),
                     AuditEvent.action.in_(ERASING_ACTIONS),
                     AuditEvent.outcome == "ok",
