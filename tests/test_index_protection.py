@@ -243,7 +243,11 @@ def test_erasure_through_the_server_leaves_no_template_bytes_in_any_file(tmp_pat
         master = load_key(None, make_settings(data_dir, None).resolved_key_file)
         file_key = derive_key(master, INDEX_FILE)
         rotation = KeyedRotation.for_deployment(master)
-        template = _descriptor(pipeline, GALLERY / "alex_lacamoire.jpg")
+        # The gallery's template, as ingest made it (with the ingest detector's box).
+        from facewarden.services.models import Models
+
+        ingest = Models(make_settings(data_dir, None), pipeline).ingest_pipeline
+        template = _descriptor(ingest, GALLERY / "alex_lacamoire.jpg")
         rows = _chunk_rows(data_dir, file_key)
         nearest = int(np.argmin(np.linalg.norm(rows - rotation.apply(template), axis=1)))
         stored = rows[nearest].copy()  # the transformed template exactly as the index holds it

@@ -159,9 +159,14 @@ def test_erasure_keeps_other_people_in_the_same_photo(fw, admin):
     assert len(ids) == 2 and np.all(np.linalg.norm(vecs - fw.suppression.templates(), axis=1) > 0.5)
 
 
-def test_an_erasure_during_an_ingest_run_applies_to_the_rest_of_the_run(gallery_fw, admin):
+def test_an_erasure_during_an_ingest_run_applies_to_the_rest_of_the_run(
+    gallery_fw, admin, monkeypatch
+):
     from conftest import PROBES
 
+    # One image per stored batch, so that the erasure falls between the first image and the
+    # rest (with larger batches it falls after the first batch: the same rule, later).
+    monkeypatch.setattr("facewarden.services.ingest.STORE_BATCH_IMAGES", 1)
     erased = []
 
     def erase_after_first(done, total, path):
