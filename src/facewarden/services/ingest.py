@@ -41,12 +41,12 @@ from facewarden.services.index import IndexService
 from facewarden.services.keys import KeyService
 from facewarden.services.manifest import ManifestEntry, load_manifest
 from facewarden.services.models import Models
-from facewarden.services.processing import Processed, process_image
+from facewarden.services.processing import Processed, process_image, process_many_in_worker
 from facewarden.services.ray_workers import RayPool
 from facewarden.services.sources import SourceService
 from facewarden.services.suppression import SuppressionList
 from facewarden.services.video import VideoScan, scan_video
-from facewarden.services.workers import WORKER, pipeline_pool
+from facewarden.services.workers import pipeline_pool
 
 ProgressFn = Callable[[int, int, str], None]
 SAVE_INDEX_EVERY = 500
@@ -54,6 +54,12 @@ STORE_BATCH_IMAGES = 32
 """Images stored per transaction (one commit and one sync of the log for all of them)."""
 STORE_BATCH_SECONDS = 0.5
 """... or fewer, when the first of them has waited this long (slow images are not held)."""
+INFLIGHT_PER_WORKER = 8
+"""Images handed to each worker ahead: enough to keep it busy while a batch is stored."""
+CHUNK_IMAGES = 4
+"""Images per task handed to a worker process (fewer round trips for small images)..."""
+CHUNK_BYTES = 4 << 20
+"""... and no more bytes than this per task (large images go one at a time)."""
 
 
 @dataclass
@@ -122,13 +128,26 @@ def len_of(pool: object, default: int) -> int:
 
 
 # -- worker processes ----------------------------------------------------------------------
-def _worker_process(data: bytes) -> Processed:
-    return process_image(WORKER["pipeline"], data, WORKER["max_pixels"])
+def _submit_to(pool: ProcessPoolExecutor, images: list[bytes]) -> Future[list[Processed]]:
+    # A function, not ``partial(pool.submit, ...)``: mypy cannot type the latter. The
+    # function lives in a light module: a spawned worker imports its module to run it (this
+    # one would cost it half a second of SQLAlchemy, Alembic and the services).
+    return pool.submit(process_many_in_worker, images)
 
 
-def _submit_to(pool: ProcessPoolExecutor, data: bytes) -> Future[Processed]:
-    # A function, not ``partial(pool.submit, ...)``: mypy cannot type the latter.
-    return pool.submit(_worker_process, data)
+def _submit_one_to(pool: RayPool, images: list[bytes]) -> Future[list[Processed]]:
+    """A Ray actor takes one image at a time; its result as a list of one."""
+    (data,) = images
+    one = pool.submit(data)
+    out: Future[list[Processed]] = Future()
+    one.add_done_callback(
+        lambda f: (
+            out.set_exception(exc)
+            if (exc := f.exception()) is not None
+            else out.set_result([f.result()])
+        )
+    )
+    return out
 
 
 class IngestService:
@@ -359,7 +378,7 @@ class IngestService:
                         process_image(self.models.ingest_pipeline, data, settings.max_image_pixels),
                     )
             else:
-                self._run_pool(n_workers, pending(), store, ray, ray_actors=workers)
+                self._run_pool(n_workers, pending(), store, ray, ray_actors=workers, images=images)
             flush()
             for item in items:
                 if item.video is not None:
@@ -428,45 +447,61 @@ class IngestService:
         store: Callable[[str, str, Processed], None],
         ray: str | None = None,
         ray_actors: int | None = None,
+        images: int = 0,
     ) -> None:
         """Process ``jobs`` in worker processes, or in Ray actors when ``ray`` is an address
         (``ray_actors`` of them; default one per CPU of the cluster); store each result here,
-        in the order they finish."""
+        in the order they finish. Worker processes get small images a few at a time (fewer
+        round trips), never so many that a worker would sit idle at the end of ``images``."""
         pool: RayPool | ProcessPoolExecutor
-        submit: Callable[[bytes], Future[Any]]
+        submit: Callable[[list[bytes]], Future[list[Processed]]]
         if ray is not None:
-            pool = RayPool(ray, self.settings, ray_actors)
-            submit = pool.submit
+            ray_pool = RayPool(ray, self.settings, ray_actors)
+            pool, chunk = ray_pool, 1
+            submit = functools.partial(_submit_one_to, ray_pool)
         else:
             pool = pipeline_pool(n_workers, self.settings, ingest=True)
+            chunk = max(1, min(CHUNK_IMAGES, images // (n_workers * INFLIGHT_PER_WORKER)))
             submit = functools.partial(_submit_to, pool)
-        in_flight: dict[Future, tuple[str, str, int]] = {}
-        held = 0  # encoded bytes handed to the workers and not yet back
+        in_flight: dict[Future, list[tuple[str, str, int]]] = {}
+        queued = 0  # images handed to the workers and not yet back
+        held = 0  # their encoded bytes
         with pool:
             try:
                 exhausted = False
                 while True:
-                    # At most two images per worker, and no more than INGEST_INFLIGHT_BYTES
+                    # At most INFLIGHT_PER_WORKER images per worker (they keep working while
+                    # this thread stores a batch), and no more than INGEST_INFLIGHT_BYTES
                     # of them (always at least one): memory stays flat whatever the input.
                     while (
                         not exhausted
-                        and len(in_flight) < 2 * len_of(pool, n_workers)
+                        and queued < INFLIGHT_PER_WORKER * len_of(pool, n_workers)
                         and (not in_flight or held < INGEST_INFLIGHT_BYTES)
                     ):
-                        job = next(jobs, None)
-                        if job is None:
-                            exhausted = True
+                        group: list[tuple[str, str, bytes]] = []
+                        size = 0
+                        while len(group) < chunk and size < CHUNK_BYTES:
+                            job = next(jobs, None)
+                            if job is None:
+                                exhausted = True
+                                break
+                            group.append(job)
+                            size += len(job[2])
+                        if not group:
                             break
-                        path, sha, data = job
-                        in_flight[submit(data)] = (path, sha, len(data))
-                        held += len(data)
+                        future = submit([data for _, _, data in group])
+                        in_flight[future] = [(path, sha, len(data)) for path, sha, data in group]
+                        queued += len(group)
+                        held += size
                     if not in_flight:
                         break
                     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        path, sha, size = in_flight.pop(fut)
-                        held -= size
-                        store(path, sha, fut.result())
+                        group_info = in_flight.pop(fut)
+                        queued -= len(group_info)
+                        held -= sum(size for _, _, size in group_info)
+                        for (path, sha, _), result in zip(group_info, fut.result(), strict=True):
+                            store(path, sha, result)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise

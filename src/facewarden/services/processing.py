@@ -9,6 +9,7 @@ from typing import Any
 from facewarden.adapters.imaging import decode_image
 from facewarden.core.errors import MediaError
 from facewarden.core.pipeline import FacePipeline
+from facewarden.services.workers import WORKER
 
 
 @dataclass
@@ -52,3 +53,9 @@ def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Proce
         capped=out.capped,
         detected_at=out.detected_at,
     )
+
+
+def process_many_in_worker(images: list[bytes]) -> list[Processed]:
+    """``process_image`` of each image with the pipeline of this pool worker
+    (``workers.worker_init``)."""
+    return [process_image(WORKER["pipeline"], data, WORKER["max_pixels"]) for data in images]
