@@ -126,3 +126,21 @@ def test_upgrade_from_first_schema_keeps_data_and_never_reuses_ids(
     fw.ingest.run(admin, [GALLERY / "biden.jpg"], "press")
     assert int(fw.index.ids().max()) > first  # the deleted face's id is not handed out again
     fw.engine.dispose()
+
+
+def test_the_head_revision_constant_is_alembics_head(tmp_path):
+    """``db.is_current`` compares with ``HEAD_REVISION`` without loading Alembic: it must be
+    the newest migration, and an older schema must not pass for current."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(db.alembic_config("sqlite://")).get_current_head()
+    assert head == db.HEAD_REVISION
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = db.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0007")
+    assert not db.is_current(engine)
+    db.upgrade(engine)
+    assert db.is_current(engine)
+    engine.dispose()

@@ -10,6 +10,7 @@ from pathlib import Path
 from facewarden.adapters.models.registry import (
     build_ingest_detector,
     build_pipeline,
+    build_probe_detector,
     configured_template_space,
 )
 from facewarden.config import Settings
@@ -22,22 +23,33 @@ class Models:
     def __init__(self, settings: Settings, pipeline: FacePipeline | None = None) -> None:
         self.settings = settings
         self._pipeline = pipeline
+        self._ingest: FacePipeline | None = None
         self.probes: ProbePool | None = None
         """The server's probe workers (``serve`` sets them); None: probes in process."""
 
     @property
     def pipeline(self) -> FacePipeline:
+        """The pipeline of probes, video and redaction (``Settings.detector``)."""
         if self._pipeline is None:
-            self._pipeline = build_pipeline(self.settings)
+            if self._ingest is not None:  # share its networks and lock
+                self._pipeline = self._ingest.with_detector(build_probe_detector(self.settings))
+            else:
+                self._pipeline = build_pipeline(self.settings)
         return self._pipeline
 
-    @cached_property
+    @property
     def ingest_pipeline(self) -> FacePipeline:
         """The pipeline of photo ingest: the same aligner, embedder and lock as ``pipeline``
-        with the photo-ingest detector (``Settings.ingest_detector``)."""
-        if self.settings.ingest_detector == "same":
-            return self.pipeline
-        return self.pipeline.with_detector(build_ingest_detector(self.settings))
+        with the photo-ingest detector (``Settings.ingest_detector``). Built without the
+        probe detector when nothing needed that one yet (a CLI ingest)."""
+        if self._ingest is None:
+            if self.settings.ingest_detector == "same":
+                self._ingest = self.pipeline
+            elif self._pipeline is not None:
+                self._ingest = self._pipeline.with_detector(build_ingest_detector(self.settings))
+            else:
+                self._ingest = build_pipeline(self.settings, ingest=True)
+        return self._ingest
 
     @cached_property
     def model_id(self) -> str:

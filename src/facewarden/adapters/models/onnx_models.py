@@ -46,6 +46,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+"""Checksums of model files already hashed in this process, by (path, size, mtime): each
+pipeline built (the detector at two upsamplings, the ingest and the probe pipelines) asks
+for its converted file, and hashing the 22 MB descriptor once is enough."""
+
+
+def _source_digest(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _sha256(path)
+    return _DIGESTS[key]
+
+
 def convert(source: Path, model: str) -> bytes:
     """The ONNX bytes of a dlib model file; ModelFormatError if it is not that model."""
     from facewarden.adapters.models.onnx_export import to_onnx
@@ -64,7 +78,7 @@ def convert(source: Path, model: str) -> bytes:
 def converted_path(model: str, model_dir: Path, source: Path | None = None) -> Path:
     """The cached ONNX file for ``model``, converting it first when missing."""
     source = source or model_path(f"{model}.dat")
-    target = model_dir / f"{model}-{_sha256(source)[:16]}-c{CONVERTER_VERSION}.onnx"
+    target = model_dir / f"{model}-{_source_digest(source)[:16]}-c{CONVERTER_VERSION}.onnx"
     with _LOCK:
         if target.is_file():
             return target

@@ -97,6 +97,18 @@ def _required(model_dir: Path | None) -> Path:
     return model_dir
 
 
+def build_probe_detector(settings: Settings, threads: int = 0) -> FaceDetector:
+    """The detector of probes, video and redaction (``Settings.detector``)."""
+    return build_detector(
+        settings.detector,
+        settings.upsample,
+        settings.runtime,
+        settings.model_dir,
+        threads,
+        retry=settings.detector_retry,
+    )
+
+
 def build_ingest_detector(settings: Settings, threads: int = 0) -> FaceDetector:
     """The detector of photo ingest (``Settings.ingest_detector``; see its docs)."""
     kind, scale = settings.ingest_detector, settings.ingest_hog_scale
@@ -137,14 +149,7 @@ def build_pipeline(
     detector = (
         build_ingest_detector(settings, threads)
         if ingest
-        else build_detector(
-            settings.detector,
-            settings.upsample,
-            runtime,
-            model_dir,
-            threads,
-            retry=settings.detector_retry,
-        )
+        else build_probe_detector(settings, threads)
     )
     return FacePipeline(
         detector,
