@@ -190,3 +190,28 @@ def test_no_command_prints_a_traceback(env):
         elif "error [" not in r.stderr and "Usage:" not in r.stderr and r.returncode != 1:
             problems.append(f"{shown}: no error line\n{r.stderr[-300:]}")
     assert not problems, "\n\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("FACEWARDEN_INGEST_HOG_SCALE", "0", "greater than or equal to 1"),
+        ("FACEWARDEN_INGEST_HOG_SCALE", "nan", "finite number"),
+        ("FACEWARDEN_INGEST_HOG_SCALE", "abc", "valid number"),
+        ("FACEWARDEN_INGEST_DETECTOR", "HOG", "'same', 'hog', 'cnn' or 'hybrid'"),
+        ("FACEWARDEN_DETECTOR", "sift", "'hog', 'cnn' or 'hybrid'"),
+    ],
+)
+def test_a_bad_setting_is_named_as_the_operator_sets_it(tmp_path, variable, value, says):
+    """Not ``error [internal]: ValidationError ... errors.pydantic.dev``: the variable, its
+    value and what is wrong, exit 2 (ingest and serve alike)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEWARDEN_")}
+    env |= {"FACEWARDEN_DATA_DIR": str(tmp_path / "data"), variable: value}
+    for args in (["ingest", str(tmp_path), "--source", "s"], ["serve", "--port", "1"]):
+        out = subprocess.run(
+            [*facewarden_command(), *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 2, out
+        text = " ".join(out.stderr.split())
+        assert text.startswith(f"error [configuration]: bad setting: {variable}={value!r}"), text
+        assert says in text and "Traceback" not in text and "pydantic.dev" not in text

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     ``ingest_hog_scale``, then the CNN at ``upsample`` where HOG found nothing, and the
     retry), ``hog``, ``cnn``, or ``same`` (the ``detector`` setting). Probes, videos and
     redaction use ``detector``. docs/detection.md has the measurements behind the default."""
-    ingest_hog_scale: float = Field(1.5, ge=1.0, le=4.0)
+    ingest_hog_scale: float = Field(1.5, ge=1.0, le=4.0, allow_inf_nan=False)
     """Enlargement of the image before HOG at ingest: HOG's smallest face, about 80 pixels,
     becomes 80/scale (1.5: about 53) at scale squared the cost."""
     descriptor_flip: bool = False

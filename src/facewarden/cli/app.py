@@ -31,7 +31,7 @@ from facewarden.cli.commands import (
 )
 from facewarden.cli.context import state
 from facewarden.cli.evaluate import eval_app
-from facewarden.core.errors import FacewardenError, InvalidInput
+from facewarden.core.errors import ConfigurationError, FacewardenError, InvalidInput
 from facewarden.core.faults import storage_failure
 
 app = typer.Typer(
@@ -108,12 +108,28 @@ def _global(
     state.data_dir, state.acting_as, state.server = data_dir, acting_as, server
 
 
+def settings_error(exc: Exception) -> FacewardenError | None:
+    """A setting with a bad value (FACEWARDEN_* in the environment or the .env file), named
+    as the operator sets it: ``error [configuration]``, exit 2."""
+    errors = getattr(exc, "errors", None)
+    if type(exc).__name__ != "ValidationError" or getattr(exc, "title", "") != "Settings":
+        return None
+    assert callable(errors)
+    parts = []
+    for e in errors():
+        name = "FACEWARDEN_" + "_".join(str(p) for p in e.get("loc", ())).upper()
+        parts.append(f"{name}={e.get('input')!r}: {e.get('msg', 'invalid')}")
+    return ConfigurationError("bad setting: " + "; ".join(parts))
+
+
 def main() -> None:
     try:
         app()
     except Exception as exc:  # every error ends as one line, never a traceback
         # A full disk is named as such, also under the audit failure it causes.
         error = storage_failure(exc) or (exc if isinstance(exc, FacewardenError) else None)
+        if error is None:
+            error = settings_error(exc)
         if error is None and isinstance(exc, OSError) and exc.filename:
             # A path given on the command line that cannot be read or written.
             error = InvalidInput(f"{exc.strerror}: {exc.filename}", code="bad_path")

@@ -67,9 +67,12 @@ class _Pending:
     """A processed image waiting in the batch to be stored."""
 
     path: str
+    """The name recorded (``relabel``-ed)."""
     sha: str
     result: Processed
     entry: ManifestEntry | None
+    source: str = ""
+    """The local path it was read from (progress reports label it themselves)."""
 
 
 DEDUP_DISTANCE = 0.15
@@ -305,7 +308,7 @@ class IngestService:
             before = summary.images
             self._store_batch(source_id, index_label, retention, batch, summary)
             for pending_item in batch:
-                tick(pending_item.path)
+                tick(pending_item.source)
             batch.clear()
             if summary.images // SAVE_INDEX_EVERY != before // SAVE_INDEX_EVERY:
                 started = time.perf_counter()
@@ -322,7 +325,7 @@ class IngestService:
             bounded(label(path), result, summary, settings)
             if not batch:
                 batch_started = time.perf_counter()
-            batch.append(_Pending(label(path), sha, result, subject_of(path)))
+            batch.append(_Pending(label(path), sha, result, subject_of(path), path))
             if (
                 len(batch) >= STORE_BATCH_IMAGES
                 or result.kind == "video"

@@ -7,11 +7,13 @@ by uploading the same files again: what was stored is skipped as a duplicate.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -87,6 +89,14 @@ class Job:
         }
 
 
+ACCESS_RECHECK_S = 2.0
+"""How often a running job checks that its uploader may still ingest."""
+
+
+class _Stopped(Exception):
+    """The uploader may no longer ingest: the job does not start."""
+
+
 class IngestJobs:
     def __init__(
         self,
@@ -95,10 +105,12 @@ class IngestJobs:
         sessions: Callable[[], Any],
         sources: SourceService,
         ingest: IngestService,
+        current: Callable[[str], Actor],
         keep: int = 200,
     ) -> None:
+        """``current``: the user of a name as they stand now (``UserService.current``)."""
         self.settings, self.guard, self.sessions = settings, guard, sessions
-        self.sources, self.ingest = sources, ingest
+        self.sources, self.ingest, self.current = sources, ingest, current
         self.root = settings.upload_dir
         self.keep = keep
         self.jobs: dict[str, Job] = {}
@@ -136,22 +148,59 @@ class IngestJobs:
     def _run(self, job: Job, actor: Actor, folder: Path) -> None:
         prefix = str(folder) + os.sep
 
+        def relabel(path: str) -> str:
+            """Provenance and progress name the upload, never the server's folders."""
+            if path == str(folder):
+                return f"upload/{job.id}"
+            return f"upload/{job.id}/{path.removeprefix(prefix)}"
+
         def progress(done: int, total: int, label: str) -> None:
             job.done, job.total, job.current = done, total, label
 
+        checked_at = -math.inf
+
+        def stopped() -> bool:
+            """Cancelled, or the uploader may no longer ingest: disabled or without the
+            operator role since the upload (checked when the job starts and every
+            ACCESS_RECHECK_S while it runs; the refusal is logged)."""
+            nonlocal checked_at
+            if job.cancel.is_set():
+                return True
+            if time.monotonic() - checked_at >= ACCESS_RECHECK_S:
+                checked_at = time.monotonic()
+                details = {"source": job.source, "job": job.id}
+                try:
+                    try:
+                        now = self.current(actor.name)
+                    except FacewardenError as exc:  # disabled: logged here, like a refusal
+                        self.guard.audit.record(
+                            actor, "ingest", outcome="refused", error=exc.message, details=details
+                        )
+                        raise
+                    self.guard.authorize(now, "ingest", "operator", details=details)
+                except FacewardenError as exc:
+                    job.error = {"code": exc.code, "message": f"job stopped: {exc.message}"}
+                    job.cancel.set()
+                    return True
+            return False
+
         job.state = "running"
         try:
+            if stopped():  # queued before the uploader was disabled: never starts
+                raise _Stopped
             summary = self.ingest.run(
                 actor,
                 [folder],
                 job.source,
                 workers=min(self.settings.workers, max(1, len(job.files))),
                 progress=progress,
-                relabel=lambda p: f"upload/{job.id}/{p.removeprefix(prefix)}",
-                cancelled=job.cancel.is_set,
+                relabel=relabel,
+                cancelled=stopped,
             )
             job.summary = summary.as_dict()
-            job.state = "cancelled" if summary.interrupted else "done"
+            job.state = "failed" if job.error else "cancelled" if summary.interrupted else "done"
+        except _Stopped:
+            job.state = "failed"
         except FacewardenError as exc:
             job.state, job.error = "failed", {"code": exc.code, "message": exc.message}
         except Exception as exc:  # a job must end with a state, not vanish

@@ -97,6 +97,16 @@ class UserService:
                 log.warning("last use of %s not recorded: %s", user.name, exc)
         return Actor(user.name, frozenset(user.roles.split(",")))
 
+    def current(self, name: str) -> Actor:
+        """The user ``name`` as they stand now (roles as now), for work that outlives the
+        request that authenticated them (an upload's ingest job): Unauthenticated
+        (``user_disabled``) once an admin disabled them."""
+        with self.sessions() as session:
+            user = self._get(session, name)
+            if not user.active:
+                raise Unauthenticated(f"user {user.name!r} is disabled", code="user_disabled")
+            return Actor(user.name, frozenset(user.roles.split(",")))
+
     def user_of_token(self, token: str) -> str | None:
         """The name a token belongs to (active or not, expired or not), else None."""
         with self.sessions() as session:

@@ -145,7 +145,9 @@ def create_app(settings: Settings | None = None, fw: Facewarden | None = None) -
         lifespan=lifespan,
     )
     app.state.fw = fw
-    app.state.jobs = IngestJobs(fw.settings, fw.guard, fw.sessions, fw.sources, fw.ingest)
+    app.state.jobs = IngestJobs(
+        fw.settings, fw.guard, fw.sessions, fw.sources, fw.ingest, fw.users.current
+    )
     app.state.limiter = RateLimiter(settings.search_rate_limit)
     app.state.metrics = Metrics(fw)
     errors.install(app)
