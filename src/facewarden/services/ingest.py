@@ -381,7 +381,15 @@ class IngestService:
                         process_image(self.models.ingest_pipeline, data, settings.max_image_pixels),
                     )
             else:
-                self._run_pool(n_workers, pending(), store, ray, ray_actors=workers, images=images)
+                self._run_pool(
+                    n_workers,
+                    pending(),
+                    store,
+                    ray,
+                    ray_actors=workers,
+                    images=images,
+                    cancelled=cancelled,
+                )
             flush()
             for item in items:
                 if item.video is not None:
@@ -451,6 +459,7 @@ class IngestService:
         ray: str | None = None,
         ray_actors: int | None = None,
         images: int = 0,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         """Process ``jobs`` in worker processes, or in Ray actors when ``ray`` is an address
         (``ray_actors`` of them; default one per CPU of the cluster); store each result here,
@@ -498,7 +507,9 @@ class IngestService:
                         held += size
                     if not in_flight:
                         break
-                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    finished, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                    if cancelled is not None and cancelled():
+                        raise KeyboardInterrupt  # stored so far is kept (the caller flushes)
                     for fut in finished:
                         group_info = in_flight.pop(fut)
                         queued -= len(group_info)

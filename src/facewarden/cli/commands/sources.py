@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -63,6 +67,32 @@ def source_list(as_json: JsonOpt = False) -> None:
         )
 
 
+@contextmanager
+def interrupt_flag() -> Iterator[threading.Event]:
+    """Ctrl-C sets the flag the ingest checks between images (it stops there, keeps what it
+    stored and reports it); a second Ctrl-C interrupts at once. A flag, not an exception
+    raised wherever the signal lands: Python ignores a KeyboardInterrupt raised inside a
+    weak-reference callback, and the ingest then ran to its end."""
+    stop = threading.Event()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (a background job)
+    ):
+        yield stop
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files, folders and .zip archives.")],
     source: Annotated[str, typer.Option(help="Registered source name.")],
@@ -94,15 +124,17 @@ def ingest(
                 task, completed=done, total=total, description=f"ingesting {Path(label).name[:30]}"
             )
 
-        summary = fw.ingest.run(
-            actor,
-            paths,
-            source,
-            workers=workers,
-            progress=progress,
-            ray=ray,
-            manifest=manifest,
-        )
+        with interrupt_flag() as stop:
+            summary = fw.ingest.run(
+                actor,
+                paths,
+                source,
+                workers=workers,
+                progress=progress,
+                ray=ray,
+                manifest=manifest,
+                cancelled=stop.is_set,
+            )
     if as_json:
         output.emit_json(summary.as_dict())
     else:
