@@ -111,12 +111,12 @@ def _global(
 def settings_error(exc: Exception) -> FacewardenError | None:
     """A setting with a bad value (FACEWARDEN_* in the environment or the .env file), named
     as the operator sets it: ``error [configuration]``, exit 2."""
-    errors = getattr(exc, "errors", None)
-    if type(exc).__name__ != "ValidationError" or getattr(exc, "title", "") != "Settings":
+    from pydantic import ValidationError  # (loaded already: Settings failed to validate)
+
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
         return None
-    assert callable(errors)
     parts = []
-    for e in errors():
+    for e in exc.errors():
         name = "FACEWARDEN_" + "_".join(str(p) for p in e.get("loc", ())).upper()
         parts.append(f"{name}={e.get('input')!r}: {e.get('msg', 'invalid')}")
     return ConfigurationError("bad setting: " + "; ".join(parts))

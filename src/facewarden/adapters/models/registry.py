@@ -114,9 +114,7 @@ def build_ingest_detector(settings: Settings, threads: int = 0) -> FaceDetector:
     kind, scale = settings.ingest_detector, settings.ingest_hog_scale
     runtime, model_dir, up = settings.runtime, settings.model_dir, settings.upsample
     if kind == "same":
-        return build_detector(
-            settings.detector, up, runtime, model_dir, threads, retry=settings.detector_retry
-        )
+        return build_probe_detector(settings, threads)
     from facewarden.adapters.models import dlib_models
     from facewarden.adapters.models.strategy import HybridDetector
 

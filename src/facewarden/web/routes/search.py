@@ -25,6 +25,15 @@ from facewarden.web.routes.common import (
     with_crop_urls,
 )
 
+SourceFilterForm = Annotated[
+    list[Text] | None, Form(description="Only candidates of this source (repeatable).")
+]
+JurisdictionFilterForm = Annotated[
+    list[Text] | None,
+    Form(description="Only candidates of this jurisdiction, e.g. DE (repeatable)."),
+]
+"""The search filters of the photo and the video search (``core.filters.SearchFilter``)."""
+
 router = APIRouter(prefix=PREFIX, tags=["search"], responses=AS_USER, route_class=ContractRoute)
 
 JPEG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/jpeg": {}}}}
@@ -44,13 +53,8 @@ def search(
         bool,
         Form(description="Search probe faces below the quality bar too (logged)."),
     ] = False,
-    source: Annotated[
-        list[Text] | None, Form(description="Only candidates of this source (repeatable).")
-    ] = None,
-    jurisdiction: Annotated[
-        list[Text] | None,
-        Form(description="Only candidates of this jurisdiction, e.g. DE (repeatable)."),
-    ] = None,
+    source: SourceFilterForm = None,
+    jurisdiction: JurisdictionFilterForm = None,
 ) -> Json:
     """Ranked candidates for every face of the probe that meets the quality bar, with
     provenance and crop URLs; each face's quality and its problems."""
@@ -84,13 +88,8 @@ def search_video(
     allow_low_quality: Annotated[
         bool, Form(description="Search tracks below the quality bar too (logged).")
     ] = False,
-    source: Annotated[
-        list[Text] | None, Form(description="Only candidates of this source (repeatable).")
-    ] = None,
-    jurisdiction: Annotated[
-        list[Text] | None,
-        Form(description="Only candidates of this jurisdiction, e.g. DE (repeatable)."),
-    ] = None,
+    source: SourceFilterForm = None,
+    jurisdiction: JurisdictionFilterForm = None,
 ) -> Json:
     """Face tracks of a probe video, each with its candidates, and a timeline of who appears
     when. Each track's best face crop comes as base64 JPEG (``thumbnail_jpeg``)."""
