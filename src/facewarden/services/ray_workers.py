@@ -1,8 +1,8 @@
 """Distributed ingest on Ray: decode, detection and embedding run in Ray actors.
 
 Each actor holds one face pipeline (built once, like a pool worker); the driver keeps every
-rule and every write (lawful basis, suppression list, retention, one transaction per image,
-idempotent by content hash), so a Ray cluster only adds compute. ``address`` is a Ray
+rule and every write (lawful basis, suppression list, retention, transactions of up to 32
+whole images, idempotent by content hash), so a Ray cluster only adds compute. ``address`` is a Ray
 cluster address (``ray://head:10001``, ``auto`` for the cluster this machine belongs to) or
 ``local`` to start a Ray instance on this machine.
 """
