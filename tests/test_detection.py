@@ -318,3 +318,30 @@ def test_ingest_has_its_own_detector_and_probes_keep_theirs(tmp_path, database_u
     result = fw.search.search(admin, probe("obama1.jpg"), case="CASE-1")
     assert result.as_dict()["detector"] == settings.detector_setting == "cnn-up0+retry-up1"
     fw.engine.dispose()
+
+
+def test_hog_detector_cached_in_the_model_directory_detects_the_same(tmp_path, caplog):
+    """HOG's detector is saved once in the model directory (a worker then loads it in about
+    a millisecond instead of rebuilding it); what is loaded detects exactly as dlib's own,
+    and a damaged cache file is rebuilt, not trusted half-read."""
+    import dlib
+
+    from facewarden.adapters.models.dlib_models import HogDetector
+
+    image = np.asarray(Image.open(GALLERY / "obama.jpg").convert("RGB"))
+    reference = HogDetector(0).detect(image)
+    assert reference
+    cache = tmp_path / "models"
+    HogDetector(0, cache_dir=cache)
+    (cached,) = cache.glob("dlib-hog-frontal-*.svm")
+    assert cached.name == f"dlib-hog-frontal-{dlib.__version__}.svm"
+    assert HogDetector(0, cache_dir=cache).detect(image) == reference
+    cached.write_bytes(cached.read_bytes()[:1000])  # a torn or tampered-with copy
+    with caplog.at_level("WARNING"):
+        assert HogDetector(0, cache_dir=cache).detect(image) == reference
+    assert "rebuilding the unreadable HOG cache" in caplog.text
+    assert cached.stat().st_size > 100_000  # rewritten whole
+    assert [p.name for p in cache.iterdir()] == [cached.name]  # no temporary file left
+    unwritable = tmp_path / "file"
+    unwritable.write_text("not a directory")
+    assert HogDetector(0, cache_dir=unwritable / "models").detect(image) == reference

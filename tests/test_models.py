@@ -6,7 +6,7 @@ import pytest
 from facewarden.adapters.imaging import decode_image
 from facewarden.core.pipeline import FacePipeline
 
-from conftest import REFERENCE
+from conftest import GALLERY, REFERENCE
 
 
 def faces_of(pipeline: FacePipeline, name: str):
@@ -72,3 +72,21 @@ def test_mmod_cnn_detector_is_selectable_and_agrees_with_hog(pipeline):
     inter = max(inter_w, 0) * max(inter_h, 0)
     iou = inter / (c.width * c.height + h.width * h.height - inter)
     assert iou > 0.5 and cnn[0].score > 0
+
+
+def test_images_processed_together_equal_one_at_a_time_an_unreadable_one_in_place(pipeline):
+    """A worker describes the faces of the images it is handed in one batch: each image's
+    result is what it gets alone, in order, and an unreadable image between them is
+    reported in its place without costing the others theirs."""
+    from facewarden.services.processing import process_image, process_images
+
+    first, second = ((GALLERY / name).read_bytes() for name in ("obama.jpg", "biden.jpg"))
+    together = process_images(pipeline, [first, b"not an image", second], 50_000_000)
+    alone = [process_image(pipeline, data, 50_000_000) for data in (first, second)]
+    assert together[1].error_code is not None and not together[1].faces
+    for batched, single in zip((together[0], together[2]), alone, strict=True):
+        assert len(batched.faces) == len(single.faces) >= 1
+        for a, b in zip(batched.faces, single.faces, strict=True):
+            assert a["box"] == b["box"]
+            va, vb = (np.frombuffer(f["descriptor"], "<f4") for f in (a, b))
+            assert np.abs(va - vb).max() < 1e-4

@@ -147,8 +147,10 @@ def test_models_cli_converts_and_reports(tmp_path):
     done = run("models", "convert", "--json")
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    assert {r["model"] for r in rows} == {onnx_models.RESNET, onnx_models.MMOD}
-    assert all(Path(r["onnx"]).is_file() and r["bytes"] > 100_000 for r in rows)
+    # the networks converted, and HOG's detector cached beside them (no network to convert)
+    assert {r["model"] for r in rows} == {onnx_models.RESNET, onnx_models.MMOD, "dlib_hog_frontal"}
+    assert all(Path(r["file"]).is_file() and r["bytes"] > 100_000 for r in rows)
+    assert all(r["onnx"] == r["file"] for r in rows if r["model"] != "dlib_hog_frontal")
     info = run("models", "info", "--json")
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from facewarden.core.ports import FaceAligner, FaceDetector, FaceEmbedder
 from facewarden.core.quality import assess
-from facewarden.core.schemas import Box, Detection, FaceTemplate
+from facewarden.core.schemas import Box, Detection, FaceTemplate, Quality
 
 
 @dataclass
@@ -142,7 +142,24 @@ class FacePipeline:
 
         return [Detection(scaled(d.box), d.score, d.pose) for d in found], size
 
+    def process_many(self, images: list[np.ndarray], *, enrol: bool = True) -> list[PipelineOutput]:
+        """:meth:`process` of each image, the descriptors of all their faces computed in one
+        batch (the network runs a batch faster per face than one face at a time)."""
+        with self._lock:
+            found = [self._found(image, enrol, self.max_faces) for image in images]
+            descriptors = self.describe([chip for f in found for _, _, chip in f.kept])
+        outputs, start = [], 0
+        for f in found:
+            outputs.append(f.output(descriptors[start : start + len(f.kept)], self.keep_chips))
+            start += len(f.kept)
+        return outputs
+
     def _process(self, image: np.ndarray, enrol: bool, max_faces: int | None) -> PipelineOutput:
+        found = self._found(image, enrol, max_faces)
+        return found.output(self.describe([chip for _, _, chip in found.kept]), self.keep_chips)
+
+    def _found(self, image: np.ndarray, enrol: bool, max_faces: int | None) -> _Found:
+        """An image's faces detected, capped, aligned and assessed; not yet described."""
         image = np.ascontiguousarray(image)  # dlib's aligner refuses strided arrays
         detections, detected_at = self._detect(image)
         capped = 0
@@ -150,21 +167,30 @@ class FacePipeline:
             capped = len(detections) - max_faces
             by_size = sorted(detections, key=lambda d: -d.box.width * d.box.height)
             detections = by_size[:max_faces]
-        chips, kept, rejected = [], [], 0
+        kept, rejected = [], 0
         for det in detections:
             chip, points = self.aligner.align(image, det.box)
             quality = assess(det, chip, points, self.min_face_size)
             if enrol and "too_small" in quality.flags:
                 rejected += 1
                 continue
-            chips.append(chip)
             kept.append((det, quality, chip))
-        descriptors = self.describe(chips)
+        return _Found(kept, rejected, capped, detected_at)
+
+
+@dataclass
+class _Found:
+    kept: list[tuple[Detection, Quality, np.ndarray]]
+    rejected: int
+    capped: int
+    detected_at: tuple[int, int] | None
+
+    def output(self, descriptors: np.ndarray, keep_chips: bool) -> PipelineOutput:
         faces = [
-            FaceTemplate(det, quality, descriptors[i], _jpeg(chip) if self.keep_chips else None)
-            for i, (det, quality, chip) in enumerate(kept)
+            FaceTemplate(det, quality, descriptors[i], _jpeg(chip) if keep_chips else None)
+            for i, (det, quality, chip) in enumerate(self.kept)
         ]
-        return PipelineOutput(faces, rejected, capped, detected_at)
+        return PipelineOutput(faces, self.rejected, self.capped, self.detected_at)
 
 
 def _jpeg(chip: np.ndarray) -> bytes:

@@ -46,7 +46,7 @@ from facewarden.services.ray_workers import RayPool
 from facewarden.services.sources import SourceService
 from facewarden.services.suppression import SuppressionList
 from facewarden.services.video import VideoScan, scan_video
-from facewarden.services.workers import pipeline_pool
+from facewarden.services.workers import cores_to_workers, pipeline_pool
 
 ProgressFn = Callable[[int, int, str], None]
 SAVE_INDEX_EVERY = 500
@@ -381,15 +381,17 @@ class IngestService:
                         process_image(self.models.ingest_pipeline, data, settings.max_image_pixels),
                     )
             else:
-                self._run_pool(
-                    n_workers,
-                    pending(),
-                    store,
-                    ray,
-                    ray_actors=workers,
-                    images=images,
-                    cancelled=cancelled,
-                )
+                with cores_to_workers():
+                    self._run_pool(
+                        n_workers,
+                        pending(),
+                        store,
+                        ray,
+                        ray_actors=workers,
+                        images=images,
+                        cancelled=cancelled,
+                    )
+                    flush()
             flush()
             for item in items:
                 if item.video is not None:

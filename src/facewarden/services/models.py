@@ -70,8 +70,9 @@ class Models:
 
 
 def convert_models(settings: Settings) -> list[dict[str, str | int]]:
-    """Convert the descriptor and the MMOD detector to ONNX now (else done at first use):
-    each model's ONNX file and its size; ``model_conversion_failed`` when one cannot be."""
+    """Convert the descriptor and the MMOD detector to ONNX now (else done at first use) and
+    cache HOG's detector: each model's file and its size; ``model_conversion_failed`` when
+    one cannot be converted."""
     # dlib and the converter load only when asked for (not with the rest of the services).
     from facewarden.adapters.models.onnx_models import MMOD, RESNET, converted_path
 
@@ -81,7 +82,15 @@ def convert_models(settings: Settings) -> list[dict[str, str | int]]:
             path: Path = converted_path(model, settings.model_dir)
         except ValueError as exc:
             raise InvalidInput(str(exc), code="model_conversion_failed") from None
-        rows.append({"model": model, "onnx": str(path), "bytes": path.stat().st_size})
+        size = path.stat().st_size
+        rows.append({"model": model, "file": str(path), "onnx": str(path), "bytes": size})
+    # HOG has no network to convert; its detector is cached beside the conversions.
+    from facewarden.adapters.models.dlib_models import frontal_face_detector, hog_cache_path
+
+    frontal_face_detector(settings.model_dir)
+    hog = hog_cache_path(settings.model_dir)
+    if hog.is_file():
+        rows.append({"model": "dlib_hog_frontal", "file": str(hog), "bytes": hog.stat().st_size})
     return rows
 
 

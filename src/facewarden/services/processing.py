@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from facewarden.adapters.imaging import decode_image
 from facewarden.core.errors import MediaError
-from facewarden.core.pipeline import FacePipeline
+from facewarden.core.pipeline import FacePipeline, PipelineOutput
 from facewarden.services.workers import WORKER
 
 
@@ -31,11 +33,28 @@ class Processed:
 
 
 def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Processed:
-    try:
-        image = decode_image(data, max_pixels=max_pixels)
-    except MediaError as exc:
-        return Processed(error_code=exc.code, error=exc.message)
-    out = pipeline.process(image, enrol=True)
+    return process_images(pipeline, [data], max_pixels)[0]
+
+
+def process_images(pipeline: FacePipeline, images: list[bytes], max_pixels: int) -> list[Processed]:
+    """Each image decoded and processed; the faces of all of them described in one batch."""
+    results: list[Processed | None] = []
+    decoded = []
+    for data in images:
+        try:
+            decoded.append(decode_image(data, max_pixels=max_pixels))
+            results.append(None)
+        except MediaError as exc:
+            results.append(Processed(error_code=exc.code, error=exc.message))
+    outputs = iter(pipeline.process_many(decoded, enrol=True))
+    images_iter = iter(decoded)
+    return [
+        result if result is not None else _processed(next(images_iter), next(outputs))
+        for result in results
+    ]
+
+
+def _processed(image: np.ndarray, out: PipelineOutput) -> Processed:
     faces = [
         {
             "box": f.detection.box.as_list(),
@@ -56,6 +75,5 @@ def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Proce
 
 
 def process_many_in_worker(images: list[bytes]) -> list[Processed]:
-    """``process_image`` of each image with the pipeline of this pool worker
-    (``workers.worker_init``)."""
-    return [process_image(WORKER["pipeline"], data, WORKER["max_pixels"]) for data in images]
+    """``process_images`` with the pipeline of this pool worker (``workers.worker_init``)."""
+    return process_images(WORKER["pipeline"], images, WORKER["max_pixels"])

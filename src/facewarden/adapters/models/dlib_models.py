@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
+import threading
 from pathlib import Path
 
 import dlib
@@ -11,6 +15,7 @@ from PIL import Image
 
 from facewarden.core.schemas import Box, Detection
 
+log = logging.getLogger(__name__)
 MODELS_DIR = Path(face_recognition_models.__file__).parent / "models"
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
@@ -37,6 +42,47 @@ def _clip_box(rect: dlib.rectangle, shape: tuple[int, ...]) -> Box:
     )
 
 
+_HOG_LOCK = threading.Lock()
+
+
+def hog_cache_path(cache_dir: Path) -> Path:
+    """Where :func:`frontal_face_detector` caches dlib's HOG detector in ``cache_dir``."""
+    return cache_dir / f"dlib-hog-frontal-{dlib.__version__}.svm"
+
+
+def frontal_face_detector(cache_dir: Path | None = None) -> dlib.fhog_object_detector:
+    """A new copy of dlib's HOG frontal face detector (each keeps per-call state, so one per
+    pipeline). dlib builds it from a compressed copy compiled into the library, which takes
+    about 0.2 s, in each process that uses it (every ingest worker). With ``cache_dir`` it is
+    saved there once, uncompressed, under dlib's version (``dlib-hog-frontal-<version>.svm``,
+    written atomically) and loaded from that file in about 1 ms afterwards; an unreadable
+    cache file is rebuilt. Like the ONNX conversions beside it, the cache is trusted as the
+    installed code is (docs/threat-model.md)."""
+    if cache_dir is None:
+        return dlib.get_frontal_face_detector()
+    path = hog_cache_path(cache_dir)
+    if path.is_file():
+        try:
+            return dlib.fhog_object_detector(str(path))
+        except RuntimeError as exc:
+            log.warning("rebuilding the unreadable HOG cache %s (%s)", path, exc)
+    detector = dlib.get_frontal_face_detector()
+    with _HOG_LOCK:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
+            os.close(fd)
+            try:
+                detector.save(tmp)
+                os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except (OSError, RuntimeError) as exc:  # read-only or full disk: the same detector
+            log.warning("the HOG detector was not cached in %s (%s)", cache_dir, exc)
+    return detector
+
+
 class HogDetector:
     """dlib's HOG + linear SVM frontal face detector (fast, CPU). With ``scale`` > 1 the
     image is first enlarged by that factor (bilinear): HOG's smallest face, about 80 pixels,
@@ -45,13 +91,15 @@ class HogDetector:
 
     runtime = "dlib"
 
-    def __init__(self, upsample: int = 1, scale: float = 1.0) -> None:
+    def __init__(
+        self, upsample: int = 1, scale: float = 1.0, cache_dir: Path | None = None
+    ) -> None:
         if not 1.0 <= scale <= 4.0:
             raise ValueError(f"HOG scale must be between 1 and 4, not {scale}")
         self.upsample = upsample
         self.scale = scale
         self.model_id = f"dlib-hog-up{upsample}" + (f"-x{scale:g}" if scale != 1.0 else "")
-        self._detector = dlib.get_frontal_face_detector()
+        self._detector = frontal_face_detector(cache_dir)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         work = image

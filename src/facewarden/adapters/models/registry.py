@@ -55,12 +55,12 @@ def build_detector(
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector {kind!r}; choose one of {list(DETECTORS)}")
     if kind == "hog":  # HOG has no network: dlib's own implementation in every runtime
-        return dlib_models.HogDetector(upsample)
+        return dlib_models.HogDetector(upsample, cache_dir=model_dir)
     if kind == "hybrid":
         from facewarden.adapters.models.strategy import HybridDetector
 
         return HybridDetector(
-            dlib_models.HogDetector(upsample),
+            dlib_models.HogDetector(upsample, cache_dir=model_dir),
             build_detector("cnn", upsample, runtime, model_dir, threads),
         )
 
@@ -120,12 +120,12 @@ def build_ingest_detector(settings: Settings, threads: int = 0) -> FaceDetector:
 
     detector: FaceDetector
     if kind == "hog":
-        detector = dlib_models.HogDetector(0, scale)
+        detector = dlib_models.HogDetector(0, scale, model_dir)
     elif kind == "cnn":
         detector = build_detector("cnn", up, runtime, model_dir, threads)
     elif kind == "hybrid":
         detector = HybridDetector(
-            dlib_models.HogDetector(0, scale),
+            dlib_models.HogDetector(0, scale, model_dir),
             build_detector("cnn", up, runtime, model_dir, threads),
         )
     else:

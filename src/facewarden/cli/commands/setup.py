@@ -75,7 +75,8 @@ def demo() -> None:
 
 @models_app.command("convert")
 def models_convert(as_json: JsonOpt = False) -> None:
-    """Convert the descriptor and MMOD detector to ONNX now (else done at first use)."""
+    """Convert the descriptor and MMOD detector to ONNX and cache HOG's detector now (else
+    done at first use)."""
     from facewarden.services.models import convert_models
 
     rows = convert_models(settings())
@@ -84,7 +85,7 @@ def models_convert(as_json: JsonOpt = False) -> None:
         return
     for row in rows:
         output.out.print(
-            f"{row['model']}: {escape(str(row['onnx']))} ({int(row['bytes']) / 1e6:.1f} MB)"
+            f"{row['model']}: {escape(str(row['file']))} ({int(row['bytes']) / 1e6:.1f} MB)"
         )
 
 
