@@ -130,14 +130,7 @@ def test_her_photos_ingested_again_are_not_findable(lfw_fw, admin, tmp_path):
         from PIL import Image
 
         Image.open(f).save(again / f.name, quality=70)
-    fw.sources.add(
-        admin,
-        "press-2",
-        lawful_basis="Art. 6(1)(e) GDPR",
-        purpose="identification",
-        jurisdiction="DE",
-        retention="30d",
-    )
+    add_source(fw, admin, "press-2")
     summary = fw.ingest.run(admin, [again], "press-2")
     assert summary.faces + summary.faces_suppressed == 8
     assert all(not v for v in residue(fw, admin, ERASED).values())
@@ -186,14 +179,7 @@ def test_an_erased_persons_photo_in_a_batch_leaves_the_others_stored(lfw_fw, adm
     others = [f for f in sorted(LFW.glob("Ricardo_Lagos_*.jpg"))[:3]]
     for f in [theirs[0], *others, theirs[1]]:  # the erased person first and last
         Image.open(f).save(mixed / f"new_{f.name}", quality=70)  # new content, not duplicates
-    fw.sources.add(
-        admin,
-        "press-2",
-        lawful_basis="Art. 6(1)(e) GDPR",
-        purpose="identification",
-        jurisdiction="DE",
-        retention="30d",
-    )
+    add_source(fw, admin, "press-2")
     summary = fw.ingest.run(admin, [mixed], "press-2")
     assert (summary.images, summary.faces, summary.faces_suppressed) == (3, 3, 2)
     with fw.sessions() as s:

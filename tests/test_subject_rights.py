@@ -10,7 +10,16 @@ from facewarden.adapters.storage.tables import Face, FaceCrop, Media, SubjectReq
 from facewarden.core.errors import InvalidInput, NoFaceFound, PermissionDenied
 from facewarden.services.audit import canonical
 
-from conftest import GALLERY, REFERENCE, UNKNOWN, add_user, identity_of, last_event, probe
+from conftest import (
+    GALLERY,
+    REFERENCE,
+    UNKNOWN,
+    add_source,
+    add_user,
+    identity_of,
+    last_event,
+    probe,
+)
 
 SELFIE = (REFERENCE / "obama.jpg").read_bytes()
 
@@ -118,14 +127,7 @@ def test_erasure_deletes_suppresses_and_gives_a_receipt(gallery_fw, admin, copy_
     assert plain.shape == (128,) and plain.astype("<f4").tobytes() not in stored
 
     # Ingesting the same photos again (e.g. from a new source) skips the erased person.
-    gallery_fw.sources.add(
-        admin,
-        "press-2",
-        lawful_basis="Art. 6(1)(e) GDPR",
-        purpose="identification",
-        jurisdiction="DE",
-        retention="30d",
-    )
+    add_source(gallery_fw, admin, "press-2")
     summary = gallery_fw.ingest.run(admin, [copy_tree(GALLERY, "again")], "press-2")
     assert summary.faces_suppressed == 1 and summary.images == 0 and summary.duplicates == 4
     assert gallery_fw.subjects.access(admin, SELFIE)["matches"] == []

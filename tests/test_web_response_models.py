@@ -12,6 +12,7 @@ import csv
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,18 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter
 from webserver import Server, running_server
 
-from facewarden.core.results import CaseOut, SearchResultOut, VideoSearchResultOut, Wire
+from facewarden.core.results import (
+    CandidateOut,
+    FaceMatchesOut,
+    IngestSummaryOut,
+    QualityOut,
+    SearchResultOut,
+    SkippedOut,
+    TrackMatchesOut,
+    VideoSearchResultOut,
+    Wire,
+    derived,
+)
 from facewarden.core.schemas import (
     Candidate,
     FaceMatches,
@@ -37,9 +49,10 @@ from facewarden.core.schemas import (
     VideoSearchResult,
 )
 from facewarden.services.cases import CaseInfo
+from facewarden.services.confirmations import CandidateState
 from facewarden.services.jobs import Job
 from facewarden.web.api import ROUTERS
-from facewarden.web.models import HealthOut, JobOut
+from facewarden.web.models import CandidateStateOut, CaseOut, HealthOut, JobOut
 from facewarden.web.routes.common import MISMATCH, PREFIX, ContractRoute
 
 from conftest import FIXTURES, GALLERY, PROBES, REFERENCE, add_source, open_case
@@ -492,6 +505,55 @@ def test_cases_jobs_and_ingest_summaries_as_the_services_build_them():
     failed = Job("j2", "admin", "press", ["a.jpg"], state="failed")
     failed.error = {"code": "internal", "message": "boom"}
     assert_carries(JobOut, failed.as_dict())
+
+
+DERIVED = [
+    (Quality, QualityOut),
+    (Candidate, CandidateOut),
+    (FaceMatches, FaceMatchesOut),
+    (SearchResult, SearchResultOut),
+    (TrackMatches, TrackMatchesOut),
+    (VideoSearchResult, VideoSearchResultOut),
+    (Skipped, SkippedOut),
+    (IngestSummary, IngestSummaryOut),
+    (CaseInfo, CaseOut),
+    (CandidateState, CandidateStateOut),
+]
+
+
+def test_the_models_of_dataclass_results_are_derived_from_the_dataclasses():
+    """One description of a result: its dataclass. Its model carries every field of it (a
+    field added to the dataclass is in the contract without a second edit), documented by
+    the dataclass's docstrings, and declares only what the answer sends otherwise."""
+    for source, model in DERIVED:
+        assert {f.name for f in fields(source)} <= set(model.model_fields), model
+    job = {f.name for f in fields(Job)} - {"id", "cancel"} | {"job_id"}
+    assert job <= set(JobOut.model_fields) and "cancel" not in JobOut.model_fields
+    fmr = CandidateOut.model_fields["fmr"].description or ""
+    assert fmr.startswith("Calibrated false match rate per comparison")
+    assert FaceMatchesOut.model_fields["quality"].annotation is QualityOut
+
+    @dataclass
+    class Result:
+        count: int
+        """How many."""
+        when: datetime
+        note: str | None = None
+
+    @derived(Result, rename={"count": "total"})
+    class ResultOut(Wire):
+        """A result."""
+
+        when: str
+        url: str | None = None
+
+    assert list(ResultOut.model_fields) == ["total", "when", "note", "url"]
+    total, when, note, url = ResultOut.model_fields.values()
+    assert total.is_required() and total.annotation is int and total.description == "How many."
+    assert when.annotation is str and note.is_required() and not url.is_required()
+    assert ResultOut.__doc__ == "A result." and ResultOut.__name__ == "ResultOut"
+    with pytest.raises(TypeError, match="has no field nope"):
+        derived(Result, drop=("nope",))
 
 
 class _Pair(Wire):

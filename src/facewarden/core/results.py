@@ -1,70 +1,134 @@
 """The JSON shapes of the results and receipts the services produce, as the HTTP API sends
-them: the API's ``response_model``s, hence its OpenAPI contract (the web-only envelopes are in
-``web/models.py``, the error body in ``web/errors.py``).
+them: the API's ``response_model``s, hence its OpenAPI contract (the web-only envelopes, and
+the models of results defined in ``services/``, are in ``web/models.py``; the error body in
+``web/errors.py``).
 
-Each model names the fields a result or receipt carries, exactly as the services build it
-(the ``as_dict`` of the classes in ``core/schemas.py``, whose stable parts are reused here as
-they are, and the receipts' dicts); a stable part is typed, a free-form one (audit details, a
-stored receipt, container facts) is a ``dict[str, Any]`` field. Undeclared fields are
-allowed (``Wire``: a field a service adds does not fail its answer; the contract test finds
-it). Times are ISO 8601 strings as the services write them. A field that only some answers
-carry is optional (default None); the answers without it leave it out (``ContractRoute``
-sends the service's dict, not the model).
+A result the services return as a dataclass (``core/schemas.py``, ``services/``) is
+described once, by that dataclass: its model here is ``derived`` from it, field for field
+(type and docstring), and declares only what the answer sends otherwise: a field its
+``as_dict`` computes (``no_candidate_within_threshold``) or the HTTP API adds (``crop_url``),
+a field sent in another form (a nested result, a time as text), one left out. A receipt the
+services build as a dict is described here field by field; a stable part is typed, a
+free-form one (audit details, a stored receipt, container facts) is a ``dict[str, Any]``
+field. Undeclared fields are allowed (``Wire``: a field a service adds does not fail its
+answer; the contract test finds it). Times are ISO 8601 strings as the services write them.
+A field that only some answers carry is optional (default None); the answers without it leave
+it out (``ContractRoute`` sends the service's dict, not the model).
 
 Kept apart from ``core/schemas.py`` so that ``facewarden --help`` does not load pydantic.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from collections.abc import Callable
+from copy import copy
+from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from facewarden.core.schemas import TimelineEntry
+from facewarden.core.schemas import (
+    Candidate,
+    FaceMatches,
+    IngestSummary,
+    Quality,
+    SearchResult,
+    Skipped,
+    TimelineEntry,
+    TrackMatches,
+    VideoSearchResult,
+)
 
 
 class Wire(BaseModel):
     """Base of the API's response models."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
 
 
+M = TypeVar("M", bound=Wire)
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under the fields of a class (as pydantic reads them from a
+    model with ``use_attribute_docstrings``)."""
+    try:
+        (node,) = ast.parse(textwrap.dedent(inspect.getsource(cls))).body
+    except (OSError, TypeError, ValueError):  # no source at hand: no descriptions
+        return {}
+    if not isinstance(node, ast.ClassDef):
+        return {}
+    docs = {}
+    for field, after in zip(node.body, node.body[1:], strict=False):
+        if (
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[field.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def derived(
+    source: type, *, drop: tuple[str, ...] = (), rename: dict[str, str] | None = None
+) -> Callable[[type[M]], type[M]]:
+    """Make the decorated model the response model of the dataclass ``source``: every field of
+    ``source`` (less ``drop``; sent under another name in ``rename``), in its order, with its
+    type and docstring, required (``as_dict`` sends every field), then the fields the class
+    declares itself. A field the class declares replaces the dataclass's field of that name
+    (another type, a default); the others follow. The class keeps its name and docstring."""
+    if not dataclasses.is_dataclass(source):
+        raise TypeError(f"{source!r} is not a dataclass")
+    unknown = (set(drop) | set(rename or ())) - {f.name for f in dataclasses.fields(source)}
+    if unknown:
+        raise TypeError(f"{source.__name__} has no field {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(source)
+    docs = attribute_docs(source)
+
+    def build(model: type[M]) -> type[M]:
+        own = model.model_fields
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(source):
+            if f.name in drop:
+                continue
+            name = (rename or {}).get(f.name, f.name)
+            mine = own.get(name)
+            if mine is None:
+                fields[name] = (hints[f.name], Field(description=docs.get(f.name)))
+            else:  # sent otherwise: documented as the dataclass documents it, unless redone
+                mine = copy(mine)
+                mine.description = mine.description or docs.get(f.name)
+                fields[name] = (mine.annotation, mine)
+        fields |= {
+            name: (info.annotation, info) for name, info in own.items() if name not in fields
+        }
+        out = create_model(
+            model.__name__,
+            __base__=Wire,
+            __doc__=model.__doc__,
+            __module__=model.__module__,
+            **fields,
+        )
+        return cast(type[M], out)
+
+    return build
+
+
+@derived(Quality)
 class QualityOut(Wire):
     """``Quality.as_dict``: the measured quality of a face."""
 
-    width: int
-    height: int
-    blur: float
-    yaw: float
-    pose: str
-    detector_score: float
-    flags: list[str]
 
-
+@derived(Candidate)
 class CandidateOut(Wire):
     """``Candidate.as_dict`` (a gallery face a search returned), with its crop's URL."""
 
-    rank: int
-    distance: float
-    score: float
-    face_id: int
-    media_id: int
-    media_path: str
-    source: str
-    box: list[int]
-    jurisdiction: str
-    ingested_at: str
-    media_sha256: str
-    face_index: int
-    time_s: float | None
-    track: int | None
-    fmr: float | None
-    expected_strangers: float | None
-    subject: str | None
-    subject_id: int | None
-    faces_matched: int
-    duplicates_collapsed: int
-    grouped_face_ids: list[int]
     crop_url: str | None = None
     """Set by the HTTP API: the crop of this face as this search returned it."""
 
@@ -84,134 +148,64 @@ class ThresholdPolicyOut(Wire):
     case_threshold: float | None = None
 
 
+@derived(FaceMatches)
 class FaceMatchesOut(Wire):
     """``FaceMatches.as_dict``: one probe face and its candidates."""
 
-    box: list[int]
     quality: QualityOut
-    quality_problems: list[str]
-    searched: bool
     candidates: list[CandidateOut]
     no_candidate_within_threshold: bool
-    expected_false_candidates: float | None
-    duplicates_collapsed: int
     probe_crop_url: str | None = None
     """Set by the HTTP API for a searched face: its kept crop."""
 
 
+@derived(SearchResult)
 class SearchResultOut(Wire):
     """``SearchResult.as_dict``: a photo search."""
 
-    search_id: int | None
-    probe: str
-    probe_sha256: str
-    case: str
-    threshold: float
-    gallery_size: int
-    model: str
-    detector: str
-    audit_seq: int | None
-    threshold_policy: ThresholdPolicyOut | None
-    calibration: dict[str, Any] | None
-    """Where the FMR estimates come from (data, fingerprint, recipe)."""
     faces: list[FaceMatchesOut]
-    notes: list[str]
+    threshold_policy: ThresholdPolicyOut | None
 
 
+@derived(TrackMatches)
 class TrackMatchesOut(Wire):
     """``TrackMatches.as_dict``: one face track of a probe video and its candidates."""
 
-    track_id: int
-    start_s: float
-    end_s: float
-    best_frame_s: float
-    box: list[int]
     quality: QualityOut
-    quality_problems: list[str]
-    searched: bool
-    detections: int
     candidates: list[CandidateOut]
-    no_candidate_within_threshold: bool
-    expected_false_candidates: float | None
-    probe_crop_url: str | None = None
     thumbnail_jpeg: str | None = None
     """Set by the HTTP API: the best face's crop as base64 JPEG."""
+    no_candidate_within_threshold: bool
+    probe_crop_url: str | None = None
 
 
+@derived(VideoSearchResult)
 class VideoSearchResultOut(Wire):
     """``VideoSearchResult.as_dict``: a video search."""
 
-    search_id: int | None
-    probe: str
-    probe_sha256: str
-    case: str
-    threshold: float
-    gallery_size: int
-    model: str
-    detector: str
-    audit_seq: int | None
-    threshold_policy: ThresholdPolicyOut | None
-    video: dict[str, Any]
-    """Container facts (size, duration, frame rate, codec, rotation) and sampling counts."""
-    partial: bool
-    partial_reason: str | None
     tracks: list[TrackMatchesOut]
     timeline: list[TimelineEntry]
+    partial: bool
+    """Whether only part of the video was searched (the reason is ``partial_reason``)."""
+    threshold_policy: ThresholdPolicyOut | None
+    partial_reason: str | None
     unmatched_tracks: list[int]
 
 
+@derived(Skipped)
 class SkippedOut(Wire):
-    path: str
-    reason: str
-    code: str
+    """A file an ingest skipped (or stored only in part), and why."""
 
 
+@derived(IngestSummary)
 class IngestSummaryOut(Wire):
     """``IngestSummary.as_dict``."""
 
-    subjects: dict[str, Any] | None = None
-    """Only with a manifest: faces linked to subjects, subjects created, files not linked."""
-    source: str
-    detector: str
-    images: int
-    images_without_face: int
-    faces: int
-    elapsed_s: float
-    images_per_s: float
-    faces_per_s: float
-    duplicates: int
-    faces_rejected: int
-    faces_suppressed: int
-    videos: int
     skipped: list[SkippedOut]
     partial: list[SkippedOut]
-    interrupted: bool
-    seconds: dict[str, float]
-    images_reduced: int
-    faces_capped: int
-    notes: list[str]
-
-
-class CaseOut(Wire):
-    """A case (``CaseInfo.as_dict``)."""
-
-    ref: str
-    purpose: str
-    legal_basis: str
-    authorisation: str
-    offence: str | None
-    status: str
-    opened_by: str
-    opened_at: str
-    expires_at: str
-    closed_at: str | None
-    investigators: list[str]
-    search_quota: int
-    searches: int
-    keep_probe_templates: bool
-    reviewers: list[str]
-    threshold_policy: str | None
-    target_fpir: float | None
+    subjects: dict[str, Any] | None = None
+    images_per_s: float
+    faces_per_s: float
 
 
 class DecisionOut(Wire):
@@ -221,15 +215,6 @@ class DecisionOut(Wire):
     note: str | None
     at: str
     audit_seq: int | None
-
-
-class CandidateStateOut(Wire):
-    """A candidate's decisions and state: ``pending``, ``identified`` or ``rejected``."""
-
-    search_id: int
-    face_id: int
-    status: str
-    decisions: list[DecisionOut]
 
 
 class CaseSearchHitOut(Wire):

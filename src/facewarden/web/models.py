@@ -1,9 +1,30 @@
-"""Response models of what only the HTTP API answers (the caller, new tokens, ingest jobs);
-the results and receipts of the services are in ``core/results.py``."""
+"""Response models of what only the HTTP API answers (the caller, new tokens, ingest jobs),
+and of the results that services define (a case, a candidate's state, an ingest job): each
+``derived`` from the service's dataclass. The results and receipts of ``core/`` are in
+``core/results.py``."""
 
 from __future__ import annotations
 
-from facewarden.core.results import IngestSummaryOut, Wire
+from facewarden.core.results import DecisionOut, IngestSummaryOut, Wire, derived
+from facewarden.services.cases import CaseInfo
+from facewarden.services.confirmations import CandidateState
+from facewarden.services.jobs import Job
+
+
+@derived(CaseInfo)
+class CaseOut(Wire):
+    """A case (``CaseInfo.as_dict``); its times as ISO 8601 text (``datetime.isoformat``)."""
+
+    opened_at: str
+    expires_at: str
+    closed_at: str | None
+
+
+@derived(CandidateState)
+class CandidateStateOut(Wire):
+    """A candidate's decisions and state: ``pending``, ``identified`` or ``rejected``."""
+
+    decisions: list[DecisionOut]
 
 
 class MeOut(Wire):
@@ -38,20 +59,10 @@ class JobErrorOut(Wire):
     message: str
 
 
+@derived(Job, drop=("cancel",), rename={"id": "job_id"})
 class JobOut(Wire):
     """An ingest job: progress and, when finished, its summary or its error."""
 
-    job_id: str
-    user: str
-    source: str
-    files: list[str]
-    state: str
-    """queued, running, done, cancelled or failed."""
-    done: int
-    total: int | None
-    current: str
-    created_at: str
-    finished_at: str | None
     summary: IngestSummaryOut | None
     error: JobErrorOut | None
 

@@ -7,15 +7,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from facewarden.core.results import (
-    CandidateStateOut,
-    CaseOut,
-    CaseSearchOut,
-    IdentificationOut,
-    ReviewSheetOut,
-)
+from facewarden.core.results import CaseSearchOut, IdentificationOut, ReviewSheetOut
 from facewarden.web.auth import CurrentActor, get_fw
 from facewarden.web.errors import error_responses
+from facewarden.web.models import CandidateStateOut, CaseOut
 from facewarden.web.routes.common import AS_USER, MAX_ID, PREFIX, ContractRoute, Json, Text
 
 router = APIRouter(prefix=PREFIX, tags=["cases"], responses=AS_USER, route_class=ContractRoute)
