@@ -82,19 +82,51 @@ def pipeline_pool(
     workers: int, settings: Settings, nice: int = 0, *, ingest: bool = False
 ) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes, each with a pipeline built from ``settings`` (with
-    ``nice``, at that much lower CPU priority; with ``ingest``, the photo-ingest detector)."""
+    ``nice``, at that much lower CPU priority; with ``ingest``, the photo-ingest detector);
+    the pool :func:`pool_started_early` started for these arguments, when there is one."""
+    settings_json = settings.model_dump_json()
+    early = _EARLY.pop((workers, settings_json, nice, ingest), None)
+    if early is not None:
+        return early
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=worker_init,
         initargs=(
-            settings.model_dump_json(),
+            settings_json,
             os.getpid(),
             threading.current_thread() is threading.main_thread(),
             nice,
             ingest,
         ),
     )
+
+
+_EARLY: dict[tuple[int, str, int, bool], ProcessPoolExecutor] = {}
+
+
+def _started() -> None:
+    """A task that makes a pool start one more worker process (they start on demand)."""
+
+
+@contextmanager
+def pool_started_early(workers: int, settings: Settings, *, ingest: bool = False) -> Iterator[None]:
+    """Start a pool's worker processes now, so that their start-up (imports and models,
+    about half a second each) overlaps the caller's own (imports, opening the database and
+    checking the request): a CLI ingest starts them before it opens the app. Within the
+    block, :func:`pipeline_pool` with the same arguments takes this pool; a pool not taken
+    (a refused request, fewer images than workers) is shut down when the block ends."""
+    pool = pipeline_pool(workers, settings, ingest=ingest)
+    for _ in range(workers):
+        pool.submit(_started)
+    key = (workers, settings.model_dump_json(), 0, ingest)
+    _EARLY[key] = pool
+    try:
+        yield
+    finally:
+        if _EARLY.get(key) is pool:
+            del _EARLY[key]
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 @contextmanager

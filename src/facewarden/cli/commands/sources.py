@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from facewarden.cli import output
-from facewarden.cli.context import JsonOpt, open_app, progress_bar
+from facewarden.cli.context import JsonOpt, open_app, progress_bar, settings, state
 
 source_app = typer.Typer(no_args_is_help=True, help="Register and list media sources.")
 
@@ -93,6 +94,52 @@ def interrupt_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+def early_workers(
+    paths: list[Path], workers: int | None, ray: str | None
+) -> AbstractContextManager[None]:
+    """Start the worker processes of a local ingest of several files before the app opens,
+    so that their start-up overlaps this process's (imports, database, checks)."""
+    if state.server or ray is not None:
+        return nullcontext()
+    config = settings()
+    count = workers or config.workers
+    if count < 2 or not several_files(paths):
+        return nullcontext()  # one image runs in this process: no pool
+    from facewarden.services.workers import pool_started_early
+
+    return pool_started_early(count, config, ingest=True)
+
+
+def several_files(paths: list[Path]) -> bool:
+    """Whether ``paths`` name at least two files other than videos (an archive counts as
+    several; videos are scanned by the video path, not by this pool), looking no further
+    than needed to know."""
+    from facewarden.core.media import is_video_path
+
+    seen = 0
+    folders = []
+    for path in paths:
+        if path.is_dir():
+            folders.append(path)
+        elif path.is_file() and not is_video_path(path):
+            seen += 2 if path.suffix.lower() == ".zip" else 1
+        if seen >= 2:
+            return True
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(Path(entry.path))
+                    elif entry.is_file() and not is_video_path(entry.name):
+                        seen += 1
+                        if seen >= 2:
+                            return True
+        except OSError:  # the ingest reports an unreadable folder itself
+            continue
+    return False
+
+
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files, folders and .zip archives.")],
     source: Annotated[str, typer.Option(help="Registered source name.")],
@@ -116,7 +163,11 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Detect, align, embed and store every face of the given local media."""
-    with open_app() as (fw, actor), progress_bar(as_json) as bar:
+    with (
+        early_workers(paths, workers, ray),
+        open_app() as (fw, actor),
+        progress_bar(as_json) as bar,
+    ):
         task = bar.add_task("ingesting", total=None)
 
         def progress(done: int, total: int, label: str) -> None:

@@ -1,0 +1,109 @@
+"""A CLI ingest of several files starts its worker processes before it opens the app, so
+their start-up overlaps its own. The pool is the one the ingest then uses; when the ingest is
+refused, or has too few images for it, the pool is shut down and no worker outlives the
+command, nor a command killed while they start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import psutil
+import pytest
+from test_worker_lifecycle import EXIT_GRACE_S, kill_and_check, varied_images, wait_for_workers
+from webserver import facewarden_command
+
+from facewarden.services.workers import pipeline_pool, pool_started_early
+
+from conftest import add_source
+
+pytestmark = pytest.mark.slow  # starts worker pools and CLI ingests
+
+
+def pool_workers(parent: psutil.Process, count: int) -> list[psutil.Process]:
+    """``count`` worker processes of ``parent`` (not its resource tracker), once started."""
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        kids = [p for p in parent.children() if "resource_tracker" not in " ".join(p.cmdline())]
+        if len(kids) >= count:
+            return kids
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} worker processes appeared")
+
+
+def test_the_ingest_takes_the_early_pool_and_one_not_taken_is_shut_down(settings):
+    me = psutil.Process()
+    with pool_started_early(2, settings, ingest=True):
+        early = {p.pid for p in pool_workers(me, 2)}
+        pool = pipeline_pool(2, settings, ingest=True)  # what the ingest asks for
+        with pool:
+            assert {pool.submit(os.getpid).result(timeout=120) for _ in range(8)} <= early
+    with pool_started_early(2, settings, ingest=True):
+        workers = pool_workers(me, 2)
+        with pipeline_pool(1, settings, ingest=True) as other:  # other arguments: its own
+            assert other.submit(os.getpid).result(timeout=120) not in {p.pid for p in workers}
+    _, alive = psutil.wait_procs(workers, timeout=60)  # they finish loading, then exit
+    assert not alive
+
+
+def cli_env(fw, admin, settings) -> dict[str, str]:
+    env = os.environ | {
+        "FACEWARDEN_DATA_DIR": str(settings.data_dir),
+        "FACEWARDEN_TOKEN": fw.users.rotate(admin),
+    }
+    if settings.database_url:
+        env["FACEWARDEN_DATABASE_URL"] = settings.database_url
+    return env
+
+
+def ingest(env, folder, source: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*facewarden_command(), "ingest", str(folder), "--source", source, "--workers", "2",
+         "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def test_a_refused_ingest_leaves_no_worker_and_an_accepted_one_uses_them(
+    fw, admin, settings, tmp_path
+):
+    add_source(fw, admin)
+    folder = tmp_path / "batch"
+    varied_images(folder, 3)
+    env = cli_env(fw, admin, settings)
+    refused = ingest(env, folder, "no-such-source")
+    parent, workers = psutil.Process(refused.pid), {}
+    while refused.poll() is None:  # every descendant seen while the command runs
+        try:
+            workers |= {p.pid: p for p in parent.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    out, err = refused.communicate(timeout=120)
+    assert len(workers) >= 2  # the pool had started (and its resource tracker)
+    assert refused.returncode == 2 and "error [" in err and "Traceback" not in err
+    _, alive = psutil.wait_procs(list(workers.values()), timeout=EXIT_GRACE_S)
+    assert not [p for p in alive if p.is_running()]
+    accepted = ingest(env, folder, "press")
+    out, err = accepted.communicate(timeout=300)
+    assert accepted.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["images"] == 3 and summary["faces"] >= 3
+
+
+def test_a_command_killed_while_its_workers_start_leaves_none(fw, admin, settings, tmp_path):
+    add_source(fw, admin)
+    folder = tmp_path / "batch"
+    varied_images(folder, 3)
+    proc = ingest(cli_env(fw, admin, settings), folder, "press")
+    try:
+        parent = psutil.Process(proc.pid)
+        kill_and_check(parent, wait_for_workers(parent, 2))  # before anything is stored
+    finally:
+        proc.kill()
+        proc.communicate()
