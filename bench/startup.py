@@ -5,7 +5,9 @@ in one process doing the same detection and descriptors.
     .venv/bin/python bench/startup.py --data ../shared/data/lfw
 
 The model cache is warm for every timed run (one untimed ingest converts the models first).
-Each figure is labelled with the load average: they mean something only on an idle machine.
+Each figure is the median of ``--repeat`` runs, labelled with the load average: they mean
+something only on an idle machine (or one where the bench runs at the highest priority:
+``setsid bash -c 'echo -19 > /proc/self/autogroup; exec nice -n -19 ...'``, as root).
 """
 
 from __future__ import annotations
@@ -99,13 +101,16 @@ def main() -> None:
         help_s = [timed([str(EXE), "--help"], env) for _ in range(args.repeat)]
         one_s = [ingest_wall(files[:1], env, tmp, f"one{i}") for i in range(args.repeat)]
         load.append(os.getloadavg()[0])
-        many_s = ingest_wall(files, env, tmp, "many")
-        t0 = time.perf_counter()
-        stock = subprocess.run(
-            [sys.executable, "-c", STOCK, *map(str, files)], capture_output=True, text=True
-        )
-        stock_s = time.perf_counter() - t0
+        many = [ingest_wall(files, env, tmp, f"many{i}") for i in range(args.repeat)]
+        stock_runs = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            stock = subprocess.run(
+                [sys.executable, "-c", STOCK, *map(str, files)], capture_output=True, text=True
+            )
+            stock_runs.append(time.perf_counter() - t0)
         load.append(os.getloadavg()[0])
+        many_s, stock_s = statistics.median(many), statistics.median(stock_runs)
     write_result(
         args.out,
         {
@@ -116,8 +121,10 @@ def main() -> None:
             "one_image_ingest_s_median": round(statistics.median(one_s), 3),
             "one_image_ingest_s": [round(x, 3) for x in one_s],
             "images": len(files),
-            "ingest_s": round(many_s, 2),
-            "stock_dlib_one_process_s": round(stock_s, 2),
+            "ingest_s_median": round(many_s, 2),
+            "ingest_s": [round(x, 2) for x in many],
+            "stock_dlib_one_process_s_median": round(stock_s, 2),
+            "stock_dlib_one_process_s": [round(x, 2) for x in stock_runs],
             "stock_dlib_faces": int(stock.stdout.strip() or 0),
             "speed_up_over_stock_dlib": round(stock_s / many_s, 2),
         },
