@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 
+import pytest
 from sqlalchemy import select
 
 from facewarden.adapters.storage.tables import AuditEvent, Media
+from facewarden.core.errors import Busy
 from facewarden.services.jobs import IngestJobs
 
 from conftest import GALLERY, add_source, add_user
@@ -101,3 +104,71 @@ def test_a_jobs_records_name_the_upload_not_the_server_folders(fw, admin):
         paths = sorted(s.scalars(select(Media.path)))
     assert paths == sorted(f"upload/{job.id}/{name}" for name in job.files)
     assert str(fw.settings.upload_dir) not in start.details
+
+
+def test_who_cancels_a_job_is_logged_first_and_named_on_the_job(fw, admin):
+    add_source(fw, admin)
+    olga = add_user(fw, admin, "olga", "operator")
+    started, release = threading.Event(), threading.Event()
+
+    def held_at_start(name: str):  # the job waits in its first access check
+        started.set()
+        release.wait(60)
+        return fw.users.current(name)
+
+    jobs = _jobs(fw, held_at_start)
+    try:
+        running = jobs.submit(olga, "press", _uploads("obama.jpg"))
+        queued = jobs.submit(olga, "press", _uploads("biden.jpg"))
+        assert started.wait(60)
+        assert jobs.cancel(admin, queued.id).state == "cancelled"  # an admin, on olga's job
+        jobs.cancel(olga, running.id)
+        release.set()
+        _wait(running)
+        _wait(queued)
+        jobs.cancel(olga, running.id)  # ended: stays as it ended, nothing more logged
+    finally:
+        release.set()
+        jobs.shutdown()
+    assert (queued.cancelled_by, running.cancelled_by) == ("admin", "olga")
+    assert running.state == "cancelled" and running.as_dict()["cancelled_by"] == "olga"
+    cancels = _events(fw, "ingest.cancel")
+    assert [(e.actor, json.loads(e.details)["job"]) for e in cancels] == [
+        ("admin", queued.id),
+        ("olga", running.id),
+    ]
+    assert json.loads(cancels[0].details)["uploader"] == "olga"
+
+
+def test_one_user_cannot_queue_more_upload_jobs_than_allowed(fw, admin):
+    add_source(fw, admin)
+    olga = add_user(fw, admin, "olga", "operator")
+    rita = add_user(fw, admin, "rita", "operator")
+    release = threading.Event()
+
+    def held(name: str):
+        release.wait(60)
+        return fw.users.current(name)
+
+    fw.settings.max_jobs_per_user = 2
+    jobs = _jobs(fw, held)
+    try:
+        first = jobs.submit(olga, "press", _uploads("obama.jpg"))
+        jobs.submit(olga, "press", _uploads("biden.jpg"))
+        with pytest.raises(Busy, match="2 upload jobs queued or running") as refused:
+            jobs.submit(olga, "press", _uploads("kit_harington.jpg"))
+        assert refused.value.retry_after > 0
+        assert sorted(p.name for p in fw.settings.upload_dir.iterdir()) == sorted(
+            j.id for j in jobs.list(olga)
+        )  # the refused upload left no folder
+        jobs.submit(rita, "press", _uploads("kit_harington.jpg"))  # another user's own limit
+        release.set()
+        _wait(first)
+        for job in jobs.list(admin):
+            _wait(job)
+        jobs.submit(olga, "press", _uploads("rose_leslie.jpg"))  # room again
+    finally:
+        release.set()
+        jobs.shutdown()
+    refusals = [e for e in _events(fw, "ingest") if e.outcome == "refused"]
+    assert [(e.actor, json.loads(e.details)["jobs_waiting"]) for e in refusals] == [("olga", 2)]

@@ -188,6 +188,10 @@ class Settings(BaseSettings):
     """Searches, verifications and subject look-ups per user (``limits`` notation)."""
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     """Largest request body the server accepts (an ingest upload of files or a zip)."""
+    max_jobs_per_user: int = Field(4, ge=1, le=1000)
+    """Upload ingest jobs one user may have queued or running at once; a further upload is
+    refused (``busy``, 503 with Retry-After) before its files are saved: one user cannot fill
+    the server's disk and queue."""
     session_hours: float = Field(8, gt=0, le=24 * 7)
     """Console sessions expire after this many hours."""
     token_days: float = Field(90, ge=0)

@@ -23,7 +23,7 @@ from typing import IO, Any
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
-from facewarden.core.errors import FacewardenError, InvalidInput, NotFound
+from facewarden.core.errors import Busy, FacewardenError, InvalidInput, NotFound
 from facewarden.core.faults import storage_failure
 from facewarden.services.access import RoleGuard
 from facewarden.services.ingest import IngestService
@@ -70,6 +70,8 @@ class Job:
     finished_at: str | None = None
     summary: dict[str, Any] | None = None
     error: dict[str, str] | None = None
+    cancelled_by: str | None = None
+    """Who cancelled the job (its uploader or an admin), when someone did."""
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,6 +88,7 @@ class Job:
             "finished_at": self.finished_at,
             "summary": self.summary,
             "error": self.error,
+            "cancelled_by": self.cancelled_by,
         }
 
 
@@ -124,6 +127,24 @@ class IngestJobs:
         self.guard.authorize(actor, "ingest", "operator", details={"source": source})
         with self.sessions() as session:
             self.sources.get(session, source)  # NotFound before anything is written
+        with self._lock:
+            waiting = sum(
+                1 for j in self.jobs.values() if j.user == actor.name and j.finished_at is None
+            )
+        if waiting >= self.settings.max_jobs_per_user:
+            self.guard.audit.record(
+                actor,
+                "ingest",
+                outcome="refused",
+                error="too many upload jobs waiting",
+                details={"source": source, "jobs_waiting": waiting},
+            )
+            raise Busy(
+                f"you have {waiting} upload jobs queued or running (at most "
+                f"{self.settings.max_jobs_per_user}, FACEWARDEN_MAX_JOBS_PER_USER): wait for one "
+                "to end or cancel one",
+                retry_after=30,
+            )
         job = Job(secrets.token_hex(8), actor.name, source, [])
         folder = self.root / job.id
         folder.mkdir(parents=True, mode=0o700)
@@ -235,10 +256,27 @@ class IngestJobs:
         ]
 
     def cancel(self, actor: Actor, job_id: str) -> Job:
+        """Stop a queued or running job (its uploader or an admin): logged as
+        ``ingest.cancel`` before it takes effect, and the job names who cancelled it. A job
+        that has ended stays as it ended (nothing is logged)."""
         job = self.get(actor, job_id)
-        job.cancel.set()
-        if job.state == "queued":
-            job.state = "cancelled"
+        with self._lock:
+            if job.finished_at is not None or job.cancel.is_set():
+                return job
+            self.guard.audit.record(
+                actor,
+                "ingest.cancel",
+                details={
+                    "job": job.id,
+                    "source": job.source,
+                    "uploader": job.user,
+                    "state": job.state,
+                },
+            )
+            job.cancelled_by = actor.name
+            job.cancel.set()
+            if job.state == "queued":
+                job.state = "cancelled"
         return job
 
     def shutdown(self) -> None:
