@@ -279,3 +279,26 @@ def test_health_metrics_docs_and_headers(server):
     assert "/static-docs/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
     assert anon.get("/static-docs/swagger-ui-bundle.js").status_code == 200
     assert "# Notice" in anon.get("/api/v1/notice").text
+
+
+def test_a_users_malformed_request_is_refused_and_logged_as_theirs(server):
+    """FastAPI checks the values of a request before the route's rules run: an investigator's
+    malformed read of the audit log (a role she lacks) is refused with 422, and the refusal is
+    in the log under her name, as a refusal by a rule would be. Without a credential the
+    request is refused as unauthenticated first."""
+    inv = server.client("ines")
+    bad = inv.get("/api/v1/audit/events", params={"limit": "lots"})
+    assert bad.status_code == 422 and error_of(bad) == "invalid_request"
+    anonymous = server.client(None).get("/api/v1/audit/events", params={"limit": "lots"})
+    assert anonymous.status_code == 401
+    aud = server.client("only-auditor")
+    events = aud.get("/api/v1/audit/events", params={"action": "request.invalid"}).json()
+    mine = [e for e in events if e["details"]["path"] == "/api/v1/audit/events"]
+    assert len(mine) == 1 and mine[0]["actor"] == "ines" and mine[0]["outcome"] == "refused"
+    assert "limit" in mine[0]["error"] and mine[0]["details"]["method"] == "GET"
+    assert all(e["actor"] != "anonymous" for e in events)
+    torn = inv.post(
+        "/api/v1/audit/verify", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert torn.status_code == 422 and error_of(torn) == "invalid_request"  # parsed before
+    # the credential is checked: refused, not logged (docs/threat-model.md)

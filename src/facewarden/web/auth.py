@@ -137,10 +137,12 @@ def current_actor(
         guard, client = auth_guard(request), client_of(request)
         guard.check(fw, client)
         try:
-            return fw.actor(token=credentials.credentials)
+            actor = fw.actor(token=credentials.credentials)
         except Unauthenticated as exc:
             guard.failed(fw, client, None, exc.code)
             raise unauthenticated(exc.message, exc.code) from exc
+        request.state.actor = actor  # a refusal of the request's values is logged as theirs
+        return actor
     session = request.session
     if not session.get("sid"):
         raise unauthenticated("log in, or send 'Authorization: Bearer <API token>'")
@@ -149,10 +151,12 @@ def current_actor(
         if not sent or not secrets.compare_digest(sent, session.get("csrf", "")):
             raise ApiError(403, "csrf", f"missing or wrong {CSRF_HEADER} header for this session")
     try:
-        return fw.users.session_actor(session["sid"])
+        actor = fw.users.session_actor(session["sid"])
     except Unauthenticated as exc:
         session.clear()
         raise unauthenticated(exc.message, exc.code) from exc
+    request.state.actor = actor
+    return actor
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]

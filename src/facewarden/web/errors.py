@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from facewarden.core.errors import (
@@ -130,12 +131,35 @@ def install(app: FastAPI) -> None:
         return error_response(status_of(exc), exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
-            for e in exc.errors()
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = (
+            "; ".join(
+                f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
+                for e in exc.errors()
+            )
+            or "invalid request"
         )
-        return error_response(422, "invalid_request", problems or "invalid request")
+        # FastAPI authenticates (the route's actor dependency) before it validates the
+        # parameters, so the refusal is the caller's and is logged as theirs, like a refusal
+        # by a rule: no request a user made goes unrecorded for being malformed.
+        actor = getattr(request.state, "actor", None)
+        if actor is not None:
+            try:
+                await run_in_threadpool(
+                    request.app.state.fw.audit.record,
+                    actor,
+                    "request.invalid",
+                    outcome="refused",
+                    error=problems[:500],
+                    details={"method": request.method, "path": request.url.path},
+                )
+            except AuditFailure as failure:
+                full = storage_failure(failure)
+                code, message = (
+                    (full.code, full.message) if full else (failure.code, failure.message)
+                )
+                return error_response(503, code, message, {"Retry-After": "60"})
+        return error_response(422, "invalid_request", problems)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
