@@ -3,11 +3,8 @@ the command line's own usage error), exit 1, 2 or 3, and never a Python tracebac
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from conftest import (
     add_source,
     make_settings,
     open_case,
+    run_batch,
 )
 
 pytestmark = pytest.mark.slow
@@ -164,7 +162,6 @@ def env(tmp_path_factory, pipeline):
         next(db, None)
 
 
-BATCH = Path(__file__).with_name("cli_batch.py")
 REAL_EVERY = 10
 """Every tenth bad input also runs as its own ``facewarden`` process (see below)."""
 
@@ -192,20 +189,6 @@ def test_no_command_prints_a_traceback(env):
     inputs = [["--as", "admin", *args] for args in bad_inputs(tmp)]
     real = inputs[::REAL_EVERY]
 
-    def batch(share: list[list[str]]) -> list[dict]:
-        results = tmp / f"results-{uuid.uuid4().hex}.json"
-        proc = subprocess.run(
-            [sys.executable, str(BATCH), str(results)],
-            env=environ,
-            input=json.dumps(share),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
-        return json.loads(results.read_text())
-
     def process(args: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run(
             [*facewarden_command(), *args],
@@ -217,15 +200,14 @@ def test_no_command_prints_a_traceback(env):
         )
 
     with ThreadPoolExecutor(2) as pool:
-        shares = [pool.submit(batch, inputs[0::2]), pool.submit(batch, inputs[1::2])]
+        shares = [pool.submit(run_batch, environ, inputs[n::2]) for n in (0, 1)]
         processes = list(pool.map(process, real))
         ran = [r for share in shares for r in share.result()]
-    assert sorted(map(tuple, (r["args"] for r in ran))) == sorted(map(tuple, inputs))
     problems = []
     for r in ran:
-        shown = " ".join(a[:40] for a in r["args"])
-        problems.append(problem(shown, r["code"], r["stdout"], r["stderr"]))
-    codes = {tuple(r["args"]): r["code"] for r in ran}
+        shown = " ".join(a[:40] for a in r.args)
+        problems.append(problem(shown, r.returncode, r.stdout, r.stderr))
+    codes = {tuple(r.args): r.returncode for r in ran}
     for args, r in zip(real, processes, strict=True):
         shown = "process: " + " ".join(a[:40] for a in args)
         problems.append(problem(shown, r.returncode, r.stdout, r.stderr))
