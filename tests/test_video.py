@@ -400,7 +400,7 @@ def test_redact_image_blurs_everyone_but_the_kept_face(gallery_fw, admin, tmp_pa
         )
 
 
-@pytest.mark.slow  # detects every frame of the clip again (about 25 s on two cores)
+@pytest.mark.slow  # detects every frame of the clip again (about 35 s on two cores)
 @pytest.mark.timeout(600)
 def test_redact_video_keeps_only_the_named_person(video_fw, tmp_path):
     """Redaction and this test's own look at the frames use one detector without the retry at
