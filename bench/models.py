@@ -101,11 +101,13 @@ def cpu_ceiling(threads: int, n: int = 2048, seconds: float = 2.0) -> dict[str, 
     }
 
 
-def bench_descriptor(chips: list[np.ndarray], model_dir: Path, seconds: float) -> dict:
+def bench_descriptor(
+    chips: list[np.ndarray], model_dir: Path, seconds: float, batches: list[int]
+) -> dict:
     dlib_net = dlib_models.ResnetEmbedder()
-    ort_net = onnx_models.OnnxEmbedder(model_dir, batch=128)
+    ort_net = onnx_models.OnnxEmbedder(model_dir, batch=max(batches))
     rows = {}
-    for batch in (1, 32, 128):
+    for batch in batches:
         sample = [chips[i % len(chips)] for i in range(batch)]
         rows[f"batch_{batch}"] = {
             "dlib_faces_per_s": round(
@@ -145,6 +147,9 @@ def main() -> None:
     parser.add_argument("--photo-count", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     parser.add_argument("--sizes", nargs="+", default=[f"{w}x{h}" for w, h in SIZES])
+    parser.add_argument(
+        "--batches", nargs="+", type=int, default=[1, 32, 128], help="descriptor batch sizes"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/models.json"))
     args = parser.parse_args()
 
@@ -156,7 +161,7 @@ def main() -> None:
             onnx_models.converted_path(model, model_dir)
         conversion_s = time.perf_counter() - start
         chips = face_chips(args.data, args.faces)
-        descriptor = bench_descriptor(chips, model_dir, args.seconds)
+        descriptor = bench_descriptor(chips, model_dir, args.seconds, args.batches)
         sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes]
         detectors = bench_detectors(photos, model_dir, args.seconds, sizes)
         flops = descriptor_flops(onnx_models.converted_path(onnx_models.RESNET, model_dir))

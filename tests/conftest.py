@@ -13,6 +13,7 @@ re-ingest the same photos each time.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -179,8 +180,42 @@ def cli_runner(
             assert proc.returncode == 0, proc.stderr + proc.stdout
         return proc
 
+    def batch(*runs, token=None) -> list[CompletedProcess]:
+        """Like ``run(*args, ok=False)`` for each argument list in ``runs``, but all of them
+        one after the other in one process (``run_batch``)."""
+        return run_batch(env | ({"FACEWARDEN_TOKEN": token} if token else {}), runs)
+
     run.env = env
+    run.batch = batch
     return run
+
+
+CLI_BATCH = Path(__file__).with_name("cli_batch.py")
+
+
+def run_batch(env: dict[str, str], runs, timeout: float = 600) -> list[CompletedProcess]:
+    """Each argument list of ``runs`` through the CLI's entry point (``main``, as the
+    ``facewarden`` command runs it), one after the other in one process with ``env``
+    (tests/cli_batch.py): for tests that run the CLI many times, where a process each costs
+    its start-up and imports every time. Each answer is a ``CompletedProcess`` (its
+    ``returncode`` as the command's would be); stdin is empty."""
+    runs = [[str(a) for a in args] for args in runs]
+    with tempfile.TemporaryDirectory(prefix="facewarden-cli-batch-") as tmp:
+        results = Path(tmp) / "results.json"
+        proc = subprocess.run(
+            [sys.executable, str(CLI_BATCH), str(results)],
+            env=env,
+            input=json.dumps(runs),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        # Nothing may reach the process's own streams past the runs' captured ones.
+        assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+        ran = json.loads(results.read_text())
+    assert [r["args"] for r in ran] == runs
+    return [CompletedProcess(r["args"], r["code"], r["stdout"], r["stderr"]) for r in ran]
 
 
 def _build_gallery_with_the_cli(data_dir: Path, database_url: str | None) -> None:

@@ -29,6 +29,7 @@ def auth_cli(tmp_path: Path, database_url: str | None) -> Callable[..., Complete
         return proc
 
     run.env = base.env
+    run.batch = base.batch
     run.tmp = tmp_path
     return run
 
@@ -147,6 +148,11 @@ def test_every_error_has_its_exit_code(installed, tmp_path):
         (("--as", "nobody", "stats"), 3, "not_your_token"),
         (("search", PROBES / "obama1.jpg"), 3, "case_required"),
     ]
-    for args, code, error in cases:
-        proc = installed(*args, ok=False)
+    # All of them through the CLI's entry point in one process (conftest.run_batch), and the
+    # first of each exit code also as a ``facewarden`` process of its own.
+    checks = list(zip(cases, installed.batch(*[args for args, _, _ in cases]), strict=True))
+    firsts = {code: (args, code, error) for args, code, error in reversed(cases)}
+    checks += [(case, installed(*case[0], ok=False)) for case in firsts.values()]
+    for (args, code, error), proc in checks:
+        assert "Traceback" not in proc.stderr, proc.stderr
         assert (proc.returncode, f"[{error}]" in proc.stderr) == (code, True), (args, proc.stderr)

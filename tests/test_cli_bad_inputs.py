@@ -21,6 +21,7 @@ from conftest import (
     add_source,
     make_settings,
     open_case,
+    run_batch,
 )
 
 pytestmark = pytest.mark.slow
@@ -161,14 +162,36 @@ def env(tmp_path_factory, pipeline):
         next(db, None)
 
 
+REAL_EVERY = 10
+"""Every tenth bad input also runs as its own ``facewarden`` process (see below)."""
+
+
+def problem(shown: str, code: object, stdout: str, stderr: str) -> str | None:
+    if "Traceback" in stderr or "Traceback" in stdout:
+        return f"{shown}: traceback\n{stderr[-1500:]}"
+    if "error [internal]" in stderr:
+        return f"{shown}: not recognised as bad input\n{stderr[-600:]}"
+    if code not in (1, 2, 3):
+        return f"{shown}: exit {code}\n{stdout[-300:]}{stderr[-300:]}"
+    if "error [" not in stderr and "Usage:" not in stderr and code != 1:
+        return f"{shown}: no error line\n{stderr[-300:]}"
+    return None
+
+
 def test_no_command_prints_a_traceback(env):
+    """Each bad input runs through the CLI's entry point (``main``), in two processes that
+    run their share one after the other (tests/cli_batch.py: a process per input cost about
+    a second each in start-up and model loading); every tenth also runs as a real
+    ``facewarden`` process of its own, which must exit as its in-process run did."""
     environ, root = env
     tmp = root / "inputs"
     tmp.mkdir()
+    inputs = [["--as", "admin", *args] for args in bad_inputs(tmp)]
+    real = inputs[::REAL_EVERY]
 
-    def run(args: list[str]) -> tuple[list[str], subprocess.CompletedProcess]:
-        return args, subprocess.run(
-            [*facewarden_command(), "--as", "admin", *args],
+    def process(args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*facewarden_command(), *args],
             env=environ,
             capture_output=True,
             text=True,
@@ -177,18 +200,20 @@ def test_no_command_prints_a_traceback(env):
         )
 
     with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(run, bad_inputs(tmp)))
+        shares = [pool.submit(run_batch, environ, inputs[n::2]) for n in (0, 1)]
+        processes = list(pool.map(process, real))
+        ran = [r for share in shares for r in share.result()]
     problems = []
-    for args, r in runs:
-        shown = " ".join(a[:40] for a in args)
-        if "Traceback" in r.stderr or "Traceback" in r.stdout:
-            problems.append(f"{shown}: traceback\n{r.stderr[-1500:]}")
-        elif "error [internal]" in r.stderr:
-            problems.append(f"{shown}: not recognised as bad input\n{r.stderr[-600:]}")
-        elif r.returncode not in (1, 2, 3):
-            problems.append(f"{shown}: exit {r.returncode}\n{r.stdout[-300:]}{r.stderr[-300:]}")
-        elif "error [" not in r.stderr and "Usage:" not in r.stderr and r.returncode != 1:
-            problems.append(f"{shown}: no error line\n{r.stderr[-300:]}")
+    for r in ran:
+        shown = " ".join(a[:40] for a in r.args)
+        problems.append(problem(shown, r.returncode, r.stdout, r.stderr))
+    codes = {tuple(r.args): r.returncode for r in ran}
+    for args, r in zip(real, processes, strict=True):
+        shown = "process: " + " ".join(a[:40] for a in args)
+        problems.append(problem(shown, r.returncode, r.stdout, r.stderr))
+        if r.returncode != codes[tuple(args)]:
+            problems.append(f"{shown}: exit {r.returncode}, in process {codes[tuple(args)]}")
+    problems = [p for p in problems if p]
     assert not problems, "\n\n".join(problems)
 
 

@@ -21,12 +21,12 @@ import psutil
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
-from webserver import Server, facewarden_command, running_server, serving
+from webserver import Server, facewarden_command, prepared_seed, running_server, serving
 
 from facewarden.adapters.storage.tables import AuditEvent, Face, Media, SubjectRequest
 from facewarden.services.app import Facewarden
 
-from conftest import GALLERY, PROBES, make_settings
+from conftest import GALLERY, PROBES, Seed, make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -196,17 +196,29 @@ def erase(server: Server, selfie: bytes) -> httpx.Response:
     )
 
 
+@pytest.fixture(scope="module")
+def erasure_seed(tmp_path_factory, pipeline) -> Iterator[tuple[Seed, dict[str, str]]]:
+    """The servers' gallery with 30 more photos of the person to erase and 10 of another,
+    ingested once for both kill points (each test serves a copy of it)."""
+    root = tmp_path_factory.mktemp("fault-erasure")
+
+    def prepare(fw: Facewarden, admin) -> None:
+        person = variants(root / "person", GALLERY / "obama.jpg", 30, "obama")
+        others = variants(root / "others", GALLERY / "biden.jpg", 10, "biden")
+        summary = fw.ingest.run(admin, person + others, "press")
+        assert summary.images == 40 and summary.faces >= 40, summary
+
+    with prepared_seed(root / "data", pipeline, prepare) as seed:
+        yield seed
+
+
 @pytest.mark.parametrize("later", [1.0, 4.0], ids=["as-it-writes", "later"])
-def test_kill_during_an_erasure_under_load(tmp_path, pipeline, later):
+def test_kill_during_an_erasure_under_load(tmp_path, pipeline, erasure_seed, later):
     """Killed about when the erasure writes (one selfie analysis in), or later: either way
     all of it or none of it is there after the restart."""
     selfie = (GALLERY / "obama.jpg").read_bytes()
-    with running_server(tmp_path, pipeline, **ENV) as server:
+    with running_server(tmp_path, pipeline, seed=erasure_seed, **ENV) as server:
         case = open_load_case(server)
-        person = variants(tmp_path / "person", GALLERY / "obama.jpg", 30, "obama")
-        others = variants(tmp_path / "others", GALLERY / "biden.jpg", 10, "biden")
-        state = wait_job(server, upload(server, person + others))
-        assert state["summary"]["images"] == 40, state
         dora = server.client("dora")
         preview = dora.post(
             "/api/v1/subjects/erase/preview",

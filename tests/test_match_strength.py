@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cli import cli_runner
 
 from facewarden.calibration import for_model
 from facewarden.core.errors import InvalidInput, Refused
 
-from conftest import GALLERY, PROBES, REFERENCE, last_event, open_case
+from conftest import PROBES, REFERENCE, last_event, open_case
 
 LFW = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lfw"
 
@@ -150,27 +149,23 @@ def test_bad_threshold_policy_is_refused_at_case_open(gallery_fw, admin, kw):
 
 
 @pytest.mark.slow  # the CLI in subprocesses
-def test_cli_case_open_target_fpir_and_search_text_output(tmp_path, database_url):
-    run = cli_runner(tmp_path / "data", database_url)  # the CLI in a subprocess, by token
+def test_cli_case_open_target_fpir_and_search_text_output(gallery_cli):
+    """On a copy of the session's CLI-built gallery (its case C-1 has the fixed policy)."""
 
     def cli(*args):
-        return run(*args, ok=False)
+        return gallery_cli(*args, ok=False)
 
-    assert cli("init").returncode == 0
-    src = ["--lawful-basis", "x", "--purpose", "y", "--jurisdiction", "fr", "--retention", "9d"]
-    assert cli("source", "add", "press", *src).returncode == 0
-    assert cli("ingest", GALLERY, "--source", "press").returncode == 0
     case = ["--purpose", "p", "--legal-basis", "b", "--authorisation", "a"]
     bad = cli("case", "open", "C-0", *case, "--target-fpir", "2")
     assert bad.returncode == 2 and "error [" in bad.stderr and "Traceback" not in bad.stderr
-    opened = cli("case", "open", "C-1", *case, "--target-fpir", "0.00001")
+    opened = cli("case", "open", "C-2", *case, "--target-fpir", "0.00001")
     assert opened.returncode == 0 and "target FPIR 1e-05" in opened.stdout
-    text = cli("search", REFERENCE / "obama2.jpg", "--case", "C-1")
+    text = cli("search", REFERENCE / "obama2.jpg", "--case", "C-2")
     assert text.returncode == 0, text.stderr
     assert "FMR" in text.stdout and "exp. strangers" in text.stdout
     assert "by target FPIR 1e-05" in text.stdout
     assert "Expected false candidates if this person is not in the gallery" in text.stdout
-    out = json.loads(cli("search", REFERENCE / "obama2.jpg", "--case", "C-1", "--json").stdout)
+    out = json.loads(cli("search", REFERENCE / "obama2.jpg", "--case", "C-2", "--json").stdout)
     assert out["threshold_policy"]["policy"] == "fpir"
     assert all("fmr" in c for f in out["faces"] for c in f["candidates"])
 

@@ -10,7 +10,6 @@ import json
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
-from test_cli import cli_runner
 
 from facewarden.adapters.storage.tables import CaseSearch
 from facewarden.core.errors import NoFaceFound, Refused
@@ -115,18 +114,12 @@ def test_quality_bar_is_configurable(tmp_path, database_url, pipeline):
 
 
 @pytest.mark.slow  # the CLI in subprocesses
-def test_cli_shows_quality_refuses_with_exit_3_and_overrides(tmp_path, database_url):
-    run = cli_runner(tmp_path / "data", database_url)  # the CLI in a subprocess, by token
+def test_cli_shows_quality_refuses_with_exit_3_and_overrides(gallery_cli, tmp_path):
+    """On a copy of the session's CLI-built gallery (case C-1)."""
 
     def cli(*args):
-        return run(*args, ok=False)
+        return gallery_cli(*args, ok=False)
 
-    assert cli("init").returncode == 0
-    add = ("source", "add", "press", "--lawful-basis", "Art. 6", "--purpose", "p")
-    assert cli(*add, "--jurisdiction", "de", "--retention", "30d").returncode == 0
-    assert cli("ingest", GALLERY, "--source", "press").returncode == 0
-    case = ("case", "open", "C-1", "--purpose", "p", "--legal-basis", "l")
-    assert cli(*case, "--authorisation", "a").returncode == 0
     blurred = tmp_path / "blurred.jpg"
     blurred.write_bytes(BLURRED)
     refused = cli("search", blurred, "--case", "C-1")

@@ -164,20 +164,41 @@ def close_server_seed() -> None:
 
 
 @contextmanager
+def prepared_seed(
+    data_dir: Path, pipeline: FacePipeline, prepare: Callable[[Facewarden, Actor], None]
+) -> Iterator[tuple[Seed, dict[str, str]]]:
+    """The servers' gallery with what ``prepare(fw, admin)`` adds, kept as a seed of its own
+    (for tests that start several servers on the same prepared gallery: pass it to
+    ``running_server``), and its tokens."""
+    seed, tokens = server_seed(pipeline)
+    with seed.copy(data_dir) as database_url:
+        fw = Facewarden(make_settings(data_dir, database_url), pipeline)
+        try:
+            prepare(fw, fw.actor(name="admin"))
+        finally:
+            fw.close()
+        name = database_url.split("?", 1)[0].rsplit("/", 1)[1] if database_url else None
+        yield Seed(data_dir, name), tokens
+
+
+@contextmanager
 def running_server(
     root: Path,
     pipeline: FacePipeline,
     prepare: Callable[[Facewarden, Actor], None] | None = None,
+    *,
+    seed: tuple[Seed, dict[str, str]] | None = None,
     **env: str,
 ) -> Iterator[Server]:
     """``facewarden serve`` over a copy of the servers' gallery (the five identities, source
     "press", CASE-1 with ines, rita and only-investigator, and the users of ``Server.tokens``;
-    built once per session). ``prepare(fw, admin)`` adds what a test module needs to its
-    copy before the server starts (more sources, images with a manifest, cases)."""
-    seed, tokens = server_seed(pipeline)
+    built once per session), or of ``seed`` (from ``prepared_seed``). ``prepare(fw, admin)``
+    adds what a test module needs to its copy before the server starts (more sources, images
+    with a manifest, cases)."""
+    base, tokens = seed or server_seed(pipeline)
     data_dir = root / "data"
     try:
-        with seed.copy(data_dir) as database_url:
+        with base.copy(data_dir) as database_url:
             if prepare is not None:
                 fw = Facewarden(make_settings(data_dir, database_url), pipeline)
                 try:
