@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -107,3 +108,25 @@ def test_a_command_killed_while_its_workers_start_leaves_none(fw, admin, setting
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_ctrl_c_while_the_early_workers_start_does_not_kill_them(fw, admin, settings, tmp_path):
+    """The terminal's Ctrl-C reaches the whole foreground group, the workers still starting
+    (spawned first thing) included: they must not die of it, with a traceback, before they
+    ignore it. Here each worker gets SIGINT the moment it appears; the ingest goes on."""
+    add_source(fw, admin)
+    folder = tmp_path / "batch"
+    varied_images(folder, 3)
+    proc = ingest(cli_env(fw, admin, settings), folder, "press")
+    parent, signalled = psutil.Process(proc.pid), set()
+    end = time.monotonic() + 120
+    while len(signalled) < 2 and proc.poll() is None and time.monotonic() < end:
+        for kid in parent.children():
+            if kid.pid not in signalled and "resource_tracker" not in " ".join(kid.cmdline()):
+                kid.send_signal(signal.SIGINT)
+                signalled.add(kid.pid)
+        time.sleep(0.001)
+    out, err = proc.communicate(timeout=300)
+    assert len(signalled) == 2
+    assert "Traceback" not in err and proc.returncode == 0, err
+    assert json.loads(out)["images"] == 3

@@ -117,8 +117,18 @@ def pool_started_early(workers: int, settings: Settings, *, ingest: bool = False
     block, :func:`pipeline_pool` with the same arguments takes this pool; a pool not taken
     (a refused request, fewer images than workers) is shut down when the block ends."""
     pool = pipeline_pool(workers, settings, ingest=ingest)
-    for _ in range(workers):
-        pool.submit(_started)
+    # Started at once, when a user is likeliest to press Ctrl-C: the terminal sends SIGINT to
+    # the workers too, which would die of it, with a traceback, before worker_init makes them
+    # ignore it. Blocked while they are spawned, it stays blocked in them (the mask survives
+    # exec) and reaches this process once they are started.
+    masked = hasattr(signal, "pthread_sigmask")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
+    try:
+        for _ in range(workers):
+            pool.submit(_started)
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     key = (workers, settings.model_dump_json(), 0, ingest)
     _EARLY[key] = pool
     try:
