@@ -43,10 +43,24 @@ def test_the_ingest_takes_the_early_pool_and_one_not_taken_is_shut_down(settings
             assert {pool.submit(os.getpid).result(timeout=120) for _ in range(8)} <= early
     with pool_started_early(2, settings, ingest=True):
         workers = pool_workers(me, 2)
-        with pipeline_pool(1, settings, ingest=True) as other:  # other arguments: its own
+        with pipeline_pool(2, settings) as other:  # other arguments (not ingest): its own
             assert other.submit(os.getpid).result(timeout=120) not in {p.pid for p in workers}
     _, alive = psutil.wait_procs(workers, timeout=60)  # they finish loading, then exit
     assert not alive
+
+
+def test_an_ingest_of_fewer_images_than_early_workers_takes_them(settings):
+    """``--workers 3`` and two images: the ingest asks for two workers. It takes the three
+    started early rather than start two more beside them (five processes loading models,
+    three of them idle to the end)."""
+    me = psutil.Process()
+    with pool_started_early(3, settings, ingest=True):
+        early = {p.pid for p in pool_workers(me, 3)}
+        more = pipeline_pool(4, settings, ingest=True)  # more than started: a pool of its own
+        more.shutdown()  # (never given work: none of its processes started)
+        with pipeline_pool(2, settings, ingest=True) as pool:  # the early pool, still there
+            assert pool is not more
+            assert {pool.submit(os.getpid).result(timeout=120) for _ in range(6)} <= early
 
 
 def cli_env(fw, admin, settings) -> dict[str, str]:
