@@ -34,6 +34,15 @@ def pool_workers(parent: psutil.Process, count: int) -> list[psutil.Process]:
     raise AssertionError(f"no {count} worker processes appeared")
 
 
+def is_worker(process: psutil.Process) -> bool:
+    """A pool worker, once it runs Python (not yet: a fork of the parent, which is not to
+    be stopped or signalled before it runs the worker or the resource tracker)."""
+    try:
+        return "spawn_main" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+
+
 def test_the_ingest_takes_the_early_pool_and_one_not_taken_is_shut_down(settings):
     me = psutil.Process()
     with pool_started_early(2, settings, ingest=True):
@@ -136,7 +145,7 @@ def test_ctrl_c_while_the_early_workers_start_does_not_kill_them(fw, admin, sett
     end = time.monotonic() + 120
     while len(signalled) < 2 and proc.poll() is None and time.monotonic() < end:
         for kid in parent.children():
-            if kid.pid not in signalled and "resource_tracker" not in " ".join(kid.cmdline()):
+            if kid.pid not in signalled and is_worker(kid):
                 kid.send_signal(signal.SIGINT)
                 signalled.add(kid.pid)
         time.sleep(0.001)
@@ -144,3 +153,34 @@ def test_ctrl_c_while_the_early_workers_start_does_not_kill_them(fw, admin, sett
     assert len(signalled) == 2
     assert "Traceback" not in err and proc.returncode == 0, err
     assert json.loads(out)["images"] == 3
+
+
+def test_a_refused_ingest_does_not_wait_for_its_workers_to_start(fw, admin, settings, tmp_path):
+    """A refused ingest's early workers have done no work: the command kills them rather
+    than wait, at its exit, for them to finish loading the models. Here they never would
+    (stopped as they appear, as on a machine too busy to run them): the command still ends
+    with its error, and leaves none of them."""
+    add_source(fw, admin)
+    folder = tmp_path / "batch"
+    varied_images(folder, 3)
+    proc = ingest(cli_env(fw, admin, settings), folder, "no-such-source")
+    parent, stopped = psutil.Process(proc.pid), {}
+    end = time.monotonic() + 120
+    while len(stopped) < 2 and proc.poll() is None and time.monotonic() < end:
+        for kid in parent.children():
+            if kid.pid not in stopped and is_worker(kid):
+                kid.suspend()
+                stopped[kid.pid] = kid
+        time.sleep(0.001)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # it waits for them for ever
+        for kid in stopped.values():
+            kid.kill()
+        proc.kill()
+        proc.communicate()
+        raise
+    assert len(stopped) == 2
+    assert proc.returncode == 2 and "error [not_found]" in err and "Traceback" not in err
+    _, alive = psutil.wait_procs(list(stopped.values()), timeout=EXIT_GRACE_S)
+    assert not [p for p in alive if p.is_running()]

@@ -143,6 +143,10 @@ def pool_started_early(workers: int, settings: Settings, *, ingest: bool = False
     finally:
         if _EARLY.get(key) is early:
             del _EARLY[key]
+            # Not taken: its workers have done no work. Killed, not left to finish loading
+            # the models, which this process's exit would wait for (a refused ingest).
+            for process in list(pool._processes.values()):
+                process.kill()
             pool.shutdown(wait=False, cancel_futures=True)
 
 
