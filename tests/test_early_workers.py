@@ -184,3 +184,47 @@ def test_a_refused_ingest_does_not_wait_for_its_workers_to_start(fw, admin, sett
     assert proc.returncode == 2 and "error [not_found]" in err and "Traceback" not in err
     _, alive = psutil.wait_procs(list(stopped.values()), timeout=EXIT_GRACE_S)
     assert not [p for p in alive if p.is_running()]
+
+
+def test_early_workers_respect_the_ingest_bounds(settings, tmp_path, monkeypatch):
+    """The CLI starts the workers before the ingest service checks the request: it must not
+    start more than the service would run, nor any for a worker count it refuses (a typo,
+    --workers 5000, would otherwise spawn 5000 processes before the refusal). Only
+    ``early_workers``' decision is asked here: a context manager is not entered."""
+    from contextlib import nullcontext
+
+    from facewarden.cli.commands.sources import early_workers
+    from facewarden.cli.context import state
+    from facewarden.core.limits import MAX_WORKERS
+
+    monkeypatch.setattr(state, "data_dir", settings.data_dir)
+    monkeypatch.setattr(state, "server", None)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(MAX_WORKERS + 2):
+        (folder / f"{n}.jpg").write_bytes(b"")
+    for refused in (MAX_WORKERS + 1, 10**6, 0, -3):
+        assert isinstance(early_workers([folder], refused, None), nullcontext), refused
+
+
+def test_no_more_early_workers_than_files(fw, admin, settings, tmp_path):
+    """--workers 3 and two images: the service runs two workers; the CLI starts no third."""
+    add_source(fw, admin)
+    folder = tmp_path / "batch"
+    varied_images(folder, 2)
+    proc = subprocess.Popen(
+        [*facewarden_command(), "ingest", str(folder), "--source", "no-such-source",
+         "--workers", "3", "--json"],
+        env=cli_env(fw, admin, settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    parent, seen = psutil.Process(proc.pid), set()
+    while proc.poll() is None:
+        try:
+            seen |= {kid.pid for kid in parent.children() if is_worker(kid)}
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "error [not_found]" in err
+    assert len(seen) == 2
