@@ -34,13 +34,20 @@ class Processed:
 
 
 def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Processed:
-    return process_images(pipeline, [data], max_pixels)[0]
+    """One image, decoded before the pipeline is taken (a shared pipeline, as in the server,
+    is not held while an image decodes)."""
+    try:
+        image = decode_image(data, max_pixels=max_pixels)
+    except MediaError as exc:
+        return Processed(error_code=exc.code, error=exc.message)
+    return _processed(image.shape, pipeline.process(image, enrol=True))
 
 
 def process_images(pipeline: FacePipeline, images: list[bytes], max_pixels: int) -> list[Processed]:
-    """Each image decoded and processed; the faces of all of them described in one batch.
-    Decoded one at a time as the pipeline reaches it and dropped once its faces are cut out:
-    a batch never holds more than one decoded image (a small file can decode to 150 MB)."""
+    """Each image decoded and processed; the faces of all of them described in one batch (a
+    worker's own pipeline). Decoded one at a time as the pipeline reaches it and dropped once
+    its faces are cut out: a batch never holds more than one decoded image (a small file can
+    decode to 150 MB)."""
     errors: list[Processed | None] = []
     shapes: list[tuple[int, ...]] = []
 
