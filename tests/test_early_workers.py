@@ -228,3 +228,40 @@ def test_no_more_early_workers_than_files(fw, admin, settings, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "error [not_found]" in err
     assert len(seen) == 2
+
+
+def test_ctrl_c_to_the_whole_command_as_its_workers_start(fw, admin, settings, tmp_path):
+    """The terminal's Ctrl-C, to the command and its workers, just as they start: the
+    command ends as interrupted (130) with no traceback, and leaves no process."""
+    add_source(fw, admin)
+    folder = tmp_path / "batch"
+    varied_images(folder, 3)
+    proc = subprocess.Popen(
+        [*facewarden_command(), "ingest", str(folder), "--source", "press", "--workers", "2",
+         "--json"],
+        env=cli_env(fw, admin, settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    parent = psutil.Process(proc.pid)
+    end = time.monotonic() + 120
+    while not any(is_worker(kid) for kid in parent.children()) and time.monotonic() < end:
+        time.sleep(0.001)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal signals its whole foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    end = time.monotonic() + EXIT_GRACE_S
+    while session_of(proc.pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not session_of(proc.pid)
+
+
+def session_of(sid: int) -> list[int]:
+    """The processes still in session ``sid`` (the command's, with every process it started)."""
+    left = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(p.pid)
+        except (OSError, psutil.Error):
+            continue
+    return left

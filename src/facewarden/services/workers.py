@@ -124,28 +124,29 @@ def pool_started_early(workers: int, settings: Settings, *, ingest: bool = False
     block, :func:`pipeline_pool` with the same arguments (or fewer workers) takes this pool;
     a pool not taken (a refused request, one image) is shut down when the block ends."""
     pool = pipeline_pool(workers, settings, ingest=ingest)
-    # Started at once, when a user is likeliest to press Ctrl-C: the terminal sends SIGINT to
-    # the workers too, which would die of it, with a traceback, before worker_init makes them
-    # ignore it. Blocked while they are spawned, it stays blocked in them (the mask survives
-    # exec) and reaches this process once they are started.
-    masked = hasattr(signal, "pthread_sigmask")
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
-    try:
-        for _ in range(workers):
-            pool.submit(_started)
-    finally:
-        if previous is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     key = (settings.model_dump_json(), 0, ingest)
     early = _EARLY[key] = (workers, pool)
     try:
+        # Started at once, when a user is likeliest to press Ctrl-C: the terminal sends
+        # SIGINT to the workers too, which would die of it, with a traceback, before
+        # worker_init makes them ignore it. Blocked while they are spawned, it stays blocked
+        # in them (the mask survives exec) and reaches this process once they are started
+        # (its KeyboardInterrupt then ends the block below like any other).
+        masked = hasattr(signal, "pthread_sigmask")
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
+        try:
+            for _ in range(workers):
+                pool.submit(_started)
+        finally:
+            if previous is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         yield
     finally:
         if _EARLY.get(key) is early:
             del _EARLY[key]
             # Not taken: its workers have done no work. Killed, not left to finish loading
             # the models, which this process's exit would wait for (a refused ingest).
-            for process in list(pool._processes.values()):
+            for process in list((pool._processes or {}).values()):
                 process.kill()
             pool.shutdown(wait=False, cancel_futures=True)
 
