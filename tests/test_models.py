@@ -90,3 +90,37 @@ def test_images_processed_together_equal_one_at_a_time_an_unreadable_one_in_plac
             assert a["box"] == b["box"]
             va, vb = (np.frombuffer(f["descriptor"], "<f4") for f in (a, b))
             assert np.abs(va - vb).max() < 1e-4
+
+
+def test_images_processed_together_are_not_all_held_decoded_at_once(pipeline):
+    """A worker is handed a few images at a time, bounded by their encoded bytes, and a small
+    file can decode to a large image (a plain PNG of a few kB, 3 MB decoded; up to
+    FACEWARDEN_MAX_IMAGE_PIXELS). Describing their faces in one batch must not keep every
+    decoded image of the batch in memory: the peak stays that of one image alone."""
+    import io
+    import tracemalloc
+
+    from PIL import Image
+
+    from facewarden.services.processing import process_image, process_images
+
+    side = 1000
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (120, 130, 140)).save(buf, format="PNG")
+    plain = buf.getvalue()
+    decoded = side * side * 3
+    assert len(plain) * 100 < decoded  # small to hand over, large once decoded
+
+    def peak(run):
+        tracemalloc.start()
+        try:
+            result = run()
+            return result, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    one, alone = peak(lambda: [process_image(pipeline, plain, 50_000_000)])
+    three, together = peak(lambda: process_images(pipeline, [plain] * 3, 50_000_000))
+    assert [(r.width, r.faces, r.error_code) for r in one + three] == [(side, [], None)] * 4
+    extra = (together - alone) / decoded
+    assert extra < 1, f"{extra:.1f} more decoded images held at once than for one alone"

@@ -6,6 +6,7 @@ import copy
 import io
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,9 +143,13 @@ class FacePipeline:
 
         return [Detection(scaled(d.box), d.score, d.pose) for d in found], size
 
-    def process_many(self, images: list[np.ndarray], *, enrol: bool = True) -> list[PipelineOutput]:
+    def process_many(
+        self, images: Iterable[np.ndarray], *, enrol: bool = True
+    ) -> list[PipelineOutput]:
         """:meth:`process` of each image, the descriptors of all their faces computed in one
-        batch (the network runs a batch faster per face than one face at a time)."""
+        batch (the network runs a batch faster per face than one face at a time). Only the
+        faces' chips are kept until then: ``images`` may be a generator, each image dropped
+        once its faces are cut out."""
         with self._lock:
             found = [self._found(image, enrol, self.max_faces) for image in images]
             descriptors = self.describe([chip for f in found for _, _, chip in f.kept])

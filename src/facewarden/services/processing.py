@@ -3,6 +3,7 @@ cheap to pickle; every rule and every write stays with the ingest service."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,28 +34,43 @@ class Processed:
 
 
 def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Processed:
-    return process_images(pipeline, [data], max_pixels)[0]
+    """One image, decoded before the pipeline is taken (a shared pipeline, as in the server,
+    is not held while an image decodes)."""
+    try:
+        image = decode_image(data, max_pixels=max_pixels)
+    except MediaError as exc:
+        return Processed(error_code=exc.code, error=exc.message)
+    return _processed(image.shape, pipeline.process(image, enrol=True))
 
 
 def process_images(pipeline: FacePipeline, images: list[bytes], max_pixels: int) -> list[Processed]:
-    """Each image decoded and processed; the faces of all of them described in one batch."""
-    results: list[Processed | None] = []
-    decoded = []
-    for data in images:
-        try:
-            decoded.append(decode_image(data, max_pixels=max_pixels))
-            results.append(None)
-        except MediaError as exc:
-            results.append(Processed(error_code=exc.code, error=exc.message))
-    outputs = iter(pipeline.process_many(decoded, enrol=True))
-    images_iter = iter(decoded)
+    """Each image decoded and processed; the faces of all of them described in one batch (a
+    worker's own pipeline). Decoded one at a time as the pipeline reaches it and dropped once
+    its faces are cut out: a batch never holds more than one decoded image (a small file can
+    decode to 150 MB)."""
+    errors: list[Processed | None] = []
+    shapes: list[tuple[int, ...]] = []
+
+    def decoded() -> Iterator[np.ndarray]:
+        for data in images:
+            try:
+                image = decode_image(data, max_pixels=max_pixels)
+            except MediaError as exc:
+                errors.append(Processed(error_code=exc.code, error=exc.message))
+                continue
+            errors.append(None)
+            shapes.append(image.shape)
+            yield image
+            del image
+
+    outputs = iter(pipeline.process_many(decoded(), enrol=True))
+    sizes = iter(shapes)
     return [
-        result if result is not None else _processed(next(images_iter), next(outputs))
-        for result in results
+        error if error is not None else _processed(next(sizes), next(outputs)) for error in errors
     ]
 
 
-def _processed(image: np.ndarray, out: PipelineOutput) -> Processed:
+def _processed(shape: tuple[int, ...], out: PipelineOutput) -> Processed:
     faces = [
         {
             "box": f.detection.box.as_list(),
@@ -65,8 +81,8 @@ def _processed(image: np.ndarray, out: PipelineOutput) -> Processed:
         for f in out.faces
     ]
     return Processed(
-        image.shape[1],
-        image.shape[0],
+        shape[1],
+        shape[0],
         faces,
         out.rejected,
         capped=out.capped,

@@ -83,11 +83,17 @@ def pipeline_pool(
 ) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes, each with a pipeline built from ``settings`` (with
     ``nice``, at that much lower CPU priority; with ``ingest``, the photo-ingest detector);
-    the pool :func:`pool_started_early` started for these arguments, when there is one."""
+    the pool :func:`pool_started_early` started for these arguments, when there is one
+    with at least ``workers`` processes (an ingest of fewer images than the early pool's
+    workers takes it: its workers are started already, and a second pool beside it would
+    load the models again while the first sits idle to the end)."""
     settings_json = settings.model_dump_json()
-    early = _EARLY.pop((workers, settings_json, nice, ingest), None)
+    key = (settings_json, nice, ingest)
+    early = _EARLY.pop(key, None)
     if early is not None:
-        return early
+        if early[0] >= workers:
+            return early[1]
+        _EARLY.setdefault(key, early)
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
@@ -102,7 +108,8 @@ def pipeline_pool(
     )
 
 
-_EARLY: dict[tuple[int, str, int, bool], ProcessPoolExecutor] = {}
+_EARLY: dict[tuple[str, int, bool], tuple[int, ProcessPoolExecutor]] = {}
+"""The pools :func:`pool_started_early` started, not yet taken: (workers, pool) by settings."""
 
 
 def _started() -> None:
@@ -114,18 +121,33 @@ def pool_started_early(workers: int, settings: Settings, *, ingest: bool = False
     """Start a pool's worker processes now, so that their start-up (imports and models,
     about half a second each) overlaps the caller's own (imports, opening the database and
     checking the request): a CLI ingest starts them before it opens the app. Within the
-    block, :func:`pipeline_pool` with the same arguments takes this pool; a pool not taken
-    (a refused request, fewer images than workers) is shut down when the block ends."""
+    block, :func:`pipeline_pool` with the same arguments (or fewer workers) takes this pool;
+    a pool not taken (a refused request, one image) is shut down when the block ends."""
     pool = pipeline_pool(workers, settings, ingest=ingest)
-    for _ in range(workers):
-        pool.submit(_started)
-    key = (workers, settings.model_dump_json(), 0, ingest)
-    _EARLY[key] = pool
+    key = (settings.model_dump_json(), 0, ingest)
+    early = _EARLY[key] = (workers, pool)
     try:
+        # Started at once, when a user is likeliest to press Ctrl-C: the terminal sends
+        # SIGINT to the workers too, which would die of it, with a traceback, before
+        # worker_init makes them ignore it. Blocked while they are spawned, it stays blocked
+        # in them (the mask survives exec) and reaches this process once they are started
+        # (its KeyboardInterrupt then ends the block below like any other).
+        masked = hasattr(signal, "pthread_sigmask")
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
+        try:
+            for _ in range(workers):
+                pool.submit(_started)
+        finally:
+            if previous is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         yield
     finally:
-        if _EARLY.get(key) is pool:
+        if _EARLY.get(key) is early:
             del _EARLY[key]
+            # Not taken: its workers have done no work. Killed, not left to finish loading
+            # the models, which this process's exit would wait for (a refused ingest).
+            for process in list((pool._processes or {}).values()):
+                process.kill()
             pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -98,22 +98,28 @@ def early_workers(
     paths: list[Path], workers: int | None, ray: str | None
 ) -> AbstractContextManager[None]:
     """Start the worker processes of a local ingest of several files before the app opens,
-    so that their start-up overlaps this process's (imports, database, checks)."""
+    so that their start-up overlaps this process's (imports, database, checks): no more than
+    the ingest service would run (one per image, at most ``workers``), none for a worker
+    count it refuses."""
+    from facewarden.core.limits import MAX_WORKERS
+
     if state.server or ray is not None:
         return nullcontext()
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        return nullcontext()  # the ingest refuses it
     config = settings()
-    count = workers or config.workers
-    if count < 2 or not several_files(paths):
+    count = files_up_to(paths, workers or config.workers)
+    if count < 2:
         return nullcontext()  # one image runs in this process: no pool
     from facewarden.services.workers import pool_started_early
 
     return pool_started_early(count, config, ingest=True)
 
 
-def several_files(paths: list[Path]) -> bool:
-    """Whether ``paths`` name at least two files other than videos (an archive counts as
-    several; videos are scanned by the video path, not by this pool), looking no further
-    than needed to know."""
+def files_up_to(paths: list[Path], limit: int) -> int:
+    """How many files other than videos ``paths`` name, counted up to ``limit`` (an archive
+    counts as ``limit``; videos are scanned by the video path, not by this pool), looking no
+    further than needed to know."""
     from facewarden.core.media import is_video_path
 
     seen = 0
@@ -122,9 +128,9 @@ def several_files(paths: list[Path]) -> bool:
         if path.is_dir():
             folders.append(path)
         elif path.is_file() and not is_video_path(path):
-            seen += 2 if path.suffix.lower() == ".zip" else 1
-        if seen >= 2:
-            return True
+            seen += limit if path.suffix.lower() == ".zip" else 1
+        if seen >= limit:
+            return limit
     while folders:
         try:
             with os.scandir(folders.pop()) as entries:
@@ -133,11 +139,11 @@ def several_files(paths: list[Path]) -> bool:
                         folders.append(Path(entry.path))
                     elif entry.is_file() and not is_video_path(entry.name):
                         seen += 1
-                        if seen >= 2:
-                            return True
+                        if seen >= limit:
+                            return limit
         except OSError:  # the ingest reports an unreadable folder itself
             continue
-    return False
+    return seen
 
 
 def ingest(
