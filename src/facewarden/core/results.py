@@ -58,7 +58,7 @@ def attribute_docs(cls: type) -> dict[str, str]:
     model with ``use_attribute_docstrings``)."""
     try:
         (node,) = ast.parse(textwrap.dedent(inspect.getsource(cls))).body
-    except (OSError, TypeError, ValueError):  # no source at hand: no descriptions
+    except (OSError, TypeError, ValueError, SyntaxError):  # no (matching) source: none
         return {}
     if not isinstance(node, ast.ClassDef):
         return {}
