@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -75,9 +76,12 @@ def run(
             upsample=upsample,
         )
         fw, actor = bench_app(s, purpose="benchmark", jurisdiction="US", retention="1d")
-        t0 = time.perf_counter()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0, cpu0 = time.perf_counter(), time.process_time()
         summary = fw.ingest.run(actor, files, "bench", workers=workers, ray=ray)
-        elapsed = time.perf_counter() - t0
+        elapsed, main_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the pool's workers, ended
+        workers_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
         result: dict[str, object] = {
             "runtime": runtime,
             "executor": f"ray ({ray})" if ray else "processes",
@@ -94,6 +98,10 @@ def run(
             "faces_per_s": round(summary.faces / elapsed, 2),
             "store_s": round(summary.seconds["store"], 4),
             "index_s": round(summary.seconds["index"], 4),
+            # CPU of this (the main) process and of the worker processes, their start-up
+            # included (Ray actors are not this process's children: not counted).
+            "main_cpu_s": round(main_cpu, 2),
+            "workers_cpu_s": round(workers_cpu, 2),
         }
         if probes:
             fw.cases.open(
