@@ -33,6 +33,8 @@ def server(tmp_path_factory, pipeline):
         pipeline,
         FACEWARDEN_SEARCH_RATE_LIMIT="1000000/minute",
         FACEWARDEN_SEARCH_WORKERS="2",
+        # every hostile file is queued as an ingest job of its own (not refused as too many)
+        FACEWARDEN_MAX_JOBS_PER_USER="1000",
     ) as s:
         yield s
 

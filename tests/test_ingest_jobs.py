@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from facewarden.adapters.storage.tables import AuditEvent, Media
-from facewarden.core.errors import Busy
+from facewarden.core.errors import Throttled
 from facewarden.services.jobs import IngestJobs
+from facewarden.web.errors import status_of
 
 from conftest import GALLERY, add_source, add_user
 
@@ -155,9 +156,10 @@ def test_one_user_cannot_queue_more_upload_jobs_than_allowed(fw, admin):
     try:
         first = jobs.submit(olga, "press", _uploads("obama.jpg"))
         jobs.submit(olga, "press", _uploads("biden.jpg"))
-        with pytest.raises(Busy, match="2 upload jobs queued or running") as refused:
+        with pytest.raises(Throttled, match="2 upload jobs queued or running") as refused:
             jobs.submit(olga, "press", _uploads("kit_harington.jpg"))
-        assert refused.value.retry_after > 0
+        assert refused.value.retry_after > 0 and refused.value.code == "too_many_jobs"
+        assert status_of(refused.value) == 429  # the API's answer: not a server fault (5xx)
         assert sorted(p.name for p in fw.settings.upload_dir.iterdir()) == sorted(
             j.id for j in jobs.list(olga)
         )  # the refused upload left no folder

@@ -190,8 +190,8 @@ class Settings(BaseSettings):
     """Largest request body the server accepts (an ingest upload of files or a zip)."""
     max_jobs_per_user: int = Field(4, ge=1, le=1000)
     """Upload ingest jobs one user may have queued or running at once; a further upload is
-    refused (``busy``, 503 with Retry-After) before its files are saved: one user cannot fill
-    the server's disk and queue."""
+    refused (``too_many_jobs``, 429 with Retry-After) before its files are saved: one user
+    cannot fill the server's disk and queue."""
     session_hours: float = Field(8, gt=0, le=24 * 7)
     """Console sessions expire after this many hours."""
     token_days: float = Field(90, ge=0)

@@ -85,6 +85,18 @@ class Busy(FacewardenError):
         self.retry_after = retry_after
 
 
+class Throttled(FacewardenError):
+    """The caller has too much in progress already (a per-user limit, such as upload jobs):
+    try again after ``retry_after`` seconds."""
+
+    code = "throttled"
+    exit_code = 3
+
+    def __init__(self, message: str, *, retry_after: int = 30, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
 class DecryptionFailed(FacewardenError):
     """An encrypted value names a key this process holds, yet does not decrypt: it was
     altered (or moved to another record)."""

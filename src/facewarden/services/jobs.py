@@ -23,7 +23,7 @@ from typing import IO, Any
 from facewarden.config import Settings
 from facewarden.core.actors import Actor
 from facewarden.core.clock import utcnow
-from facewarden.core.errors import Busy, FacewardenError, InvalidInput, NotFound
+from facewarden.core.errors import FacewardenError, InvalidInput, NotFound, Throttled
 from facewarden.core.faults import storage_failure
 from facewarden.services.access import RoleGuard
 from facewarden.services.ingest import IngestService
@@ -139,11 +139,12 @@ class IngestJobs:
                 error="too many upload jobs waiting",
                 details={"source": source, "jobs_waiting": waiting},
             )
-            raise Busy(
+            raise Throttled(
                 f"you have {waiting} upload jobs queued or running (at most "
                 f"{self.settings.max_jobs_per_user}, FACEWARDEN_MAX_JOBS_PER_USER): wait for one "
                 "to end or cancel one",
                 retry_after=30,
+                code="too_many_jobs",
             )
         job = Job(secrets.token_hex(8), actor.name, source, [])
         folder = self.root / job.id

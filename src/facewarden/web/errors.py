@@ -28,6 +28,7 @@ from facewarden.core.errors import (
     Refused,
     StorageFull,
     TemplateSpaceMismatch,
+    Throttled,
 )
 from facewarden.core.faults import storage_failure
 
@@ -45,6 +46,7 @@ STATUS = [
     (TemplateSpaceMismatch, 409),  # before its base class: a gallery/setting conflict
     (DecryptionFailed, 503),  # key_missing and wrong_key are NotInitialised: 503 as well
     (Busy, 503),
+    (Throttled, 429),
     (StorageFull, 503),
     (ConfigurationError, 500),
 ]
@@ -70,7 +72,8 @@ ERRORS = {
     409: "Conflict: the gallery holds templates of another recipe than the server makes.",
     413: "Request body over FACEWARDEN_MAX_UPLOAD_BYTES.",
     422: "Invalid input: a parameter fails validation, or a file is unreadable or has no face.",
-    429: "Rate limited (searches and look-ups, or failed authentications); see Retry-After.",
+    429: "Rate limited (searches and look-ups, failed authentications, or too many upload jobs "
+    "of one user); see Retry-After.",
     503: "Unavailable: not initialised, key missing, audit log or storage failing, or busy; "
     "see Retry-After.",
 }
@@ -126,7 +129,7 @@ def install(app: FastAPI) -> None:
         if full is not None:
             return error_response(503, full.code, full.message, {"Retry-After": "60"})
         headers = exc.headers if isinstance(exc, ApiError) else None
-        if isinstance(exc, Busy):
+        if isinstance(exc, Busy | Throttled):
             headers = {"Retry-After": str(exc.retry_after)}
         return error_response(status_of(exc), exc.code, exc.message, headers)
 
