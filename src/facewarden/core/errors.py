@@ -75,26 +75,30 @@ class ConfigurationError(FacewardenError):
     exit_code = 2
 
 
-class Busy(FacewardenError):
-    """Every worker is busy and the queue is full: try again after ``retry_after`` seconds."""
+class RetryLater(FacewardenError):
+    """Refused for now: try again after ``retry_after`` seconds (the API's ``Retry-After``)."""
+
+    default_retry_after = 2
+
+    def __init__(
+        self, message: str, *, retry_after: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
+
+
+class Busy(RetryLater):
+    """Every worker is busy and the queue is full."""
 
     code = "busy"
 
-    def __init__(self, message: str, *, retry_after: int = 2) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
-
-class Throttled(FacewardenError):
-    """The caller has too much in progress already (a per-user limit, such as upload jobs):
-    try again after ``retry_after`` seconds."""
+class Throttled(RetryLater):
+    """The caller has too much in progress already (a per-user limit, such as upload jobs)."""
 
     code = "throttled"
     exit_code = 3
-
-    def __init__(self, message: str, *, retry_after: int = 30, code: str | None = None) -> None:
-        super().__init__(message, code=code)
-        self.retry_after = retry_after
+    default_retry_after = 30
 
 
 class DecryptionFailed(FacewardenError):

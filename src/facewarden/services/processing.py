@@ -33,13 +33,20 @@ class Processed:
     budget (``detect_max_pixels``)."""
 
 
+def _decoded(data: bytes, max_pixels: int) -> np.ndarray | Processed:
+    """The image's RGB array, or the result of an image that cannot be read."""
+    try:
+        return decode_image(data, max_pixels=max_pixels)
+    except MediaError as exc:
+        return Processed(error_code=exc.code, error=exc.message)
+
+
 def process_image(pipeline: FacePipeline, data: bytes, max_pixels: int) -> Processed:
     """One image, decoded before the pipeline is taken (a shared pipeline, as in the server,
     is not held while an image decodes)."""
-    try:
-        image = decode_image(data, max_pixels=max_pixels)
-    except MediaError as exc:
-        return Processed(error_code=exc.code, error=exc.message)
+    image = _decoded(data, max_pixels)
+    if isinstance(image, Processed):
+        return image
     return _processed(image.shape, pipeline.process(image, enrol=True))
 
 
@@ -53,10 +60,9 @@ def process_images(pipeline: FacePipeline, images: list[bytes], max_pixels: int)
 
     def decoded() -> Iterator[np.ndarray]:
         for data in images:
-            try:
-                image = decode_image(data, max_pixels=max_pixels)
-            except MediaError as exc:
-                errors.append(Processed(error_code=exc.code, error=exc.message))
+            image = _decoded(data, max_pixels)
+            if isinstance(image, Processed):
+                errors.append(image)
                 continue
             errors.append(None)
             shapes.append(image.shape)

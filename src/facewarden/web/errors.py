@@ -26,6 +26,7 @@ from facewarden.core.errors import (
     NotInitialised,
     PermissionDenied,
     Refused,
+    RetryLater,
     StorageFull,
     TemplateSpaceMismatch,
     Throttled,
@@ -122,16 +123,22 @@ def error_response(
     )
 
 
+def facewarden_error_response(exc: FacewardenError) -> JSONResponse:
+    """The answer to a refusal or failure of the core (an audit write that failed because the
+    disk is full is named as such)."""
+    full = storage_failure(exc) if isinstance(exc, AuditFailure) else None
+    if full is not None:
+        return error_response(503, full.code, full.message, {"Retry-After": "60"})
+    headers = exc.headers if isinstance(exc, ApiError) else None
+    if isinstance(exc, RetryLater):
+        headers = {"Retry-After": str(exc.retry_after)}
+    return error_response(status_of(exc), exc.code, exc.message, headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(FacewardenError)
     async def _facewarden(_: Request, exc: FacewardenError) -> JSONResponse:
-        full = storage_failure(exc) if isinstance(exc, AuditFailure) else None
-        if full is not None:
-            return error_response(503, full.code, full.message, {"Retry-After": "60"})
-        headers = exc.headers if isinstance(exc, ApiError) else None
-        if isinstance(exc, Busy | Throttled):
-            headers = {"Retry-After": str(exc.retry_after)}
-        return error_response(status_of(exc), exc.code, exc.message, headers)
+        return facewarden_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -156,12 +163,8 @@ def install(app: FastAPI) -> None:
                     error=problems[:500],
                     details={"method": request.method, "path": request.url.path},
                 )
-            except AuditFailure as failure:
-                full = storage_failure(failure)
-                code, message = (
-                    (full.code, full.message) if full else (failure.code, failure.message)
-                )
-                return error_response(503, code, message, {"Retry-After": "60"})
+            except AuditFailure as failure:  # answered as any other failed audit write
+                return facewarden_error_response(failure)
         return error_response(422, "invalid_request", problems)
 
     @app.exception_handler(HTTPException)

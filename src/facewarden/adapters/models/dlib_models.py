@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import threading
 from pathlib import Path
 
 import dlib
@@ -42,9 +41,6 @@ def _clip_box(rect: dlib.rectangle, shape: tuple[int, ...]) -> Box:
     )
 
 
-_HOG_LOCK = threading.Lock()
-
-
 def hog_cache_path(cache_dir: Path) -> Path:
     """Where :func:`frontal_face_detector` caches dlib's HOG detector in ``cache_dir``."""
     return cache_dir / f"dlib-hog-frontal-{dlib.__version__}.svm"
@@ -67,19 +63,18 @@ def frontal_face_detector(cache_dir: Path | None = None) -> dlib.fhog_object_det
         except RuntimeError as exc:
             log.warning("rebuilding the unreadable HOG cache %s (%s)", path, exc)
     detector = dlib.get_frontal_face_detector()
-    with _HOG_LOCK:
+    try:  # a temporary file of its own, then a rename: concurrent writers cannot collide
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
+        os.close(fd)
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
-            os.close(fd)
-            try:
-                detector.save(tmp)
-                os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        except (OSError, RuntimeError) as exc:  # read-only or full disk: the same detector
-            log.warning("the HOG detector was not cached in %s (%s)", cache_dir, exc)
+            detector.save(tmp)
+            os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except (OSError, RuntimeError) as exc:  # read-only or full disk: the same detector
+        log.warning("the HOG detector was not cached in %s (%s)", cache_dir, exc)
     return detector
 
 
